@@ -1,0 +1,67 @@
+/**
+ * The Nix binary-cache formats: pure code, no file system, network or database.
+ * This is the only import point of the protocol layer.
+ */
+export { parseCacheInfo, formatCacheInfo, type CacheInfo } from './cache-info.js'
+export {
+  COMPRESSION_EXTENSIONS,
+  isCompression,
+  narFileName,
+  parseNarFileName,
+  type Compression,
+} from './compression.js'
+export {
+  HASH_SIZES,
+  parseNixHash,
+  formatNixHash,
+  formatSriHash,
+  sha256Hash,
+  nixHashEquals,
+  type HashAlgorithm,
+  type NixHash,
+} from './hash.js'
+export {
+  MAX_NARINFO_BYTES,
+  parseNarInfo,
+  formatNarInfo,
+  compareBytewise,
+  type NarInfo,
+} from './narinfo.js'
+export { NarParser, DEFAULT_NAR_LIMITS, type NarLimits, type NarStats } from './nar/parser.js'
+export { NarSink, HashingPassThrough, sha256Of, type Expected, type Measured } from './nar/verify.js'
+export {
+  NIX32_ALPHABET,
+  encodeNix32,
+  decodeNix32,
+  isNix32,
+  nix32Length,
+} from './nixbase32.js'
+export {
+  parsePublicKey,
+  formatPublicKey,
+  parseSecretKey,
+  formatSecretKey,
+  generateSecretKey,
+  toPublicKey,
+  parseSignature,
+  fingerprintNarInfo,
+  signFingerprint,
+  verifyFingerprint,
+  validSigners,
+  signNarInfo,
+  type PublicKey,
+  type SecretKey,
+  type Signature,
+} from './signature.js'
+export {
+  STORE_DIR,
+  HASH_PART_LENGTH,
+  MAX_NAME_LENGTH,
+  isHashPart,
+  parseStorePath,
+  parseStorePathBase,
+  parseStorePathLoose,
+  formatStorePath,
+  formatStorePathBase,
+  type StorePath,
+} from './store-path.js'
