@@ -48,6 +48,8 @@ export {
   signFingerprint,
   verifyFingerprint,
   validSigners,
+  validSignatures,
+  signatureKeyName,
   signNarInfo,
   type PublicKey,
   type SecretKey,

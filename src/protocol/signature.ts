@@ -162,16 +162,22 @@ function verifyBytes(sig: Uint8Array, message: Uint8Array, key: Uint8Array): boo
 }
 
 /**
- * The names of the keys among `keys` that validly signed this narinfo, sorted
- * and distinct. Signatures by other names are ignored, as Nix ignores them.
+ * The `Sig:` values of this narinfo that verify under `keys` (looked up by name).
+ * Signatures by other names, or that do not verify, are left out, as Nix ignores them.
  */
-export function validSigners(info: NarInfo, keys: readonly PublicKey[]): string[] {
+export function validSignatures(info: NarInfo, keys: readonly PublicKey[]): string[] {
   const fingerprint = fingerprintNarInfo(info)
-  const names = new Set<string>()
-  for (const sig of info.sigs) {
-    if (verifyFingerprint(fingerprint, sig, keys)) names.add(sig.slice(0, sig.indexOf(':')))
-  }
-  return [...names].sort()
+  return info.sigs.filter((sig) => verifyFingerprint(fingerprint, sig, keys))
+}
+
+/** The key name of a `Sig:` value (the part before the colon). */
+export function signatureKeyName(sig: string): string {
+  return sig.slice(0, Math.max(0, sig.indexOf(':')))
+}
+
+/** The names of the keys among `keys` that validly signed this narinfo, sorted and distinct. */
+export function validSigners(info: NarInfo, keys: readonly PublicKey[]): string[] {
+  return [...new Set(validSignatures(info, keys).map(signatureKeyName))].sort()
 }
 
 /** The narinfo with `key`'s signature added (replacing an earlier one by the same key name). */

@@ -1,0 +1,384 @@
+/**
+ * narthex's use cases: answer a narinfo (from the store, or by asking the
+ * upstreams and admitting per policy) and answer a NAR (from the store, or by a
+ * single verified download shared by every client that asks meanwhile).
+ */
+import type { Readable } from 'node:stream'
+import { LRUCache } from 'lru-cache'
+import type { Logger } from 'pino'
+import { NarthexError, isNarthexError } from '../errors.js'
+import { decide, describeRule, upstreamsToAsk, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
+import {
+  encodeNix32,
+  formatNarInfo,
+  formatNixHash,
+  formatStorePath,
+  narFileName,
+  parseNarFileName,
+  parseNarInfo,
+  parseNixHash,
+  parseStorePathBase,
+  signNarInfo,
+  type NarInfo,
+  type SecretKey,
+} from '../protocol/index.js'
+import { supportedCompressions, type AuditLog, type NarInfoRecord, type SourceRecord, type Store } from '../store/index.js'
+import type { Upstream } from '../upstream/index.js'
+import type { Metrics } from './metrics.js'
+import { askUpstreams } from './ask.js'
+import { NarDownload } from './nar-download.js'
+
+/** The answer to a narinfo request. */
+export type NarInfoAnswer =
+  | { readonly kind: 'found'; readonly text: string }
+  | { readonly kind: 'absent' }
+  | { readonly kind: 'unavailable'; readonly retryAfterS: number }
+
+/** The answer to a NAR request. */
+export type NarAnswer =
+  | { readonly kind: 'stored'; readonly path: string; readonly size: number }
+  | { readonly kind: 'streaming'; readonly stream: Readable; readonly size: number | undefined }
+  | { readonly kind: 'absent' }
+  | { readonly kind: 'unavailable'; readonly retryAfterS: number }
+
+/** Settings of the cache use cases (the config's `cache` and `prefetch` sections). */
+export interface CacheSettings {
+  readonly negativeTtlMs: number
+  readonly unavailableTtlMs: number
+  readonly narinfoLruEntries: number
+  readonly prefetchReferences: boolean
+  readonly prefetchNars: boolean
+  readonly prefetchMaxInFlight: number
+  /** How long a source whose NAR failed verification is skipped. */
+  readonly failedSourceTtlMs?: number
+}
+
+/** What a {@link Cache} is built from. */
+export interface CacheDeps {
+  readonly store: Store
+  readonly upstreams: readonly Upstream[]
+  readonly policy: Policy
+  readonly signingKey: SecretKey
+  readonly log: Logger
+  readonly metrics: Metrics
+  readonly audit: AuditLog
+  readonly settings: CacheSettings
+}
+
+type Negative = { readonly kind: 'absent' } | { readonly kind: 'unavailable'; readonly retryAfterS: number }
+
+// A finished download stays findable this long, so a request that looked at the
+// store just before the commit joins it instead of starting a second download.
+const DONE_LINGER_MS = 10_000
+
+// How long a source that failed for a transient reason (timeout, reset) is skipped.
+const TRANSIENT_SKIP_MS = 5_000
+
+/** The narthex cache: store, upstreams and policy behind the two questions clients ask. */
+export class Cache {
+  readonly #d: CacheDeps
+  readonly #upstreams: Map<string, Upstream>
+  readonly #served: LRUCache<string, string>
+  readonly #negative: LRUCache<string, Negative>
+  readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
+  readonly #downloads = new Map<string, NarDownload>()
+  readonly #failedSources: LRUCache<string, true>
+  readonly #supported: Set<string>
+  readonly #prefetchQueue: string[] = []
+  #prefetchActive = 0
+  #closed = false
+
+  constructor(deps: CacheDeps) {
+    this.#d = deps
+    this.#upstreams = new Map(deps.upstreams.map((u) => [u.name, u]))
+    this.#served = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
+    this.#negative = new LRUCache({ max: 100_000, ttlAutopurge: false })
+    this.#supported = new Set(supportedCompressions())
+    this.#failedSources = new LRUCache({ max: 10_000, ttl: deps.settings.failedSourceTtlMs ?? 600_000 })
+  }
+
+  /** The upstreams, for health reporting. */
+  get upstreams(): readonly Upstream[] {
+    return this.#d.upstreams
+  }
+
+  /** Downloads running now. */
+  get downloadsInFlight(): number {
+    return [...this.#downloads.values()].filter((d) => d.state === 'running').length
+  }
+
+  /**
+   * Answers `GET /<hashPart>.narinfo`. Concurrent requests for one hash part
+   * share one resolution.
+   */
+  async getNarInfo(hashPart: string): Promise<NarInfoAnswer> {
+    const hot = this.#served.get(hashPart)
+    if (hot !== undefined) {
+      this.#d.metrics.narinfoLookups.inc({ outcome: 'hit' })
+      return { kind: 'found', text: hot }
+    }
+    const negative = this.#negative.get(hashPart)
+    if (negative) {
+      this.#d.metrics.narinfoLookups.inc({ outcome: negative.kind })
+      return negative
+    }
+    let pending = this.#resolving.get(hashPart)
+    if (!pending) {
+      pending = this.#resolve(hashPart).finally(() => this.#resolving.delete(hashPart))
+      this.#resolving.set(hashPart, pending)
+    }
+    return pending
+  }
+
+  async #resolve(hashPart: string): Promise<NarInfoAnswer> {
+    const record = await this.#d.store.getNarInfo(hashPart)
+    if (record) {
+      this.#d.metrics.narinfoLookups.inc({ outcome: 'hit' })
+      return { kind: 'found', text: await this.#remember(hashPart, record) }
+    }
+    if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
+    const answers = await this.askUpstreams(hashPart)
+    const firstHash = await this.#d.store.getFirstNarHash(hashPart)
+    const decision = decide(this.#d.policy, hashPart, answers, firstHash ? parseNixHash(firstHash) : undefined)
+    return this.#act(hashPart, decision)
+  }
+
+  /** Asks every upstream that may supply `hashPart` at once (see {@link askUpstreams}). */
+  askUpstreams(hashPart: string): Promise<Map<string, UpstreamAnswer>> {
+    return askUpstreams(this.#upstreams, upstreamsToAsk(this.#d.policy, hashPart), hashPart, this.#supported, this.#d.log, this.#d.metrics)
+  }
+
+  async #act(hashPart: string, decision: Decision): Promise<NarInfoAnswer> {
+    const { metrics, log, settings } = this.#d
+    switch (decision.kind) {
+      case 'admit': {
+        const info = decision.info
+        const narHash = formatNixHash(info.narHash)
+        const fileName = narFileName(encodeNix32(info.narHash.digest), info.compression as never)
+        const sources: SourceRecord[] = []
+        for (const s of decision.sources) {
+          try {
+            sources.push({
+              upstream: s.upstream,
+              url: this.#upstreams.get(s.upstream)!.resolveUrl(s.info.url),
+              compression: s.info.compression,
+              ...(s.info.fileHash ? { fileHash: formatNixHash(s.info.fileHash) } : {}),
+              ...(s.info.fileSize !== undefined ? { fileSize: s.info.fileSize } : {}),
+            })
+          } catch (err) {
+            log.warn({ upstream: s.upstream, hashPart, err: (err as Error).message }, 'ignoring a source with an unusable NAR URL')
+          }
+        }
+        const record: NarInfoRecord = {
+          narinfo: formatNarInfo(info),
+          sources,
+          rule: decision.rule.index,
+          signers: decision.signers,
+          admittedAt: Date.now(),
+          origin: decision.sources[0]!.upstream,
+        }
+        await this.#d.store.putNarInfo(hashPart, fileName, narHash, record)
+        await this.#d.audit.append({
+          decision: 'admit',
+          storePath: formatStorePath(info.storePath),
+          narHash,
+          upstreams: decision.sources.map((s) => s.upstream),
+          signers: decision.signers,
+          rule: decision.rule.index,
+        })
+        metrics.narinfoLookups.inc({ outcome: 'admitted' })
+        log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')
+        this.#negative.delete(hashPart)
+        const text = await this.#remember(hashPart, record)
+        this.#prefetch(info)
+        return { kind: 'found', text }
+      }
+      case 'absent':
+        metrics.narinfoLookups.inc({ outcome: 'absent' })
+        this.#negative.set(hashPart, { kind: 'absent' }, { ttl: settings.negativeTtlMs })
+        return { kind: 'absent' }
+      case 'unavailable': {
+        metrics.narinfoLookups.inc({ outcome: 'unavailable' })
+        const retryAfterS = Math.max(1, Math.ceil(settings.unavailableTtlMs / 1000))
+        const answer = { kind: 'unavailable', retryAfterS } as const
+        if (settings.unavailableTtlMs > 0) this.#negative.set(hashPart, answer, { ttl: settings.unavailableTtlMs })
+        return answer
+      }
+      case 'refuse': {
+        metrics.narinfoLookups.inc({ outcome: 'refused' })
+        metrics.refusals.inc({ reason: decision.reason })
+        const storePath = decision.info ? formatStorePath(decision.info.storePath) : hashPart
+        log.warn({ path: storePath, reason: decision.reason, rule: decision.rule?.index }, `refused: ${decision.message}`)
+        await this.#d.audit.append({
+          decision: 'refuse',
+          storePath,
+          ...(decision.narHashes[0] ? { narHash: decision.narHashes[0] } : {}),
+          ...(decision.rule ? { rule: decision.rule.index } : {}),
+          reason: decision.reason,
+          message: decision.message,
+        })
+        this.#negative.set(hashPart, { kind: 'absent' }, { ttl: settings.negativeTtlMs })
+        return { kind: 'absent' }
+      }
+    }
+  }
+
+  /** Formats the narinfo clients get for a record, signs it, and keeps it in the LRU. */
+  async #remember(hashPart: string, record: NarInfoRecord): Promise<string> {
+    const text = await this.formatServed(record)
+    this.#served.set(hashPart, text)
+    return text
+  }
+
+  /**
+   * The narinfo as narthex serves it: URL pointing at narthex's content-addressed
+   * NAR name, file hash and size of the stored file when there is one, the
+   * verified upstream signatures, and narthex's own.
+   */
+  async formatServed(record: NarInfoRecord): Promise<string> {
+    const info = parseNarInfo(record.narinfo)
+    const fileName = narFileName(encodeNix32(info.narHash.digest), info.compression as never)
+    const stored = await this.#d.store.getNarFile(fileName)
+    const served: NarInfo = {
+      ...info,
+      url: `nar/${fileName}`,
+      ...(stored ? { fileHash: parseNixHash(stored.fileHash), fileSize: stored.fileSize } : {}),
+    }
+    return formatNarInfo(signNarInfo(served, this.#d.signingKey))
+  }
+
+  /** Queues the references of an admitted path for look-up ahead of the client. */
+  #prefetch(info: NarInfo): void {
+    const { settings } = this.#d
+    if (!settings.prefetchReferences) return
+    for (const ref of info.references) {
+      const hashPart = parseStorePathBase(ref).hashPart
+      if (hashPart === info.storePath.hashPart || this.#served.has(hashPart) || this.#resolving.has(hashPart)) continue
+      if (this.#prefetchQueue.length < 10_000) this.#prefetchQueue.push(hashPart)
+    }
+    this.#pumpPrefetch()
+  }
+
+  #pumpPrefetch(): void {
+    const { settings, log } = this.#d
+    while (!this.#closed && this.#prefetchActive < settings.prefetchMaxInFlight && this.#prefetchQueue.length > 0) {
+      const hashPart = this.#prefetchQueue.shift()!
+      this.#prefetchActive++
+      this.getNarInfo(hashPart)
+        .then(async (answer) => {
+          if (answer.kind === 'found' && settings.prefetchNars) {
+            const info = parseNarInfo(answer.text)
+            const nar = await this.getNar(info.url.slice('nar/'.length))
+            if (nar.kind === 'streaming') nar.stream.destroy()
+          }
+        })
+        .catch((err) => log.debug({ hashPart, err: (err as Error).message }, 'prefetch failed'))
+        .finally(() => {
+          this.#prefetchActive--
+          this.#pumpPrefetch()
+        })
+    }
+  }
+
+  /**
+   * Answers `GET /nar/<fileName>`: the stored file, or a stream that follows the
+   * one download of it. A source that fails before sending anything is skipped
+   * for the next one at once; one that fails midway aborts its clients and is
+   * skipped for later requests.
+   */
+  async getNar(fileName: string): Promise<NarAnswer> {
+    const parsed = parseNarFileName(fileName)
+    if (!parsed) return { kind: 'absent' }
+    const running = this.#downloads.get(fileName)
+    if (running && running.state !== 'failed') return this.#follow(running)
+    const stored = await this.#d.store.getNarFile(fileName)
+    if (stored) return { kind: 'stored', path: this.#d.store.narPath(fileName), size: stored.fileSize }
+    const hashParts = await this.#d.store.narInfosForFile(fileName)
+    if (hashParts.length === 0) return { kind: 'absent' }
+    const record = await this.#d.store.getNarInfo(hashParts[0]!)
+    if (!record) return { kind: 'absent' }
+    const info = parseNarInfo(record.narinfo)
+    let allGone = true
+    for (const source of record.sources) {
+      if (source.compression !== parsed.compression || this.#failedSources.has(`${fileName} ${source.upstream}`)) continue
+      const upstream = this.#upstreams.get(source.upstream)
+      if (!upstream) continue
+      // Re-checked with no await since the last look: joining beats a second download.
+      const again = this.#downloads.get(fileName)
+      const download = again && again.state !== 'failed' ? again : this.#start(fileName, info, source, upstream)
+      await download.whenStarted()
+      if (download.state === 'failed' && download.written === 0) {
+        if (!isNarthexError(download.error, 'NOT_FOUND')) allGone = false
+        continue
+      }
+      return this.#follow(download)
+    }
+    if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
+    return allGone ? { kind: 'absent' } : { kind: 'unavailable', retryAfterS: 10 }
+  }
+
+  #follow(download: NarDownload): NarAnswer {
+    if (download.state === 'done') {
+      return { kind: 'stored', path: download.finalPath, size: download.written }
+    }
+    return { kind: 'streaming', stream: download.createReader(), size: download.expectedSize }
+  }
+
+  #start(fileName: string, info: NarInfo, source: SourceRecord, upstream: Upstream): NarDownload {
+    const { metrics, log } = this.#d
+    const sourceInfo: NarInfo = {
+      ...info,
+      url: source.url,
+      compression: source.compression,
+      ...(source.fileHash ? { fileHash: parseNixHash(source.fileHash) } : { fileHash: undefined }),
+      ...(source.fileSize !== undefined ? { fileSize: source.fileSize } : { fileSize: undefined }),
+    }
+    const download = new NarDownload(fileName, sourceInfo, source.url, upstream, this.#d.store)
+    this.#downloads.set(fileName, download)
+    metrics.downloadsInFlight.inc()
+    const path = formatStorePath(info.storePath)
+    download.done.then(
+      ({ record, durationMs }) => {
+        metrics.downloadsInFlight.dec()
+        metrics.upstreamRequests.inc({ upstream: upstream.name, kind: 'nar', outcome: 'verified' })
+        metrics.bytesFetched.inc({ upstream: upstream.name }, record.fileSize)
+        log.info({ path, upstream: upstream.name, fileSize: record.fileSize, narSize: record.narSize, durationMs }, 'NAR verified and stored')
+        // The served narinfo may now carry the stored file's hash and size.
+        this.#served.delete(info.storePath.hashPart)
+        setTimeout(() => {
+          if (this.#downloads.get(fileName) === download) this.#downloads.delete(fileName)
+        }, DONE_LINGER_MS).unref()
+      },
+      (err: NarthexError) => {
+        metrics.downloadsInFlight.dec()
+        if (this.#downloads.get(fileName) === download) this.#downloads.delete(fileName)
+        metrics.upstreamRequests.inc({ upstream: upstream.name, kind: 'nar', outcome: err.code })
+        if (err.code === 'SHUTTING_DOWN') return
+        const verification = ['HASH_MISMATCH', 'SIZE_MISMATCH', 'NAR_INVALID'].includes(err.code)
+        // Bad bytes keep a source out for failedSourceTtlMs; a transient failure briefly.
+        this.#failedSources.set(`${fileName} ${source.upstream}`, true, verification ? {} : { ttl: TRANSIENT_SKIP_MS })
+        if (verification) {
+          metrics.narFailures.inc({ upstream: upstream.name, code: err.code })
+          upstream.reportFailure()
+          log.error({ path, upstream: upstream.name, code: err.code, err: err.message, bytes: download.written }, 'NAR failed verification; discarded')
+          void this.#d.audit
+            .append({ decision: 'nar-rejected', storePath: path, narHash: formatNixHash(info.narHash), upstreams: [upstream.name], reason: err.code, message: err.message })
+            .catch((e) => log.error({ err: (e as Error).message }, 'cannot write the audit log'))
+        } else {
+          log.warn({ path, upstream: upstream.name, code: err.code, err: err.message, bytes: download.written }, 'NAR download failed')
+        }
+      },
+    )
+    return download
+  }
+
+  /** Stops background work and aborts running downloads; waits for them to settle. */
+  async close(): Promise<void> {
+    this.#closed = true
+    this.#prefetchQueue.length = 0
+    const running = [...this.#downloads.values()].filter((d) => d.state === 'running')
+    for (const d of running) d.abort(new NarthexError('SHUTTING_DOWN', 'narthex is shutting down'))
+    await Promise.allSettled(running.map((d) => d.done))
+    await this.#d.audit.flush()
+  }
+}

@@ -1,0 +1,4 @@
+/** The use cases: resolve narinfos, fetch and verify NARs. */
+export { Cache, type CacheDeps, type CacheSettings, type NarAnswer, type NarInfoAnswer } from './cache.js'
+export { askUpstreams } from './ask.js'
+export { Metrics } from './metrics.js'

@@ -1,0 +1,94 @@
+/**
+ * Assembles a running narthex from a configuration: store, upstreams, policy,
+ * cache and HTTP server, and takes them down again in order.
+ */
+import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
+import { pino, type Logger } from 'pino'
+import { Cache, Metrics } from '../cache/index.js'
+import type { Config } from '../config/index.js'
+import { compilePolicy } from '../policy/index.js'
+import { formatPublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
+import { createNarthexServer } from '../server/index.js'
+import { AuditLog, Store } from '../store/index.js'
+import { Upstream } from '../upstream/index.js'
+import { loadOrCreateSigningKey } from './keys.js'
+
+/** A running narthex. */
+export interface Narthex {
+  readonly server: Server
+  readonly cache: Cache
+  readonly store: Store
+  readonly url: string
+  readonly signingKey: SecretKey
+  /** Stops accepting, aborts downloads, waits for responses (up to `graceMs`), closes the store. */
+  close(graceMs?: number): Promise<void>
+}
+
+/** Creates the logger narthex uses: JSON lines on stderr. */
+export function createLogger(level: string): Logger {
+  return pino({ level, base: undefined }, pino.destination({ dest: 2, sync: false }))
+}
+
+/** Splits `host:port` (or `[v6]:port`). */
+export function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':')
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) }
+}
+
+/** Opens everything and starts listening. */
+export async function startNarthex(config: Config, log: Logger): Promise<Narthex> {
+  const { key: signingKey, created } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
+  const publicKey = formatPublicKey(toPublicKey(signingKey))
+  if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
+  const { store, recovery } = await Store.open(config.dataDir)
+  if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
+    log.warn(recovery, 'repaired the store after an unclean stop')
+  }
+  const audit = await AuditLog.open(config.dataDir)
+  const upstreams = config.upstreams.map((u) => new Upstream(u))
+  const metrics = new Metrics({ processMetrics: true })
+  const cache = new Cache({
+    store,
+    upstreams,
+    policy: compilePolicy(config),
+    signingKey,
+    log,
+    metrics,
+    audit,
+    settings: {
+      negativeTtlMs: config.cache.negativeTtlMs,
+      unavailableTtlMs: config.cache.unavailableTtlMs,
+      narinfoLruEntries: config.cache.narinfoLruEntries,
+      prefetchReferences: config.prefetch.references,
+      prefetchNars: config.prefetch.nars,
+      prefetchMaxInFlight: config.prefetch.maxInFlight,
+    },
+  })
+  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey })
+  const { host, port } = splitListen(config.listen)
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const addr = server.address() as AddressInfo
+  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`
+  log.info({ url, dataDir: config.dataDir, upstreams: upstreams.map((u) => u.name), publicKey }, 'narthex is serving')
+
+  let closing: Promise<void> | undefined
+  const close = (graceMs = 10_000) =>
+    (closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      await cache.close()
+      const timer = setTimeout(() => server.closeAllConnections(), graceMs)
+      await closed
+      clearTimeout(timer)
+      await Promise.all(upstreams.map((u) => u.close()))
+      await store.close()
+    })())
+  return { server, cache, store, url, signingKey, close }
+}

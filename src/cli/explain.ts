@@ -1,0 +1,90 @@
+/**
+ * `narthex explain STOREPATH`: which rule governs a path, which upstreams in
+ * which order, which keys count and how many; with `--fetch`, what each
+ * upstream answers and the decision narthex would take. Stores nothing.
+ */
+import { askUpstreams } from '../cache/index.js'
+import type { Config } from '../config/index.js'
+import { compilePolicy, decide, describeRule, ruleFor, upstreamsToAsk } from '../policy/index.js'
+import { formatNixHash, formatPublicKey, parseStorePathLoose, validSigners } from '../protocol/index.js'
+import { supportedCompressions } from '../store/index.js'
+import { Upstream } from '../upstream/index.js'
+
+/** Runs `narthex explain`; returns the exit code. */
+export async function runExplain(
+  config: Config,
+  text: string,
+  options: { fetch: boolean; json: boolean },
+  out: (line: string) => void,
+): Promise<number> {
+  const path = parseStorePathLoose(text)
+  const policy = compilePolicy(config)
+  const rule = ruleFor(policy, path.hashPart, path.name || undefined)
+  const report: Record<string, unknown> = { storePath: text }
+  if (!rule) {
+    report.rule = null
+    report.summary = path.name ? 'no rule matches: the path would be refused' : 'give a full store path or basename: rules match on the name'
+  } else {
+    report.rule = { index: rule.index, match: rule.match }
+    report.upstreams = rule.upstreams.map((name) => ({ name, url: config.upstreams.find((u) => u.name === name)?.url }))
+    report.trustedKeys = rule.trustedKeys.map(formatPublicKey)
+    report.minSignatures = rule.minSignatures
+  }
+  if (options.fetch) {
+    const upstreams = new Map(config.upstreams.map((u) => [u.name, new Upstream({ ...u, retries: 0 })]))
+    try {
+      const answers = await askUpstreams(upstreams, upstreamsToAsk(policy, path.hashPart), path.hashPart, new Set(supportedCompressions()))
+      report.answers = [...answers.values()].map((a) => {
+        if (a.kind !== 'present') return { upstream: a.upstream, answer: a.kind, ...(a.kind === 'unavailable' ? { reason: a.reason } : {}) }
+        const r = ruleFor(policy, path.hashPart, a.info.storePath.name)
+        return {
+          upstream: a.upstream,
+          answer: 'present',
+          storePath: `/nix/store/${a.info.storePath.hashPart}-${a.info.storePath.name}`,
+          narHash: formatNixHash(a.info.narHash),
+          narSize: a.info.narSize,
+          signatures: a.info.sigs.map((s) => s.slice(0, s.indexOf(':'))),
+          validTrustedSigners: r ? validSigners(a.info, r.trustedKeys) : [],
+        }
+      })
+      const decision = decide(policy, path.hashPart, answers)
+      report.decision =
+        decision.kind === 'admit'
+          ? { decision: 'admit', from: decision.sources[0]?.upstream, signers: decision.signers, narHash: formatNixHash(decision.info.narHash) }
+          : decision.kind === 'refuse'
+            ? { decision: 'refuse', reason: decision.reason, message: decision.message }
+            : decision.kind === 'unavailable'
+              ? { decision: 'unavailable (503)', upstreams: decision.upstreams }
+              : { decision: 'absent (404)' }
+    } finally {
+      await Promise.all([...upstreams.values()].map((u) => u.close()))
+    }
+  }
+  if (options.json) {
+    out(JSON.stringify(report, null, 2))
+    return 0
+  }
+  out(`store path:     ${text}`)
+  if (!rule) {
+    out(`rule:           none (${report.summary as string})`)
+  } else {
+    out(`rule:           ${describeRule(rule)}`)
+    out(`upstreams:      ${rule.upstreams.length ? rule.upstreams.map((u, i) => `${i + 1}. ${u}`).join('  ') : 'none: the rule denies the path'}`)
+    out(`trusted keys:   ${rule.trustedKeys.map((k) => k.name).join(', ') || '(none)'}`)
+    out(`signatures:     at least ${rule.minSignatures} distinct trusted key(s) over the same fingerprint`)
+  }
+  if (options.fetch) {
+    for (const a of report.answers as Array<Record<string, unknown>>) {
+      const detail =
+        a.answer === 'present'
+          ? `${a.narHash as string}, ${a.narSize as number} bytes, signed by ${(a.signatures as string[]).join(', ') || 'nobody'}; valid trusted: ${(a.validTrustedSigners as string[]).join(', ') || 'none'}`
+          : a.answer === 'unavailable'
+            ? `could not be asked: ${a.reason as string}`
+            : 'absent'
+      out(`  ${String(a.upstream).padEnd(14)}${detail}`)
+    }
+    const d = report.decision as Record<string, unknown>
+    out(`decision:       ${JSON.stringify(d)}`)
+  }
+  return 0
+}

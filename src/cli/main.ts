@@ -1,0 +1,199 @@
+/**
+ * The `narthex` command line (yargs). The only layer that reads argv and the
+ * environment or decides exit codes: 0 success, 1 the work failed, 2 bad usage
+ * or bad configuration.
+ */
+import { readFileSync } from 'node:fs'
+import yargs, { type Argv } from 'yargs'
+import { loadConfig, type Config } from '../config/index.js'
+import { isNarthexError } from '../errors.js'
+import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, toPublicKey } from '../protocol/index.js'
+import { createLogger, splitListen, startNarthex } from './app.js'
+import { runAudit } from './audit.js'
+import { runExplain } from './explain.js'
+import { loadOrCreateSigningKey } from './keys.js'
+
+/** The default configuration file, relative to the working directory. */
+export const DEFAULT_CONFIG = 'config/narthex.yaml'
+
+/** Thrown inside a command to end with a given exit code. */
+class Exit extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`)
+  }
+}
+
+function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`)
+}
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`narthex: ${message}\n`)
+  throw new Exit(code)
+}
+
+function readConfig(argv: { config: string; data?: string | undefined; listen?: string | undefined }): Config {
+  const config = loadConfig(argv.config)
+  return {
+    ...config,
+    ...(argv.data ? { dataDir: argv.data } : {}),
+    ...(argv.listen ? { listen: argv.listen } : {}),
+  }
+}
+
+function notBuilt(name: string) {
+  return () => fail(`'${name}' is not available in this version of narthex yet`, 2)
+}
+
+async function serve(argv: { config: string; data?: string | undefined; listen?: string | undefined }): Promise<void> {
+  const config = readConfig(argv)
+  if (argv.listen) splitListen(argv.listen)
+  const log = createLogger(config.log.level)
+  const narthex = await startNarthex(config, log)
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'shutting down')
+      process.off('SIGTERM', onTerm)
+      process.off('SIGINT', onInt)
+      narthex.close().then(resolve, (err) => {
+        log.error({ err }, 'error while shutting down')
+        resolve()
+      })
+    }
+    const onTerm = () => stop('SIGTERM')
+    const onInt = () => stop('SIGINT')
+    process.on('SIGTERM', onTerm)
+    process.on('SIGINT', onInt)
+  })
+  log.flush()
+}
+
+function clientConfig(argv: { config: string; url?: string | undefined }): void {
+  const config = readConfig(argv)
+  const { key } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
+  let url = argv.url
+  if (!url) {
+    const { host, port } = splitListen(config.listen)
+    const shown = host === '0.0.0.0' || host === '::' ? '<this-host>' : host.includes(':') ? `[${host}]` : host
+    url = `http://${shown}:${port}`
+  }
+  out(`substituters = ${url}\ntrusted-public-keys = ${formatPublicKey(toPublicKey(key))}`)
+}
+
+function keygen(argv: { name?: string | undefined; public?: boolean | undefined }): void {
+  if (argv.public) {
+    const secret = parseSecretKey(readFileSync(0, 'utf8'))
+    out(formatPublicKey(toPublicKey(secret)))
+    return
+  }
+  if (!argv.name) fail('keygen needs a key NAME, e.g. narthex keygen cache.example.org-1')
+  const key = generateSecretKey(argv.name)
+  out(formatSecretKey(key))
+  process.stderr.write(`${formatPublicKey(toPublicKey(key))}\n`)
+}
+
+function withConfig<T>(y: Argv<T>) {
+  return y.option('config', {
+    alias: 'c',
+    type: 'string',
+    default: DEFAULT_CONFIG,
+    describe: 'configuration file (YAML)',
+  })
+}
+
+/**
+ * Runs the CLI with `args` (argv without node and script) and returns the exit code.
+ */
+export async function main(args: string[]): Promise<number> {
+  const parser = withConfig(yargs(args))
+    .scriptName('narthex')
+    .usage('$0 <command> [options]\n\nAn on-premises caching proxy for Nix binary caches.')
+    .command(
+      'serve',
+      'run the proxy',
+      (y) =>
+        y
+          .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (overrides the config)' })
+          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+      serve,
+    )
+    .command(
+      'mirror [paths..]',
+      'fetch whole closures through policy into the store and pin them (not built yet)',
+      (y) => y.positional('paths', { type: 'string', array: true }).option('from-file', { type: 'string' }),
+      notBuilt('mirror'),
+    )
+    .command('export', 'write a file:// binary cache of closures or all pinned paths (not built yet)', (y) => y.option('to', { type: 'string' }), notBuilt('export'))
+    .command('import <dir>', 'load a file:// binary cache directory through policy (not built yet)', (y) => y, notBuilt('import'))
+    .command(
+      'explain <storePath>',
+      'show which rule applies to a store path; with --fetch, what each upstream says and the decision',
+      (y) =>
+        y
+          .positional('storePath', { type: 'string', demandOption: true })
+          .option('fetch', { type: 'boolean', default: false, describe: 'ask the upstreams (stores nothing)' })
+          .option('json', { type: 'boolean', default: false }),
+      async (argv) => {
+        const code = await runExplain(readConfig(argv), argv.storePath, { fetch: argv.fetch, json: argv.json }, out)
+        if (code !== 0) throw new Exit(code)
+      },
+    )
+    .command('verify', 're-hash every stored NAR against its NarHash (not built yet)', (y) => y, notBuilt('verify'))
+    .command('gc', 'evict least-recently-used unpinned NARs (not built yet)', (y) => y.option('max-size', { type: 'string' }), notBuilt('gc'))
+    .command(
+      'keygen [name]',
+      'print a new secret key in Nix\'s format on stdout, its public key on stderr',
+      (y) =>
+        y
+          .positional('name', { type: 'string', describe: 'key name, e.g. cache.example.org-1' })
+          .option('public', { type: 'boolean', describe: 'instead, read a secret key on stdin and print its public key' }),
+      (argv) => keygen(argv),
+    )
+    .command(
+      'audit',
+      'print the audit log of admissions and refusals',
+      (y) =>
+        y
+          .option('verify', { type: 'boolean', default: false, describe: 'check the hash chain; exit 1 naming the first broken entry' })
+          .option('path', { type: 'string', describe: 'only entries whose store path contains this' })
+          .option('since', { type: 'string', describe: 'only entries at or after this time (ISO 8601)' })
+          .option('until', { type: 'string', describe: 'only entries before this time (ISO 8601)' })
+          .option('json', { type: 'boolean', default: false, describe: 'JSON lines' })
+          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+      async (argv) => {
+        const code = await runAudit(readConfig(argv).dataDir, argv, out)
+        if (code !== 0) throw new Exit(code)
+      },
+    )
+    .command(
+      'client-config',
+      'print the nix.conf lines a client needs',
+      (y) => y.option('url', { type: 'string', describe: 'the URL clients reach narthex at' }),
+      (argv) => clientConfig(argv),
+    )
+    .demandCommand(1, 'name a command (narthex --help lists them)')
+    .strict()
+    .recommendCommands()
+    .help()
+    .alias('help', 'h')
+    .version()
+    .exitProcess(false)
+    .fail((msg, err) => {
+      if (err) throw err
+      fail(`${msg}\nrun 'narthex --help' for usage`)
+    })
+    .wrap(Math.min(100, process.stdout.columns || 100))
+
+  try {
+    await parser.parseAsync()
+    return 0
+  } catch (err) {
+    if (err instanceof Exit) return err.code
+    if (isNarthexError(err)) {
+      process.stderr.write(`narthex: ${err.message}\n`)
+      return err.code === 'CONFIG_INVALID' || err.code === 'KEY_INVALID' || err.code === 'STORE_PATH_INVALID' ? 2 : 1
+    }
+    process.stderr.write(`narthex: ${(err as Error)?.stack ?? String(err)}\n`)
+    return 1
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Reads and validates the YAML configuration file.
+ */
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { parse as parseYaml, YAMLParseError } from 'yaml'
+import { NarthexError } from '../errors.js'
+import { configSchema, type Config, type ConfigInput } from './schema.js'
+
+/**
+ * Validates an already-parsed config object and resolves its relative paths
+ * against `baseDir` (the working directory, so `./var` means the same thing on
+ * the command line and in the file).
+ * @throws NarthexError CONFIG_INVALID naming each bad field.
+ */
+export function buildConfig(raw: unknown, baseDir: string, source?: string): Config {
+  const result = configSchema.safeParse(raw ?? {})
+  if (!result.success) {
+    const where = source ? `${source}: ` : ''
+    const lines = result.error.issues.map((issue) => {
+      const path = issue.path.length > 0 ? issue.path.join('.') : '(top level)'
+      return `  ${path}: ${issue.message}`
+    })
+    throw new NarthexError('CONFIG_INVALID', `${where}invalid configuration\n${lines.join('\n')}`, {
+      detail: { issues: result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) },
+    })
+  }
+  return finishConfig(result.data, baseDir, source)
+}
+
+function finishConfig(input: ConfigInput, baseDir: string, source?: string): Config {
+  const dataDir = resolve(baseDir, input.dataDir)
+  return {
+    ...input,
+    dataDir,
+    signingKeyFile: resolve(baseDir, input.signingKeyFile ?? `${dataDir}/narthex.key`),
+    // Without rules, every upstream may supply every path, in config order, with one signature.
+    rules: input.rules ?? [{ match: ['*'], upstreams: input.upstreams.map((u) => u.name), minSignatures: 1 }],
+    ...(source ? { source } : {}),
+  }
+}
+
+/**
+ * Loads the config file at `file`.
+ * @throws NarthexError CONFIG_INVALID when it cannot be read, is not YAML, or is invalid.
+ */
+export function loadConfig(file: string, baseDir = process.cwd()): Config {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new NarthexError('CONFIG_INVALID', `${file}: cannot read the configuration (${(err as NodeJS.ErrnoException).code ?? err})`, { cause: err })
+  }
+  let raw: unknown
+  try {
+    raw = parseYaml(text, { prettyErrors: true, uniqueKeys: true })
+  } catch (err) {
+    const msg = err instanceof YAMLParseError ? err.message : String(err)
+    throw new NarthexError('CONFIG_INVALID', `${file}: not valid YAML: ${msg}`, { cause: err })
+  }
+  return buildConfig(raw, baseDir, file)
+}

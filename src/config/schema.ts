@@ -1,0 +1,182 @@
+/**
+ * The configuration file's shape, validated with zod. Unknown keys are errors,
+ * and cross-field rules (upstream names, keys, reachable rules, quorum sizes) are
+ * checked here so that a bad config never starts a server.
+ */
+import { z } from 'zod'
+import { isHashPart, parsePublicKey, parseStorePath } from '../protocol/index.js'
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1, B: 1,
+  K: 1024, KB: 1000, KIB: 1024,
+  M: 1024 ** 2, MB: 1000 ** 2, MIB: 1024 ** 2,
+  G: 1024 ** 3, GB: 1000 ** 3, GIB: 1024 ** 3,
+  T: 1024 ** 4, TB: 1000 ** 4, TIB: 1024 ** 4,
+}
+
+/** Parses a size such as `50GiB`, `512 MB` or `1048576` into bytes; undefined when malformed. */
+export function parseByteSize(text: string | number): number | undefined {
+  if (typeof text === 'number') return Number.isSafeInteger(text) && text >= 0 ? text : undefined
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$/.exec(text)
+  const unit = m ? SIZE_UNITS[m[2]!.toUpperCase()] : undefined
+  if (!m || unit === undefined) return undefined
+  return Math.floor(Number(m[1]) * unit)
+}
+
+const byteSize = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const n = parseByteSize(v)
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use e.g. "50GiB")` })
+    return z.NEVER
+  }
+  return n
+})
+
+const publicKey = z.string().superRefine((v, ctx) => {
+  try {
+    parsePublicKey(v)
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
+
+const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'expected HOST:PORT')
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, _ . - only')
+
+const upstream = z.strictObject({
+  name,
+  url: z.httpUrl().transform((u) => u.replace(/\/+$/, '')),
+  publicKeys: z.array(publicKey).default([]),
+  /** Deadline for a narinfo answer, and the idle limit between bytes of a NAR. */
+  timeoutMs: z.number().int().min(100).max(600_000).default(5000),
+  connectTimeoutMs: z.number().int().min(100).max(600_000).optional(),
+  /** Extra attempts after a transient failure (connection error, 5xx, 429). */
+  retries: z.number().int().min(0).max(10).default(2),
+  maxConnections: z.number().int().min(1).max(1024).default(32),
+  /** A NAR download slower than this over 30 s is abandoned (a trickle never ends otherwise). */
+  minBytesPerSecond: z.number().int().min(0).default(1024),
+  /** After this many failures in a row the upstream is skipped for `downForMs`. */
+  failureThreshold: z.number().int().min(1).default(3),
+  downForMs: z.number().int().min(0).default(10_000),
+})
+
+/** A rule's `match`: a glob on the name part, an exact store path, or a hash part. */
+const matchPattern = z.string().min(1).superRefine((v, ctx) => {
+  if (v.startsWith('/')) {
+    try {
+      parseStorePath(v)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+    }
+  } else if (!/^[0-9A-Za-z+\-._?=*[\]!]+$/.test(v)) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is neither a glob on a store path name, a store path nor a hash part` })
+  }
+})
+
+const rule = z.strictObject({
+  match: z.union([matchPattern, z.array(matchPattern).min(1)]).transform((m) => (Array.isArray(m) ? m : [m])),
+  upstreams: z.array(name),
+  minSignatures: z.number().int().min(0).default(1),
+  trustedKeys: z.array(publicKey).optional(),
+})
+
+const push = z.strictObject({
+  tokens: z.array(z.string().min(16, 'push tokens must have at least 16 characters')).min(1),
+  publicKeys: z.array(publicKey).default([]),
+  minSignatures: z.number().int().min(0).default(1),
+})
+
+/** The configuration schema (before defaults that depend on other fields). */
+export const configSchema = z
+  .strictObject({
+    listen: listen.default('127.0.0.1:5557'),
+    dataDir: z.string().min(1).default('./var'),
+    signingKeyFile: z.string().min(1).optional(),
+    /** Name of the signing key created on first start. */
+    signingKeyName: name.default('narthex-1'),
+    priority: z.number().int().min(0).max(1000).default(30),
+    upstreams: z.array(upstream).default([]),
+    rules: z.array(rule).optional(),
+    storage: z
+      .strictObject({
+        maxSize: byteSize.optional(),
+      })
+      .default({}),
+    cache: z
+      .strictObject({
+        /** How long an "absent" answer is remembered (Nix clients remember theirs for an hour). */
+        negativeTtlMs: z.number().int().min(0).default(60_000),
+        /** How long a "could not ask" answer is remembered. */
+        unavailableTtlMs: z.number().int().min(0).default(5_000),
+        narinfoLruEntries: z.number().int().min(0).default(50_000),
+      })
+      .default({ negativeTtlMs: 60_000, unavailableTtlMs: 5_000, narinfoLruEntries: 50_000 }),
+    prefetch: z
+      .strictObject({
+        /** Fetch the narinfos of an admitted path's references ahead of the client. */
+        references: z.boolean().default(true),
+        /** Also fetch their NARs (costs bandwidth and disk for paths a client may never ask for). */
+        nars: z.boolean().default(false),
+        maxInFlight: z.number().int().min(1).max(1024).default(16),
+      })
+      .default({ references: true, nars: false, maxInFlight: 16 }),
+    push: push.optional(),
+    log: z
+      .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .default({ level: 'info' }),
+    workers: z.number().int().min(0).max(64).default(0),
+  })
+  .superRefine((cfg, ctx) => {
+    const names = new Set<string>()
+    cfg.upstreams.forEach((u, i) => {
+      if (names.has(u.name)) ctx.addIssue({ code: 'custom', path: ['upstreams', i, 'name'], message: `duplicate upstream name ${JSON.stringify(u.name)}` })
+      names.add(u.name)
+    })
+    let catchAllAt = -1
+    cfg.rules?.forEach((r, i) => {
+      if (catchAllAt >= 0) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i], message: `unreachable: rule ${catchAllAt} matches every path ("*") and comes first` })
+      }
+      if (r.match.includes('*') && catchAllAt < 0) catchAllAt = i
+      r.upstreams.forEach((u, j) => {
+        if (!names.has(u)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'upstreams', j], message: `unknown upstream ${JSON.stringify(u)}` })
+      })
+      if (new Set(r.upstreams).size !== r.upstreams.length) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i, 'upstreams'], message: 'an upstream is listed twice' })
+      }
+      const keyNames = new Set(
+        r.trustedKeys?.map((k) => k.slice(0, k.indexOf(':'))) ??
+          cfg.upstreams.filter((u) => r.upstreams.includes(u.name)).flatMap((u) => u.publicKeys.map((k) => k.slice(0, k.indexOf(':')))),
+      )
+      if (r.minSignatures > keyNames.size) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', i, 'minSignatures'],
+          message: `minSignatures ${r.minSignatures} exceeds the ${keyNames.size} distinct trusted key(s) of this rule`,
+        })
+      }
+      r.match.forEach((m, j) => {
+        if (!m.startsWith('/') && m.length === 32 && isHashPart(m)) return
+        if (m.startsWith('/') || !m.includes('/')) return
+        ctx.addIssue({ code: 'custom', path: ['rules', i, 'match', j], message: 'a glob matches the name part only; it may not contain "/"' })
+      })
+    })
+  })
+
+/** A validated configuration, relative paths not yet resolved. */
+export type ConfigInput = z.infer<typeof configSchema>
+/** One upstream cache. */
+export type UpstreamConfig = ConfigInput['upstreams'][number]
+/** One policy rule. */
+export type RuleConfig = z.infer<typeof rule>
+/** Push settings. */
+export type PushConfig = z.infer<typeof push>
+
+/** A configuration ready to use: paths absolute, rules filled in. */
+export interface Config extends Omit<ConfigInput, 'rules' | 'signingKeyFile'> {
+  readonly rules: RuleConfig[]
+  readonly signingKeyFile: string
+  /** Where it was read from (for messages), or undefined when built in code. */
+  readonly source?: string
+}

@@ -1,0 +1,2 @@
+/** The HTTP server. */
+export { createNarthexServer, type ServerDeps } from './server.js'

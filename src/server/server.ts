@@ -1,0 +1,183 @@
+/**
+ * The HTTP front: node:http, a fixed set of routes matched against the raw
+ * request path (never decoded, never joined onto a file system path), and the
+ * answers of DESIGN.md's table.
+ */
+import { createReadStream } from 'node:fs'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream/promises'
+import type { Logger } from 'pino'
+import type { Cache, Metrics, NarAnswer } from '../cache/index.js'
+import { formatCacheInfo, STORE_DIR } from '../protocol/index.js'
+import { respondError, respondStatus } from './respond-error.js'
+import { renderStatusPage } from './status-page.js'
+
+/** What the server needs. */
+export interface ServerDeps {
+  readonly cache: Cache
+  readonly metrics: Metrics
+  readonly log: Logger
+  readonly priority: number
+  /** narthex's public key, shown on the status page. */
+  readonly publicKey: string
+}
+
+const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
+const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52}\.nar(?:\.(?:xz|bz2|zst|br|lz4|lzip|gz))?)$/
+// Anything that looks like an attempt to leave the route space is a 400, not a 404.
+const SUSPICIOUS = /\.\.|%|\\|\0|\/\//
+
+/** Route names, for metrics (bounded label values). */
+type Route = 'cache-info' | 'narinfo' | 'nar' | 'status' | 'healthz' | 'metrics' | 'other'
+
+/** Creates the HTTP server (not yet listening). */
+export function createNarthexServer(deps: ServerDeps): Server {
+  const cacheInfo = formatCacheInfo({ storeDir: STORE_DIR, wantMassQuery: true, priority: deps.priority })
+  const server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    const started = process.hrtime.bigint()
+    let route: Route = 'other'
+    res.on('finish', () => {
+      deps.metrics.httpRequests.inc({ route, status: String(res.statusCode) })
+    })
+    handle(req, res, (r) => {
+      route = r
+    })
+      .catch((err) => respondError(res, err, deps.log))
+      .finally(() => {
+        deps.metrics.httpDuration.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9)
+      })
+  })
+  server.keepAliveTimeout = 65_000
+
+  async function handle(req: IncomingMessage, res: ServerResponse, setRoute: (r: Route) => void): Promise<void> {
+    const rawUrl = req.url ?? '/'
+    const q = rawUrl.indexOf('?')
+    const path = q >= 0 ? rawUrl.slice(0, q) : rawUrl
+    const method = req.method ?? 'GET'
+    if (SUSPICIOUS.test(path) || !path.startsWith('/')) {
+      respondStatus(res, 400, 'bad request path')
+      return
+    }
+    if (method !== 'GET' && method !== 'HEAD') {
+      respondStatus(res, 405, `${method} is not allowed here`, { allow: 'GET, HEAD' })
+      return
+    }
+    let m: RegExpExecArray | null
+    if ((m = NARINFO.exec(path))) {
+      setRoute('narinfo')
+      const answer = await deps.cache.getNarInfo(m[1]!)
+      if (answer.kind === 'found') {
+        res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(answer.text) })
+        res.end(method === 'HEAD' ? undefined : answer.text)
+      } else if (answer.kind === 'absent') respondStatus(res, 404)
+      else respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
+      return
+    }
+    if ((m = NAR.exec(path))) {
+      setRoute('nar')
+      await serveNar(req, res, await deps.cache.getNar(m[1]!))
+      return
+    }
+    switch (path) {
+      case '/nix-cache-info':
+        setRoute('cache-info')
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(cacheInfo) })
+        res.end(method === 'HEAD' ? undefined : cacheInfo)
+        return
+      case '/healthz':
+        setRoute('healthz')
+        respondStatus(res, 200, 'ok')
+        return
+      case '/metrics': {
+        setRoute('metrics')
+        for (const u of deps.cache.upstreams) deps.metrics.upstreamUp.set({ upstream: u.name }, u.isDown ? 0 : 1)
+        const body = await deps.metrics.registry.metrics()
+        res.writeHead(200, { 'content-type': deps.metrics.registry.contentType, 'content-length': Buffer.byteLength(body) })
+        res.end(method === 'HEAD' ? undefined : body)
+        return
+      }
+      case '/': {
+        setRoute('status')
+        const html = renderStatusPage({
+          publicKey: deps.publicKey,
+          upstreams: deps.cache.upstreams.map((u) => u.health()),
+          downloadsInFlight: deps.cache.downloadsInFlight,
+        })
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html) })
+        res.end(method === 'HEAD' ? undefined : html)
+        return
+      }
+    }
+    respondStatus(res, 404)
+  }
+
+  async function serveNar(req: IncomingMessage, res: ServerResponse, answer: NarAnswer): Promise<void> {
+    const head = req.method === 'HEAD'
+    if (answer.kind === 'absent') return respondStatus(res, 404)
+    if (answer.kind === 'unavailable') return respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
+    const headers: Record<string, string | number> = { 'content-type': 'application/x-nix-nar' }
+    if (answer.kind === 'streaming') {
+      // Still downloading: no ranges; the last byte waits for verification.
+      if (answer.size !== undefined) headers['content-length'] = answer.size
+      res.writeHead(200, headers)
+      if (head) {
+        answer.stream.destroy()
+        res.end()
+        return
+      }
+      await sendStream(answer.stream, res)
+      return
+    }
+    headers['accept-ranges'] = 'bytes'
+    const range = parseRange(req.headers.range, answer.size)
+    if (range === 'invalid') {
+      return respondStatus(res, 416, undefined, { 'content-range': `bytes */${answer.size}` })
+    }
+    const [start, end] = range ?? [0, answer.size - 1]
+    headers['content-length'] = answer.size === 0 ? 0 : end - start + 1
+    if (range) headers['content-range'] = `bytes ${start}-${end}/${answer.size}`
+    res.writeHead(range ? 206 : 200, headers)
+    if (head || answer.size === 0) {
+      res.end()
+      return
+    }
+    await sendStream(createReadStream(answer.path, { start, end, highWaterMark: 1 << 20 }), res)
+  }
+
+  async function sendStream(stream: NodeJS.ReadableStream & { destroy(err?: Error): void }, res: ServerResponse): Promise<void> {
+    let sent = 0
+    stream.on('data', (c: Buffer) => {
+      sent += c.length
+    })
+    try {
+      await pipeline(stream, res)
+    } catch (err) {
+      // A failed verification or a client gone: the connection is cut, never completed.
+      res.destroy()
+      deps.log.debug({ err: (err as Error).message, url: res.req.url }, 'NAR response aborted')
+    } finally {
+      deps.metrics.bytesServed.inc(sent)
+    }
+  }
+
+  return server
+}
+
+/** Parses a single `bytes=a-b` range; undefined when absent or not a plain single range. */
+function parseRange(header: string | undefined, size: number): [number, number] | 'invalid' | undefined {
+  if (!header) return undefined
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (!m || (m[1] === '' && m[2] === '')) return undefined
+  let start: number
+  let end: number
+  if (m[1] === '') {
+    const suffix = Number(m[2])
+    start = Math.max(0, size - suffix)
+    end = size - 1
+  } else {
+    start = Number(m[1])
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1)
+  }
+  if (start > end || start >= size) return 'invalid'
+  return [start, end]
+}

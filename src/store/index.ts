@@ -1,0 +1,4 @@
+/** The LevelDB-indexed local store, the audit log, and decompression of stored NARs. */
+export { Store, type NarInfoRecord, type NarFileRecord, type SourceRecord, type RecoveryReport } from './store.js'
+export { createDecompressor, supportedCompressions } from './decompress.js'
+export { AuditLog, auditLogPath, readAuditLog, verifyAuditLog, type AuditEntry, type AuditEvent, type AuditVerification } from './audit.js'

@@ -1,0 +1,256 @@
+/**
+ * The local store: a LevelDB index of admitted narinfos and NAR files, and the
+ * NAR files themselves, content-addressed under `<dataDir>/nar/`.
+ *
+ * Crash safety rests on one ordering: a NAR is written to `<dataDir>/tmp/`,
+ * fsynced, renamed into `nar/`, its directory fsynced, and only then indexed.
+ * So the index never names a missing or partial file. {@link Store.open} removes
+ * what a crash can leave behind: temp files, and NAR files no index entry names.
+ */
+import { randomBytes } from 'node:crypto'
+import { constants as fsConstants } from 'node:fs'
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Level } from 'level'
+import { NarthexError } from '../errors.js'
+import { parseNarFileName } from '../protocol/index.js'
+
+/** Where an admitted path's NAR can be fetched from, in priority order. */
+export interface SourceRecord {
+  readonly upstream: string
+  /** Absolute URL of the compressed NAR at that upstream. */
+  readonly url: string
+  readonly compression: string
+  readonly fileHash?: string
+  readonly fileSize?: number
+}
+
+/** An admitted narinfo as the index keeps it. */
+export interface NarInfoRecord {
+  /** The admitted narinfo in Nix's format (upstream URL; verified trusted signatures only). */
+  readonly narinfo: string
+  readonly sources: readonly SourceRecord[]
+  /** Index of the rule that admitted it, and the key names that counted. */
+  readonly rule: number
+  readonly signers: readonly string[]
+  readonly admittedAt: number
+  /** Who supplied it: an upstream name, `push`, or `import`. */
+  readonly origin: string
+}
+
+/** A stored NAR file. Its name is `<NarHash nix32>.nar<ext>`. */
+export interface NarFileRecord {
+  readonly fileHash: string
+  readonly fileSize: number
+  readonly narHash: string
+  readonly narSize: number
+  readonly compression: string
+  readonly storedAt: number
+}
+
+/** What {@link Store.open} found and repaired. */
+export interface RecoveryReport {
+  tempFilesRemoved: number
+  orphanFilesRemoved: number
+  danglingEntriesRemoved: number
+}
+
+const NAR_NAME = /^[0-9a-df-np-sv-z]{52}\.nar(\.[a-z0-9]+)?$/
+
+function ioError(what: string, err: unknown): NarthexError {
+  return new NarthexError('STORE_IO', `${what}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err })
+}
+
+/** The store of one data directory. Open with {@link Store.open}; one process owns it at a time. */
+export class Store {
+  readonly #db: Level<string, string>
+  readonly #narinfos
+  readonly #nars
+  readonly #first
+  readonly #byNar
+  readonly narDir: string
+  readonly tmpDir: string
+
+  private constructor(
+    readonly dataDir: string,
+    db: Level<string, string>,
+  ) {
+    this.#db = db
+    this.#narinfos = db.sublevel<string, NarInfoRecord>('narinfo', { valueEncoding: 'json' })
+    this.#nars = db.sublevel<string, NarFileRecord>('nar', { valueEncoding: 'json' })
+    this.#first = db.sublevel<string, string>('first', { valueEncoding: 'utf8' })
+    this.#byNar = db.sublevel<string, string>('bynar', { valueEncoding: 'utf8' })
+    this.narDir = join(dataDir, 'nar')
+    this.tmpDir = join(dataDir, 'tmp')
+  }
+
+  /**
+   * Opens (creating if needed) the store in `dataDir` and repairs what a crash
+   * may have left: temp files, unindexed NAR files, index entries whose file is gone.
+   * @throws NarthexError STORE_IO when the directory or the index cannot be opened
+   *   (another narthex holding the LevelDB lock, permissions, a full disk).
+   */
+  static async open(dataDir: string): Promise<{ store: Store; recovery: RecoveryReport }> {
+    try {
+      await mkdir(join(dataDir, 'nar'), { recursive: true })
+      await mkdir(join(dataDir, 'tmp'), { recursive: true })
+    } catch (err) {
+      throw ioError(`cannot create the data directory ${dataDir}`, err)
+    }
+    const db = new Level<string, string>(join(dataDir, 'index'), { valueEncoding: 'utf8' })
+    try {
+      await db.open()
+    } catch (err) {
+      const locked = String((err as { cause?: unknown }).cause ?? err).includes('lock')
+      throw new NarthexError(
+        'STORE_IO',
+        locked
+          ? `the index in ${dataDir} is locked: is another narthex running on this data directory?`
+          : `cannot open the index in ${dataDir}: ${(err as Error).message}`,
+        { cause: err },
+      )
+    }
+    const store = new Store(dataDir, db)
+    const recovery = await store.#recover()
+    return { store, recovery }
+  }
+
+  async #recover(): Promise<RecoveryReport> {
+    const report: RecoveryReport = { tempFilesRemoved: 0, orphanFilesRemoved: 0, danglingEntriesRemoved: 0 }
+    for (const name of await readdir(this.tmpDir)) {
+      await rm(join(this.tmpDir, name), { force: true, recursive: true })
+      report.tempFilesRemoved++
+    }
+    const onDisk = new Set<string>()
+    for (const shard of await readdir(this.narDir)) {
+      for (const name of await readdir(join(this.narDir, shard)).catch(() => [] as string[])) {
+        onDisk.add(name)
+      }
+    }
+    const dangling: string[] = []
+    for await (const [name, rec] of this.#nars.iterator()) {
+      if (!onDisk.has(name)) {
+        dangling.push(name)
+        continue
+      }
+      onDisk.delete(name)
+      // A file whose size differs from its record was not written by a completed commit.
+      const st = await stat(this.narPath(name)).catch(() => undefined)
+      if (!st || st.size !== rec.fileSize) dangling.push(name)
+    }
+    for (const name of dangling) {
+      await this.#nars.del(name)
+      await rm(this.narPath(name), { force: true })
+      report.danglingEntriesRemoved++
+    }
+    for (const name of onDisk) {
+      await rm(this.narPath(name), { force: true })
+      report.orphanFilesRemoved++
+    }
+    return report
+  }
+
+  /** Closes the index. */
+  async close(): Promise<void> {
+    await this.#db.close()
+  }
+
+  /** The admitted narinfo record of a hash part, or undefined. */
+  async getNarInfo(hashPart: string): Promise<NarInfoRecord | undefined> {
+    return this.#narinfos.get(hashPart)
+  }
+
+  /** The NarHash first admitted for a hash part (kept after eviction), or undefined. */
+  async getFirstNarHash(hashPart: string): Promise<string | undefined> {
+    return this.#first.get(hashPart)
+  }
+
+  /** Hash parts of the admitted narinfos whose NAR is `fileName`. */
+  async narInfosForFile(fileName: string): Promise<string[]> {
+    const out: string[] = []
+    for await (const key of this.#byNar.keys({ gt: `${fileName}/`, lt: `${fileName}/~` })) {
+      out.push(key.slice(fileName.length + 1))
+    }
+    return out
+  }
+
+  /**
+   * Records an admitted narinfo, the NAR file it points at, and (the first time)
+   * its NarHash, in one atomic batch.
+   */
+  async putNarInfo(hashPart: string, fileName: string, narHash: string, record: NarInfoRecord): Promise<void> {
+    const first = await this.#first.get(hashPart)
+    const ops = [
+      { type: 'put' as const, sublevel: this.#narinfos, key: hashPart, value: record },
+      { type: 'put' as const, sublevel: this.#byNar, key: `${fileName}/${hashPart}`, value: '' },
+      ...(first === undefined ? [{ type: 'put' as const, sublevel: this.#first, key: hashPart, value: narHash }] : []),
+    ]
+    try {
+      await this.#db.batch(ops as never)
+    } catch (err) {
+      throw ioError('cannot write the index', err)
+    }
+  }
+
+  /** Every admitted hash part with its record, in key order. */
+  async *narInfos(): AsyncGenerator<[string, NarInfoRecord]> {
+    for await (const entry of this.#narinfos.iterator()) yield entry
+  }
+
+  /** The record of a stored NAR file, or undefined. */
+  async getNarFile(fileName: string): Promise<NarFileRecord | undefined> {
+    return this.#nars.get(fileName)
+  }
+
+  /** Every stored NAR file with its record. */
+  async *narFiles(): AsyncGenerator<[string, NarFileRecord]> {
+    for await (const entry of this.#nars.iterator()) yield entry
+  }
+
+  /**
+   * Absolute path of a NAR file in the store. Only names of the form
+   * `<nix32>.nar<ext>` are accepted, so no request can reach outside `nar/`.
+   * @throws NarthexError BAD_REQUEST for any other name.
+   */
+  narPath(fileName: string): string {
+    if (!NAR_NAME.test(fileName) || !parseNarFileName(fileName)) {
+      throw new NarthexError('BAD_REQUEST', `not a NAR file name: ${JSON.stringify(fileName)}`)
+    }
+    return join(this.narDir, fileName.slice(0, 2), fileName)
+  }
+
+  /** A fresh temp file path under `tmp/` (removed at the next start if left behind). */
+  tempPath(label: string): string {
+    return join(this.tmpDir, `${randomBytes(8).toString('hex')}-${label.replace(/[^A-Za-z0-9.]/g, '_').slice(0, 80)}.part`)
+  }
+
+  /**
+   * Moves a complete, already fsynced temp file into the store and indexes it.
+   * The rename and the directory fsync come before the index write, so a crash
+   * leaves at worst an unindexed file, which the next open removes.
+   */
+  async commitNar(tempPath: string, fileName: string, record: NarFileRecord): Promise<void> {
+    const dest = this.narPath(fileName)
+    const dir = join(this.narDir, fileName.slice(0, 2))
+    try {
+      await mkdir(dir, { recursive: true })
+      await rename(tempPath, dest)
+      const dh = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY)
+      try {
+        await dh.sync()
+      } finally {
+        await dh.close()
+      }
+      await this.#nars.put(fileName, record)
+    } catch (err) {
+      await unlink(tempPath).catch(() => undefined)
+      throw ioError(`cannot store ${fileName}`, err)
+    }
+  }
+
+  /** Removes a NAR file and its index entry (index first, so it never names a missing file). */
+  async removeNar(fileName: string): Promise<void> {
+    await this.#nars.del(fileName)
+    await rm(this.narPath(fileName), { force: true })
+  }
+}

@@ -1,0 +1,332 @@
+/**
+ * One upstream binary cache, reached over an undici Pool: narinfo look-ups with
+ * a deadline and limited retries, NAR downloads with header/idle timeouts, and
+ * a simple health state so a dead upstream fails fast instead of stalling every
+ * request for its full timeout.
+ */
+import { Transform, type Readable, type TransformCallback } from 'node:stream'
+import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
+import { NarthexError } from '../errors.js'
+import { MAX_NARINFO_BYTES, parseNarInfo, type NarInfo } from '../protocol/index.js'
+
+/** Settings of one upstream (the config's `upstreams[]` entry). */
+export interface UpstreamOptions {
+  readonly name: string
+  readonly url: string
+  readonly timeoutMs: number
+  readonly connectTimeoutMs?: number | undefined
+  readonly retries: number
+  readonly maxConnections: number
+  readonly minBytesPerSecond: number
+  /** Window over which `minBytesPerSecond` is judged. */
+  readonly speedWindowMs?: number
+  readonly failureThreshold: number
+  readonly downForMs: number
+}
+
+/** What an upstream said about a narinfo. */
+export type NarInfoLookup = { readonly kind: 'present'; readonly info: NarInfo } | { readonly kind: 'absent' }
+
+/** An open NAR download. The caller must consume or destroy `body`. */
+export interface NarResponse {
+  readonly body: Readable
+  readonly contentLength: number | undefined
+}
+
+const ABSENT_STATUSES = new Set([404, 410, 403])
+
+function isTransientStatus(status: number): boolean {
+  return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505 && status !== 511)
+}
+
+function isTimeout(err: unknown): boolean {
+  return (
+    err instanceof undiciErrors.HeadersTimeoutError ||
+    err instanceof undiciErrors.BodyTimeoutError ||
+    err instanceof undiciErrors.ConnectTimeoutError ||
+    (err as Error)?.name === 'TimeoutError'
+  )
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** One upstream binary cache. */
+export class Upstream {
+  readonly name: string
+  readonly baseUrl: string
+  readonly #origin: string
+  readonly #basePath: string
+  readonly #pool: Pool
+  readonly #options: UpstreamOptions
+  #failures = 0
+  #downUntil = 0
+
+  constructor(options: UpstreamOptions) {
+    this.#options = options
+    this.name = options.name
+    this.baseUrl = options.url.replace(/\/+$/, '')
+    const u = new URL(this.baseUrl)
+    this.#origin = u.origin
+    this.#basePath = u.pathname.replace(/\/+$/, '')
+    this.#pool = new Pool(this.#origin, {
+      connections: options.maxConnections,
+      connect: { timeout: options.connectTimeoutMs ?? Math.min(options.timeoutMs, 10_000) },
+      headersTimeout: options.timeoutMs,
+      bodyTimeout: options.timeoutMs,
+      keepAliveTimeout: 30_000,
+    })
+  }
+
+  /** True while the upstream is considered down after repeated failures. */
+  get isDown(): boolean {
+    return Date.now() < this.#downUntil
+  }
+
+  /** Health for the status page and metrics. */
+  health(): { name: string; url: string; down: boolean; consecutiveFailures: number } {
+    return { name: this.name, url: this.baseUrl, down: this.isDown, consecutiveFailures: this.#failures }
+  }
+
+  #succeeded(): void {
+    this.#failures = 0
+    this.#downUntil = 0
+  }
+
+  #failed(): void {
+    this.#failures++
+    if (this.#failures >= this.#options.failureThreshold) this.#downUntil = Date.now() + this.#options.downForMs
+  }
+
+  #checkUp(): void {
+    if (this.isDown) {
+      throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is marked down after repeated failures`, {
+        detail: { upstream: this.name },
+      })
+    }
+  }
+
+  /**
+   * Resolves a narinfo `URL` against this upstream. Relative URLs are taken
+   * relative to the cache root; absolute ones must stay on the same origin, so a
+   * hostile narinfo cannot send narthex to another host.
+   * @throws NarthexError UPSTREAM_INVALID
+   */
+  resolveUrl(url: string): string {
+    let resolved: URL
+    try {
+      resolved = new URL(url, `${this.baseUrl}/`)
+    } catch (err) {
+      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} gave an invalid NAR URL ${JSON.stringify(url)}`, { cause: err })
+    }
+    if (resolved.origin !== this.#origin) {
+      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} points a NAR at another host (${resolved.origin})`, {
+        detail: { upstream: this.name },
+      })
+    }
+    return resolved.href
+  }
+
+  async #request(path: string, method: 'GET' | 'HEAD', signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    return this.#pool.request({ path, method, signal, headers: { 'user-agent': 'narthex' } })
+  }
+
+  /**
+   * Looks up `<hashPart>.narinfo`. Absent (404/403/410) is an answer; anything
+   * that prevents an answer throws.
+   * @throws NarthexError UPSTREAM_TIMEOUT past `timeoutMs`, UPSTREAM_UNAVAILABLE on
+   *   connection errors and 5xx (after `retries` more attempts), UPSTREAM_INVALID
+   *   on an oversized or malformed narinfo or one for another store path.
+   */
+  async fetchNarInfo(hashPart: string, signal?: AbortSignal): Promise<NarInfoLookup> {
+    this.#checkUp()
+    const path = `${this.#basePath}/${hashPart}.narinfo`
+    for (let attempt = 0; ; attempt++) {
+      const deadline = AbortSignal.timeout(this.#options.timeoutMs)
+      const combined = signal ? AbortSignal.any([signal, deadline]) : deadline
+      try {
+        const res = await this.#request(path, 'GET', combined)
+        if (ABSENT_STATUSES.has(res.statusCode)) {
+          await res.body.dump()
+          this.#succeeded()
+          return { kind: 'absent' }
+        }
+        if (res.statusCode !== 200) {
+          await res.body.dump()
+          const transient = isTransientStatus(res.statusCode)
+          if (transient && attempt < this.#options.retries) {
+            await sleep(100 * 2 ** attempt)
+            continue
+          }
+          throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${res.statusCode} for ${hashPart}.narinfo`, {
+            detail: { upstream: this.name, status: res.statusCode },
+          })
+        }
+        const text = await readCapped(res.body, MAX_NARINFO_BYTES, this.name)
+        const info = this.#parse(text, hashPart)
+        this.#succeeded()
+        return { kind: 'present', info }
+      } catch (err) {
+        if (signal?.aborted) throw err
+        if (err instanceof NarthexError) {
+          if (err.code !== 'UPSTREAM_INVALID') this.#failed()
+          throw err
+        }
+        if (isTimeout(err) || deadline.aborted) {
+          this.#failed()
+          throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} did not answer within ${this.#options.timeoutMs} ms`, {
+            cause: err,
+            detail: { upstream: this.name },
+          })
+        }
+        if (attempt < this.#options.retries) {
+          await sleep(100 * 2 ** attempt)
+          continue
+        }
+        this.#failed()
+        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} could not be reached: ${(err as Error).message}`, {
+          cause: err,
+          detail: { upstream: this.name },
+        })
+      }
+    }
+  }
+
+  #parse(text: string, hashPart: string): NarInfo {
+    let info: NarInfo
+    try {
+      info = parseNarInfo(text)
+    } catch (err) {
+      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} served a malformed narinfo for ${hashPart}: ${(err as Error).message}`, {
+        cause: err,
+        detail: { upstream: this.name },
+      })
+    }
+    if (info.storePath.hashPart !== hashPart) {
+      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} answered ${hashPart}.narinfo with another store path`, {
+        detail: { upstream: this.name },
+      })
+    }
+    return info
+  }
+
+  /**
+   * Starts downloading a NAR from an absolute URL on this upstream.
+   * @throws NarthexError NOT_FOUND when the upstream no longer has it,
+   *   UPSTREAM_TIMEOUT / UPSTREAM_UNAVAILABLE when it cannot be fetched.
+   */
+  async openNar(url: string, signal?: AbortSignal): Promise<NarResponse> {
+    this.#checkUp()
+    const target = new URL(url)
+    if (target.origin !== this.#origin) throw new NarthexError('UPSTREAM_INVALID', `NAR URL ${url} is not on upstream ${this.name}`)
+    const path = target.pathname + target.search
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await this.#request(path, 'GET', signal ?? new AbortController().signal)
+        if (res.statusCode === 200) {
+          this.#succeeded()
+          const len = Number(res.headers['content-length'])
+          return { body: res.body, contentLength: Number.isSafeInteger(len) ? len : undefined }
+        }
+        await res.body.dump()
+        if (ABSENT_STATUSES.has(res.statusCode)) {
+          throw new NarthexError('NOT_FOUND', `upstream ${this.name} no longer has ${path} (${res.statusCode})`, { detail: { upstream: this.name } })
+        }
+        if (isTransientStatus(res.statusCode) && attempt < this.#options.retries) {
+          await sleep(100 * 2 ** attempt)
+          continue
+        }
+        this.#failed()
+        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${res.statusCode} for ${path}`, {
+          detail: { upstream: this.name, status: res.statusCode },
+        })
+      } catch (err) {
+        if (err instanceof NarthexError || signal?.aborted) throw err
+        if (isTimeout(err)) {
+          this.#failed()
+          throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} timed out on ${path}`, { cause: err, detail: { upstream: this.name } })
+        }
+        if (attempt < this.#options.retries) {
+          await sleep(100 * 2 ** attempt)
+          continue
+        }
+        this.#failed()
+        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} could not be reached: ${(err as Error).message}`, {
+          cause: err,
+          detail: { upstream: this.name },
+        })
+      }
+    }
+  }
+
+  /** A Transform that aborts a download slower than `minBytesPerSecond` over the speed window. */
+  speedGuard(): Transform {
+    return new SpeedGuard(this.#options.minBytesPerSecond, this.#options.speedWindowMs ?? 30_000, this.name)
+  }
+
+  /** Counts a failed download (bad bytes, stall) against the upstream's health. */
+  reportFailure(): void {
+    this.#failed()
+  }
+
+  /** Closes the connection pool. */
+  async close(): Promise<void> {
+    await this.#pool.close()
+  }
+}
+
+async function readCapped(body: Readable, maxBytes: number, upstream: string): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length
+    if (size > maxBytes) {
+      body.destroy()
+      throw new NarthexError('UPSTREAM_INVALID', `upstream ${upstream} sent a narinfo larger than ${maxBytes} bytes`, { detail: { upstream } })
+    }
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+/**
+ * Passes bytes through and fails with UPSTREAM_TIMEOUT when fewer than
+ * `minBytesPerSecond × window` arrived in the last window: a trickle (1 byte/s)
+ * never trips an idle timeout, so it needs a rate limit of its own.
+ */
+class SpeedGuard extends Transform {
+  #windowBytes = 0
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(minBytesPerSecond: number, windowMs: number, upstream: string) {
+    super()
+    if (minBytesPerSecond > 0) {
+      const needed = (minBytesPerSecond * windowMs) / 1000
+      this.#timer = setInterval(() => {
+        if (this.#windowBytes < needed) {
+          this.destroy(
+            new NarthexError('UPSTREAM_TIMEOUT', `upstream ${upstream} sent ${this.#windowBytes} bytes in ${windowMs} ms, below ${minBytesPerSecond} bytes/s`, {
+              detail: { upstream },
+            }),
+          )
+        }
+        this.#windowBytes = 0
+      }, windowMs)
+      this.#timer.unref()
+    }
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#windowBytes += chunk.length
+    cb(null, chunk)
+  }
+
+  override _destroy(err: Error | null, cb: (error: Error | null) => void): void {
+    clearInterval(this.#timer)
+    cb(err)
+  }
+
+  override _flush(cb: TransformCallback): void {
+    clearInterval(this.#timer)
+    cb()
+  }
+}
