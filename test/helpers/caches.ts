@@ -1,0 +1,46 @@
+/**
+ * Helpers around binary-cache directories made by real Nix: reading their
+ * narinfos, and making hostile variants of them.
+ */
+import { execFileSync } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { formatNarInfo, parseNarInfo, sha256Of, type NarInfo } from '../../src/protocol/index.js'
+
+/** The hash part of a store path. */
+export function hashPartOf(storePath: string): string {
+  return storePath.slice('/nix/store/'.length, '/nix/store/'.length + 32)
+}
+
+/** The parsed narinfo of `storePath` in the cache directory `dir`. */
+export async function readCacheNarInfo(dir: string, storePath: string): Promise<NarInfo> {
+  return parseNarInfo(await readFile(join(dir, `${hashPartOf(storePath)}.narinfo`), 'utf8'))
+}
+
+const DECODERS: Record<string, [string, string[]]> = { xz: ['xz', ['-dc']], zstd: ['zstd', ['-dc']], bzip2: ['bzip2', ['-dc']] }
+const ENCODERS: Record<string, [string, string[]]> = { xz: ['xz', ['-c']], zstd: ['zstd', ['-c', '-q']], bzip2: ['bzip2', ['-c']] }
+
+function transcode(data: Buffer, tool: [string, string[]] | undefined): Buffer {
+  return tool ? execFileSync(tool[0], tool[1], { input: data, maxBuffer: 1 << 30 }) : data
+}
+
+/**
+ * Replaces the NAR of `storePath` in cache `dir` by a validly compressed NAR
+ * whose contents differ from what the signed NarHash covers: the first
+ * occurrence of `find` is overwritten with `replace` (same length). FileHash and
+ * FileSize (unsigned) are updated to match, as a careful attacker would do, so
+ * only NarHash verification can catch it.
+ */
+export async function tamperNar(dir: string, storePath: string, find: string, replace: string): Promise<void> {
+  if (find.length !== replace.length) throw new Error('tamperNar keeps the NAR size: same-length strings only')
+  const info = await readCacheNarInfo(dir, storePath)
+  const file = join(dir, info.url)
+  const nar = transcode(await readFile(file), DECODERS[info.compression])
+  const at = nar.indexOf(find)
+  if (at < 0) throw new Error(`${JSON.stringify(find)} not found in the NAR of ${storePath}`)
+  nar.write(replace, at, 'latin1')
+  const compressed = transcode(nar, ENCODERS[info.compression])
+  await writeFile(file, compressed)
+  const tampered: NarInfo = { ...info, fileHash: sha256Of(compressed), fileSize: compressed.length }
+  await writeFile(join(dir, `${hashPartOf(storePath)}.narinfo`), formatNarInfo(tampered))
+}
