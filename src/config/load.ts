@@ -17,12 +17,15 @@ export function buildConfig(raw: unknown, baseDir: string, source?: string): Con
   const result = configSchema.safeParse(raw ?? {})
   if (!result.success) {
     const where = source ? `${source}: ` : ''
-    const lines = result.error.issues.map((issue) => {
-      const path = issue.path.length > 0 ? issue.path.join('.') : '(top level)'
-      return `  ${path}: ${issue.message}`
-    })
+    // An unknown key is reported at its own path, so the message names it.
+    const issues = result.error.issues.flatMap((issue) =>
+      issue.code === 'unrecognized_keys'
+        ? issue.keys.map((key) => ({ path: [...issue.path, key], message: 'unknown key' }))
+        : [{ path: issue.path, message: issue.message }],
+    )
+    const lines = issues.map((issue) => `  ${issue.path.length > 0 ? issue.path.join('.') : '(top level)'}: ${issue.message}`)
     throw new NarthexError('CONFIG_INVALID', `${where}invalid configuration\n${lines.join('\n')}`, {
-      detail: { issues: result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) },
+      detail: { issues: issues.map((i) => ({ path: i.path.join('.'), message: i.message })) },
     })
   }
   return finishConfig(result.data, baseDir, source)

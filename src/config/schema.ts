@@ -46,7 +46,7 @@ const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, 
 
 const upstream = z.strictObject({
   name,
-  url: z.httpUrl().transform((u) => u.replace(/\/+$/, '')),
+  url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).transform((u) => u.replace(/\/+$/, '')),
   publicKeys: z.array(publicKey).default([]),
   /** Deadline for a narinfo answer, and the idle limit between bytes of a NAR. */
   timeoutMs: z.number().int().min(100).max(600_000).default(5000),
@@ -138,8 +138,8 @@ export const configSchema = z
       if (catchAllAt >= 0) {
         ctx.addIssue({ code: 'custom', path: ['rules', i], message: `unreachable: rule ${catchAllAt} matches every path ("*") and comes first` })
       }
-      if (r.match.includes('*') && catchAllAt < 0) catchAllAt = i
-      r.upstreams.forEach((u, j) => {
+      if ((Array.isArray(r.match) ? r.match : [r.match]).includes('*') && catchAllAt < 0) catchAllAt = i
+      ;(Array.isArray(r.upstreams) ? r.upstreams : []).forEach((u, j) => {
         if (!names.has(u)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'upstreams', j], message: `unknown upstream ${JSON.stringify(u)}` })
       })
       if (new Set(r.upstreams).size !== r.upstreams.length) {
@@ -156,7 +156,9 @@ export const configSchema = z
           message: `minSignatures ${r.minSignatures} exceeds the ${keyNames.size} distinct trusted key(s) of this rule`,
         })
       }
-      r.match.forEach((m, j) => {
+      // Refinements run even after an inner field failed: take nothing for granted.
+      const patterns: string[] = Array.isArray(r.match) ? r.match : [r.match as unknown as string]
+      patterns.forEach((m, j) => {
         if (!m.startsWith('/') && m.length === 32 && isHashPart(m)) return
         if (m.startsWith('/') || !m.includes('/')) return
         ctx.addIssue({ code: 'custom', path: ['rules', i, 'match', j], message: 'a glob matches the name part only; it may not contain "/"' })

@@ -1,0 +1,75 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { buildConfig, loadConfig, parseByteSize } from '../../src/config/index.js'
+
+const KEY_A = 'a-1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE='
+const KEY_B = 'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='
+const up = (name: string, key = KEY_A) => ({ name, url: `http://127.0.0.1:1/${name}`, publicKeys: [key] })
+
+test('the shipped configurations are valid', () => {
+  for (const file of ['narthex.yaml', 'docker.yaml', 'company.example.yaml']) {
+    const cfg = loadConfig(new URL(`../../config/${file}`, import.meta.url).pathname, '/srv')
+    assert.ok(cfg.upstreams.length > 0, file)
+    assert.ok(cfg.dataDir.startsWith('/'), file)
+  }
+})
+
+test('defaults: relative paths resolve from the base directory; no rules means every upstream in order', () => {
+  const cfg = buildConfig({ upstreams: [up('x'), up('y')] }, '/srv/narthex')
+  assert.equal(cfg.listen, '127.0.0.1:5557')
+  assert.equal(cfg.dataDir, '/srv/narthex/var')
+  assert.equal(cfg.signingKeyFile, '/srv/narthex/var/narthex.key')
+  assert.deepEqual(cfg.rules, [{ match: ['*'], upstreams: ['x', 'y'], minSignatures: 1 }])
+  assert.equal(cfg.upstreams[0]!.timeoutMs, 5000)
+  assert.equal(cfg.upstreams[0]!.url, 'http://127.0.0.1:1/x')
+})
+
+test('bad configurations are refused with CONFIG_INVALID naming the field', () => {
+  const rows: Array<[string, unknown, string]> = [
+    ['unknown top-level key', { upstreams: [up('x')], bogus: 1 }, 'bogus'],
+    ['unknown upstream key', { upstreams: [{ ...up('x'), colour: 'red' }] }, 'upstreams.0'],
+    ['malformed public key', { upstreams: [{ ...up('x'), publicKeys: ['nonsense'] }] }, 'upstreams.0.publicKeys.0'],
+    ['non-http url', { upstreams: [{ ...up('x'), url: 'ftp://x' }] }, 'upstreams.0.url'],
+    ['duplicate upstream', { upstreams: [up('x'), up('x')] }, 'upstreams.1.name'],
+    ['unknown upstream in a rule', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['nope'] }] }, 'rules.0.upstreams.0'],
+    ['rule after a catch-all', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['x'] }, { match: 'corp-*', upstreams: ['x'] }] }, 'rules.1'],
+    ['k larger than the trusted keys', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['x'], minSignatures: 2 }] }, 'rules.0.minSignatures'],
+    ['k larger than the explicit trusted keys', { upstreams: [up('x'), up('y', KEY_B)], rules: [{ match: '*', upstreams: ['x', 'y'], minSignatures: 2, trustedKeys: [KEY_A] }] }, 'rules.0.minSignatures'],
+    ['bad store path pin', { upstreams: [up('x')], rules: [{ match: '/nix/store/short-x', upstreams: ['x'] }] }, 'rules.0.match'],
+    ['glob with a slash', { upstreams: [up('x')], rules: [{ match: 'a/b*', upstreams: ['x'] }] }, 'rules.0.match'],
+    ['bad listen', { listen: 'localhost', upstreams: [] }, 'listen'],
+    ['bad size', { storage: { maxSize: '12 parsecs' } }, 'storage.maxSize'],
+    ['negative timeout', { upstreams: [{ ...up('x'), timeoutMs: -1 }] }, 'upstreams.0.timeoutMs'],
+    ['short push token', { push: { tokens: ['short'] } }, 'push.tokens.0'],
+  ]
+  for (const [why, raw, field] of rows) {
+    assert.throws(
+      () => buildConfig(raw, '/srv'),
+      (err: { code?: string; message: string }) => {
+        assert.equal(err.code, 'CONFIG_INVALID', why)
+        assert.ok(err.message.includes(`  ${field}`), `${why}: ${err.message}`)
+        return true
+      },
+      why,
+    )
+  }
+})
+
+test('the loader names the file for unreadable files and YAML errors', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'narthex-config-'))
+  assert.throws(() => loadConfig(join(dir, 'missing.yaml')), (err: { code?: string; message: string }) => err.code === 'CONFIG_INVALID' && err.message.includes('missing.yaml'))
+  await writeFile(join(dir, 'bad.yaml'), 'listen: [unclosed\n')
+  assert.throws(() => loadConfig(join(dir, 'bad.yaml')), (err: { code?: string; message: string }) => err.code === 'CONFIG_INVALID' && err.message.includes('not valid YAML'))
+  await writeFile(join(dir, 'dup.yaml'), 'listen: "127.0.0.1:1"\nlisten: "127.0.0.1:2"\n')
+  assert.throws(() => loadConfig(join(dir, 'dup.yaml')), { code: 'CONFIG_INVALID' })
+})
+
+test('sizes', () => {
+  assert.equal(parseByteSize('50GiB'), 50 * 1024 ** 3)
+  assert.equal(parseByteSize('1.5 MB'), 1_500_000)
+  assert.equal(parseByteSize(1024), 1024)
+  assert.equal(parseByteSize('10 furlongs'), undefined)
+})

@@ -1,0 +1,50 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { AuditLog, auditLogPath, verifyAuditLog } from '../../src/store/index.js'
+
+async function logWith(n: number) {
+  const dir = await mkdtemp(join(tmpdir(), 'narthex-audit-'))
+  const log = await AuditLog.open(dir)
+  for (let i = 0; i < n; i++) {
+    await log.append({ decision: i % 2 ? 'refuse' : 'admit', storePath: `/nix/store/${'a'.repeat(32)}-p${i}`, narHash: `sha256:${i}` })
+  }
+  return { dir, path: auditLogPath(dir) }
+}
+
+test('an untouched log verifies, and reopening continues the chain', async () => {
+  const { dir, path } = await logWith(5)
+  assert.deepEqual(await verifyAuditLog(path), { ok: true, entries: 5 })
+  const again = await AuditLog.open(dir)
+  await again.append({ decision: 'admit', storePath: '/nix/store/x' })
+  assert.deepEqual(await verifyAuditLog(path), { ok: true, entries: 6 })
+})
+
+test('editing, deleting, inserting or reordering an entry is detected at that entry', async () => {
+  const cases: Array<[string, (lines: string[]) => string[], number]> = [
+    ['edit a field', (l) => l.map((x, i) => (i === 2 ? x.replace('"admit"', '"refuse"') : x)), 3],
+    ['edit the hash too', (l) => l.map((x, i) => (i === 2 ? x.replace('sha256:2', 'sha256:9') : x)), 3],
+    ['delete an entry', (l) => l.filter((_, i) => i !== 1), 2],
+    ['delete the first', (l) => l.slice(1), 1],
+    ['swap two entries', (l) => [l[0]!, l[2]!, l[1]!, ...l.slice(3)], 2],
+    ['insert a copy', (l) => [l[0]!, l[1]!, l[1]!, ...l.slice(2)], 3],
+    ['garbage line', (l) => [l[0]!, 'not json', ...l.slice(1)], 2],
+  ]
+  for (const [why, change, line] of cases) {
+    const { path } = await logWith(5)
+    const lines = (await readFile(path, 'utf8')).trim().split('\n')
+    await writeFile(path, `${change(lines).join('\n')}\n`)
+    const result = await verifyAuditLog(path)
+    assert.equal(result.ok, false, why)
+    if (!result.ok) assert.equal(result.line, line, why)
+  }
+})
+
+test('truncating the tail is not detectable by the chain alone, but the count shows it', async () => {
+  const { path } = await logWith(4)
+  const lines = (await readFile(path, 'utf8')).trim().split('\n')
+  await writeFile(path, `${lines.slice(0, 3).join('\n')}\n`)
+  assert.deepEqual(await verifyAuditLog(path), { ok: true, entries: 3 })
+})
