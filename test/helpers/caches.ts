@@ -3,9 +3,9 @@
  * narinfos, and making hostile variants of them.
  */
 import { execFileSync } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { formatNarInfo, parseNarInfo, sha256Of, type NarInfo } from '../../src/protocol/index.js'
+import { formatNarInfo, parseNarInfo, parseSecretKey, sha256Of, signNarInfo, type NarInfo } from '../../src/protocol/index.js'
 
 /** The hash part of a store path. */
 export function hashPartOf(storePath: string): string {
@@ -43,4 +43,38 @@ export async function tamperNar(dir: string, storePath: string, find: string, re
   await writeFile(file, compressed)
   const tampered: NarInfo = { ...info, fileHash: sha256Of(compressed), fileSize: compressed.length }
   await writeFile(join(dir, `${hashPartOf(storePath)}.narinfo`), formatNarInfo(tampered))
+}
+
+/**
+ * Makes `storePath` in cache `dir` a forgery, as the holder of a trusted key
+ * can: the NAR contents change (`find` → `replace`), NarHash, NarSize, FileHash
+ * and FileSize are recomputed, and the narinfo is signed with `secretKey` only.
+ */
+export async function forgeNar(dir: string, storePath: string, find: string, replace: string, secretKey: string): Promise<NarInfo> {
+  if (find.length !== replace.length) throw new Error('forgeNar keeps the NAR size: same-length strings only')
+  const info = await readCacheNarInfo(dir, storePath)
+  const file = join(dir, info.url)
+  const nar = transcode(await readFile(file), DECODERS[info.compression])
+  const at = nar.indexOf(find)
+  if (at < 0) throw new Error(`${JSON.stringify(find)} not found in the NAR of ${storePath}`)
+  nar.write(replace, at, 'latin1')
+  const compressed = transcode(nar, ENCODERS[info.compression])
+  await writeFile(file, compressed)
+  const forged = signNarInfo(
+    { ...info, narHash: sha256Of(nar), narSize: nar.length, fileHash: sha256Of(compressed), fileSize: compressed.length, sigs: [] },
+    parseSecretKey(secretKey),
+  )
+  await writeFile(join(dir, `${hashPartOf(storePath)}.narinfo`), formatNarInfo(forged))
+  return forged
+}
+
+/** Copies the narinfo and NAR file of each store path from one cache directory into another. */
+export async function copyCacheEntries(from: string, to: string, storePaths: string[]): Promise<void> {
+  await mkdir(join(to, 'nar'), { recursive: true })
+  for (const p of storePaths) {
+    const info = await readCacheNarInfo(from, p)
+    await copyFile(join(from, `${hashPartOf(p)}.narinfo`), join(to, `${hashPartOf(p)}.narinfo`))
+    await copyFile(join(from, info.url), join(to, info.url))
+  }
+  await copyFile(join(from, 'nix-cache-info'), join(to, 'nix-cache-info')).catch(() => undefined)
 }

@@ -1,0 +1,186 @@
+/**
+ * The trust policy against hostile upstreams, with the real `nix` client:
+ * shadowing, quorum, unsigned paths, conflicts, the audit log and `explain`.
+ */
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { after, before, describe, test } from 'node:test'
+import { parseNarInfo } from '../../src/protocol/index.js'
+import { copyCacheEntries, forgeNar, hashPartOf, readCacheNarInfo } from '../helpers/caches.js'
+import { BIN, NarthexProcess } from '../helpers/narthex.js'
+import { NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
+import { startStaticServer, type StaticServer } from '../helpers/static-server.js'
+
+const skip = nixSkipReason()
+const run = promisify(execFile)
+
+/** Runs the narthex CLI; resolves with exit code and output (never rejects on a non-zero exit). */
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args])
+    return { code: 0, stdout, stderr }
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string }
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+  }
+}
+
+describe('trust policy with hostile upstreams', { skip }, () => {
+  let nix: NixEnv
+  let paths: Record<string, string>
+  let primaryKey: NixKey
+  let thirdKey: NixKey
+  let primary: StaticServer
+  let third: StaticServer
+  let narthex: NarthexProcess
+  let primaryDir: string
+  let failPrimaryFor: string | undefined
+
+  before(async () => {
+    nix = await NixEnv.create()
+    paths = await nix.buildClosure({
+      libx: {},
+      'shadow-w': {},
+      hello: {},
+      'quorum-a': {},
+      'quorum-b': {},
+      'unsigned-u': {},
+      'plain-v': {},
+    })
+    primaryKey = await nix.genKey('primary-1')
+    thirdKey = await nix.genKey('third-1')
+    const signedByPrimary = [paths.libx!, paths['shadow-w']!, paths['quorum-a']!, paths['quorum-b']!]
+    await nix.sign(primaryKey.secretFile, signedByPrimary)
+    primaryDir = nix.freshDir('primary')
+    await nix.copyToCache(primaryDir, [...signedByPrimary, paths['unsigned-u']!, paths['plain-v']!])
+
+    // The third-party cache: a legitimately signed path of its own, quorum-a with a second
+    // signature, and forgeries of libx and shadow-w signed with its own (trusted) key.
+    const thirdStore = nix.freshDir('third-store')
+    await nix.copyToStore(thirdStore, [paths['quorum-a']!, paths.hello!])
+    await nix.sign(thirdKey.secretFile, [paths['quorum-a']!, paths.hello!], thirdStore)
+    const thirdDir = nix.freshDir('third')
+    await nix.copyToCache(thirdDir, [paths['quorum-a']!, paths.hello!], { store: thirdStore })
+    await copyCacheEntries(primaryDir, thirdDir, [paths.libx!, paths['shadow-w']!])
+    await forgeNar(thirdDir, paths.libx!, 'libx', 'evil', thirdKey.secretKey)
+    await forgeNar(thirdDir, paths['shadow-w']!, 'shadow-w', 'shadow-X', thirdKey.secretKey)
+
+    primary = await startStaticServer(primaryDir)
+    primary.fault = (req) => (failPrimaryFor && req.url?.startsWith(`/${failPrimaryFor}`) ? { kind: 'status', status: 500 } : undefined)
+    third = await startStaticServer(thirdDir)
+    const upstream = (name: string, server: StaticServer, key: NixKey) => ({ name, url: server.url, publicKeys: [key.publicKey], timeoutMs: 2000, retries: 0 })
+    narthex = await NarthexProcess.start({
+      upstreams: [upstream('primary', primary, primaryKey), upstream('third', third, thirdKey)],
+      rules: [
+        { match: 'lib*', upstreams: ['primary'], minSignatures: 1 },
+        { match: 'quorum-*', upstreams: ['primary', 'third'], minSignatures: 2 },
+        { match: 'unsigned-*', upstreams: ['primary'], minSignatures: 0 },
+        { match: '*', upstreams: ['primary', 'third'], minSignatures: 1 },
+      ],
+      cache: { negativeTtlMs: 0, unavailableTtlMs: 0 },
+      prefetch: { references: false },
+    })
+  })
+
+  after(async () => {
+    await narthex?.cleanup()
+    await primary?.close()
+    await third?.close()
+    await nix?.cleanup()
+  })
+
+  const narinfoStatus = async (p: string) => (await fetch(`${narthex.url}/${hashPartOf(p)}.narinfo`)).status
+
+  test('a path routed to the primary is never taken from a third party, even one signed by a trusted key', async () => {
+    const { store } = await nix.substitute(narthex.url, [paths.libx!], [narthex.publicKey])
+    await nix.verifyPath(store, paths.libx!)
+    assert.equal(await nix.hashPath(paths.libx!, store), await nix.hashPath(paths.libx!))
+    // The name is known only from the answers, so the third party is asked too; its
+    // (validly signed) forgery is ignored because the rule does not allow it for lib*.
+    const served = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.libx!)}.narinfo`)).text())
+    assert.deepEqual(served.narHash, (await readCacheNarInfo(primaryDir, paths.libx!)).narHash)
+    assert.equal(third.count('/nar/'), 0)
+  })
+
+  test('shadowing: while the primary cannot be asked, the forged lower-priority copy is not used (503)', async () => {
+    failPrimaryFor = hashPartOf(paths['shadow-w']!)
+    const res = await fetch(`${narthex.url}/${hashPartOf(paths['shadow-w']!)}.narinfo`)
+    assert.equal(res.status, 503)
+    assert.ok(res.headers.get('retry-after'))
+    assert.equal(third.count(`/${hashPartOf(paths['shadow-w']!)}.narinfo`), 1, 'the third party was asked…')
+    assert.equal(third.count('/nar/'), 0, '…but nothing of it was used')
+    failPrimaryFor = undefined
+  })
+
+  test('a conflict between two signed answers is refused and audited', async () => {
+    assert.equal(await narinfoStatus(paths['shadow-w']!), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['shadow-w']!], [narthex.publicKey]), NixCommandError)
+    const audit = await cli(['audit', '--config', narthex.configFile, '--json', '--path', 'shadow-w'])
+    assert.equal(audit.code, 0, audit.stderr)
+    const entries = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; reason?: string; storePath: string })
+    assert.ok(entries.some((e) => e.decision === 'refuse' && e.reason === 'CONFLICT' && e.storePath === paths['shadow-w']))
+    const metrics = await (await fetch(`${narthex.url}/metrics`)).text()
+    assert.match(metrics, /narthex_refusals_total\{reason="CONFLICT"\} [1-9]/)
+  })
+
+  test('a path only the third party has, signed by its key, is admitted', async () => {
+    const { store } = await nix.substitute(narthex.url, [paths.hello!], [narthex.publicKey])
+    await nix.verifyPath(store, paths.hello!)
+  })
+
+  test('quorum: signed by both required keys is admitted; by only one is refused', async () => {
+    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths['quorum-a']!)}.narinfo`)).text())
+    assert.deepEqual(info.sigs.map((s) => s.split(':')[0]).sort(), ['narthex-1', 'primary-1', 'third-1'])
+    const { store } = await nix.substitute(narthex.url, [paths['quorum-a']!], [narthex.publicKey])
+    await nix.verifyPath(store, paths['quorum-a']!)
+    assert.equal(await narinfoStatus(paths['quorum-b']!), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['quorum-b']!], [narthex.publicKey]), NixCommandError)
+  })
+
+  test('an unsigned path is refused unless its rule says minSignatures: 0', async () => {
+    assert.equal(await narinfoStatus(paths['plain-v']!), 404)
+    const { store } = await nix.substitute(narthex.url, [paths['unsigned-u']!], [narthex.publicKey])
+    await nix.verifyPath(store, paths['unsigned-u']!)
+  })
+
+  test('the audit log records admissions and refusals, verifies, and a hand edit is detected', async () => {
+    const text = await cli(['audit', '--config', narthex.configFile])
+    assert.equal(text.code, 0)
+    assert.match(text.stdout, new RegExp(`admit\\s+${paths.libx}.*from primary.*signed by primary-1`))
+    assert.match(text.stdout, new RegExp(`refuse\\s+${paths['quorum-b']}.*INSUFFICIENT_SIGNATURES`))
+    assert.match(text.stdout, new RegExp(`refuse\\s+${paths['plain-v']}.*INSUFFICIENT_SIGNATURES`))
+    const ok = await cli(['audit', '--verify', '--config', narthex.configFile])
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr)
+    assert.match(ok.stdout, /chain intact/)
+
+    const logFile = join(narthex.dataDir, 'audit.log')
+    const original = await readFile(logFile, 'utf8')
+    const lines = original.trim().split('\n')
+    const libxLine = lines.findIndex((l) => l.includes(paths.libx!))
+    lines[libxLine] = lines[libxLine]!.replace('"admit"', '"refuse"')
+    await writeFile(logFile, `${lines.join('\n')}\n`)
+    const broken = await cli(['audit', '--verify', '--config', narthex.configFile])
+    assert.equal(broken.code, 1)
+    assert.match(broken.stdout, new RegExp(`BROKEN at line ${libxLine + 1}`))
+    await writeFile(logFile, original)
+  })
+
+  test('explain shows the rule, and with --fetch what each upstream says and the decision', async () => {
+    const plain = await cli(['explain', paths['quorum-b']!, '--config', narthex.configFile])
+    assert.equal(plain.code, 0, plain.stderr)
+    assert.match(plain.stdout, /rules\[1\] \(match "quorum-\*"\)/)
+    assert.match(plain.stdout, /1\. primary\s+2\. third/)
+    assert.match(plain.stdout, /at least 2 distinct trusted key/)
+    const fetched = await cli(['explain', paths['quorum-b']!, '--fetch', '--json', '--config', narthex.configFile])
+    assert.equal(fetched.code, 0, fetched.stderr)
+    const report = JSON.parse(fetched.stdout) as { answers: Array<{ upstream: string; answer: string; validTrustedSigners?: string[] }>; decision: { decision: string; reason?: string } }
+    assert.deepEqual(report.answers.find((a) => a.upstream === 'primary')?.validTrustedSigners, ['primary-1'])
+    assert.equal(report.answers.find((a) => a.upstream === 'third')?.answer, 'absent')
+    assert.deepEqual(report.decision, { decision: 'refuse', reason: 'INSUFFICIENT_SIGNATURES', message: '1 of 2 required trusted signature(s) (primary-1)' })
+    const nar = (await readCacheNarInfo(primaryDir, paths['quorum-b']!)).url
+    assert.equal(primary.count(`/${nar}`), 0, 'explain fetches no NAR')
+  })
+})
