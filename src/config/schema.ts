@@ -54,8 +54,10 @@ const upstream = z.strictObject({
   /** Extra attempts after a transient failure (connection error, 5xx, 429). */
   retries: z.number().int().min(0).max(10).default(2),
   maxConnections: z.number().int().min(1).max(1024).default(32),
-  /** A NAR download slower than this over 30 s is abandoned (a trickle never ends otherwise). */
+  /** A NAR download slower than this over `speedWindowMs` is abandoned (a trickle never ends otherwise). */
   minBytesPerSecond: z.number().int().min(0).default(1024),
+  /** The window over which `minBytesPerSecond` is judged. */
+  speedWindowMs: z.number().int().min(100).max(600_000).default(30_000),
   /** After this many failures in a row the upstream is skipped for `downForMs`. */
   failureThreshold: z.number().int().min(1).default(3),
   downForMs: z.number().int().min(0).default(10_000),
