@@ -195,7 +195,7 @@ export class Cache {
       }
       case 'absent':
         metrics.narinfoLookups.inc({ outcome: 'absent' })
-        this.#negative.set(hashPart, { kind: 'absent' }, { ttl: settings.negativeTtlMs })
+        this.#rememberAbsent(hashPart)
         return { kind: 'absent' }
       case 'unavailable': {
         metrics.narinfoLookups.inc({ outcome: 'unavailable' })
@@ -217,10 +217,16 @@ export class Cache {
           reason: decision.reason,
           message: decision.message,
         })
-        this.#negative.set(hashPart, { kind: 'absent' }, { ttl: settings.negativeTtlMs })
+        this.#rememberAbsent(hashPart)
         return { kind: 'absent' }
       }
     }
+  }
+
+  // A ttl of 0 means "no expiry" to the LRU; negativeTtlMs 0 means "do not remember".
+  #rememberAbsent(hashPart: string): void {
+    const ttl = this.#d.settings.negativeTtlMs
+    if (ttl > 0) this.#negative.set(hashPart, { kind: 'absent' }, { ttl })
   }
 
   /** Formats the narinfo clients get for a record, signs it, and keeps it in the LRU. */
