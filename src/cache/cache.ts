@@ -82,7 +82,8 @@ export class Cache {
   readonly #negative: LRUCache<string, Negative>
   readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
   readonly #downloads = new Map<string, NarDownload>()
-  readonly #failedSources: LRUCache<string, true>
+  /** `<fileName> <upstream>` → the code of the failure that keeps that source skipped. */
+  readonly #failedSources: LRUCache<string, string>
   readonly #supported: Set<string>
   readonly #prefetchQueue: string[] = []
   #prefetchActive = 0
@@ -306,7 +307,13 @@ export class Cache {
     const info = parseNarInfo(record.narinfo)
     let allGone = true
     for (const source of record.sources) {
-      if (source.compression !== parsed.compression || this.#failedSources.has(`${fileName} ${source.upstream}`)) continue
+      if (source.compression !== parsed.compression) continue
+      const failed = this.#failedSources.get(`${fileName} ${source.upstream}`)
+      if (failed !== undefined) {
+        // Skipped because it just failed: it could not deliver, which is not "gone".
+        if (failed !== 'NOT_FOUND') allGone = false
+        continue
+      }
       const upstream = this.#upstreams.get(source.upstream)
       if (!upstream) continue
       // Re-checked with no await since the last look: joining beats a second download.
@@ -362,7 +369,7 @@ export class Cache {
         if (err.code === 'SHUTTING_DOWN') return
         const verification = ['HASH_MISMATCH', 'SIZE_MISMATCH', 'NAR_INVALID'].includes(err.code)
         // Bad bytes keep a source out for failedSourceTtlMs; a transient failure briefly.
-        this.#failedSources.set(`${fileName} ${source.upstream}`, true, verification ? {} : { ttl: TRANSIENT_SKIP_MS })
+        this.#failedSources.set(`${fileName} ${source.upstream}`, err.code, verification ? {} : { ttl: TRANSIENT_SKIP_MS })
         if (verification) {
           metrics.narFailures.inc({ upstream: upstream.name, code: err.code })
           upstream.reportFailure()
