@@ -297,7 +297,12 @@ export class Cache {
     const parsed = parseNarFileName(fileName)
     if (!parsed) return { kind: 'absent' }
     const running = this.#downloads.get(fileName)
-    if (running && running.state !== 'failed') return this.#follow(running)
+    if (running && running.state !== 'failed') {
+      // Joined only once it has a byte: one whose source fails before that is
+      // replaced by the next source below, as for the client that started it.
+      await running.whenStarted()
+      if ((running.state as NarDownload['state']) !== 'failed') return this.#follow(running)
+    }
     const stored = await this.#d.store.getNarFile(fileName)
     if (stored) return { kind: 'stored', path: this.#d.store.narPath(fileName), size: stored.fileSize }
     const hashParts = await this.#d.store.narInfosForFile(fileName)
@@ -320,7 +325,8 @@ export class Cache {
       const again = this.#downloads.get(fileName)
       const download = again && again.state !== 'failed' ? again : this.#start(fileName, info, source, upstream)
       await download.whenStarted()
-      if (download.state === 'failed' && download.written === 0) {
+      // Failed before this client got anything (at once, or right after its first bytes): next source.
+      if (download.state === 'failed') {
         if (!isNarthexError(download.error, 'NOT_FOUND')) allGone = false
         continue
       }
