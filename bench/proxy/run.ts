@@ -1,0 +1,568 @@
+/**
+ * narthex against nginx proxy_cache, both in front of one static upstream.
+ *
+ *   npm --prefix bench run bench [-- --quick] [-- --only narinfo,warmnar,coldnar,herd,closure,xz]
+ *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree]
+ *
+ * See bench/README.md for what each scenario measures and bench/RESULTS.md for results.
+ */
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { cpus, totalmem } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+import {
+  busyFraction,
+  contended,
+  curl,
+  curlMany,
+  getAll,
+  getText,
+  median,
+  run,
+  runOk,
+  RssPoller,
+  vmHWM,
+  waitQuiet,
+  wrk,
+  type LoadNote,
+} from './measure.js'
+import { dataDirs, prepare, type Manifest } from './prepare.js'
+import { buildNarthex, type NarthexBuild } from './build.js'
+import { Narthex, Nginx } from './servers.js'
+
+const HERE = dirname(fileURLToPath(import.meta.url))
+const BENCH = dirname(HERE)
+const ROOT = dirname(BENCH)
+const DIRS = dataDirs(BENCH)
+const RUN_DIR = join(DIRS.root, 'run')
+const MiB = 1 << 20
+
+// ---------------------------------------------------------------- args ----
+
+const argv = process.argv.slice(2)
+const flag = (f: string) => argv.includes(f)
+const opt = (f: string) => {
+  const i = argv.indexOf(f)
+  return i >= 0 ? argv[i + 1] : undefined
+}
+const QUICK = flag('--quick')
+const RUNS = Number(opt('--runs') ?? (QUICK ? 1 : 3))
+const WRK_SECONDS = QUICK ? 5 : 10
+const SCENARIOS = ['narinfo', 'warmnar', 'coldnar', 'herd', 'closure', 'xz'] as const
+type Scenario = (typeof SCENARIOS)[number]
+const ONLY = new Set((opt('--only') ?? SCENARIOS.join(',')).split(',') as Scenario[])
+for (const s of ONLY) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}; one of ${SCENARIOS.join(', ')}`)
+const CPU_PROF = flag('--cpu-prof')
+if (!Number.isInteger(RUNS) || RUNS < 1 || RUNS > 20) throw new Error('--runs takes 1..20')
+
+const say = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
+
+// ------------------------------------------------------------- results ----
+
+/** One measured value of one run, with the machine's load around it. */
+interface Sample {
+  scenario: Scenario
+  metric: string
+  target: 'narthex' | 'nginx' | 'upstream' | 'reference'
+  run: number
+  value: number
+  unit: string
+  load: LoadNote
+  extra?: Record<string, unknown>
+}
+const samples: Sample[] = []
+const notes: string[] = []
+
+function record(s: Omit<Sample, 'run'> & { run?: number }, run: number): void {
+  samples.push({ ...s, run: s.run ?? run })
+}
+
+function med(scenario: Scenario, metric: string, target: Sample['target']): number {
+  return median(samples.filter((s) => s.scenario === scenario && s.metric === metric && s.target === target).map((s) => s.value))
+}
+
+// -------------------------------------------------------------- servers ----
+
+let manifest: Manifest
+let build: NarthexBuild
+let upstream: Nginx
+let narthex: Narthex | undefined
+let nginx: Nginx | undefined
+let counter = 0
+const keyFile = join(DIRS.root, 'narthex.key')
+
+async function freshNarthex(label: string): Promise<Narthex> {
+  await narthex?.stop()
+  const dir = join(RUN_DIR, 'narthex')
+  const nodeArgs = CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', join(DIRS.root, 'profiles', label)] : []
+  narthex = await Narthex.start({
+    bin: build.bin,
+    dir,
+    signingKeyFile: keyFile,
+    upstreamUrl: upstream.url,
+    upstreamPublicKey: manifest.upstreamPublicKey,
+    nodeArgs,
+  })
+  counter++
+  return narthex
+}
+
+async function freshNginx(): Promise<Nginx> {
+  await nginx?.stop()
+  const prefix = join(RUN_DIR, 'nginx-proxy')
+  await rm(prefix, { recursive: true, force: true })
+  nginx = await Nginx.start({
+    template: join(HERE, 'nginx', 'proxy.conf'),
+    prefix,
+    vars: { CACHE: join(prefix, 'cache'), UPSTREAM_PORT: new URL(upstream.url).port },
+  })
+  return nginx
+}
+
+async function stopAll(): Promise<void> {
+  await narthex?.stop().catch(() => undefined)
+  await nginx?.stop().catch(() => undefined)
+  await upstream?.stop().catch(() => undefined)
+}
+
+const narinfoPath = (hashPart: string) => `/${hashPart}.narinfo`
+
+/** The NAR URL a proxy's narinfo names, fetched (and so admitted) now. */
+async function narUrlVia(base: string, hashPart: string): Promise<{ url: string; fileSize: number; ms: number }> {
+  const r = await getText(base + narinfoPath(hashPart))
+  if (r.status !== 200) throw new Error(`${base}${narinfoPath(hashPart)}: ${r.status}`)
+  const url = /^URL: (.*)$/m.exec(r.text)![1]!
+  const size = /^FileSize: (.*)$/m.exec(r.text)
+  const fileSize = size ? Number(size[1]) : NaN
+  return { url: `${base}/${url}`, fileSize, ms: r.ms }
+}
+
+/** Bytes of the upstream's access log so far (a mark for {@link upstreamRequestsSince}). */
+async function accessLogMark(): Promise<number> {
+  return (await stat(join(RUN_DIR, 'upstream', 'access.log'))).size
+}
+
+async function upstreamRequestsSince(mark: number, urlPart: string): Promise<number> {
+  await sleep(300)
+  const text = (await readFile(join(RUN_DIR, 'upstream', 'access.log'))).subarray(mark).toString('utf8')
+  return text.split('\n').filter((l) => l.includes(urlPart)).length
+}
+
+/** Runs `fn` once quiet, notes the load before and after. */
+async function measured<T>(fn: () => Promise<T>): Promise<{ value: T; load: LoadNote }> {
+  const load = await waitQuiet()
+  const value = await fn()
+  load.busyAfter = await busyFraction(1000)
+  return { value, load }
+}
+
+const order = <T>(run: number, xs: T[]): T[] => (run % 2 === 0 ? xs : [...xs].reverse())
+
+// ------------------------------------------------------------ scenarios ----
+
+const listFile = join(DIRS.root, 'narinfo-paths.txt')
+const wrkScript = join(HERE, 'narinfo.lua')
+
+async function warmNarinfos(base: string): Promise<void> {
+  const urls = manifest.closureHashParts.map((h) => base + narinfoPath(h))
+  await getAll(urls)
+  await getAll(urls)
+}
+
+async function scenarioNarinfo(): Promise<void> {
+  say(`1. warm narinfo: wrk -t2 -c64 -d${WRK_SECONDS}s over ${manifest.closureHashParts.length} narinfos`)
+  const n = await freshNarthex('narinfo')
+  const x = await freshNginx()
+  await warmNarinfos(n.url)
+  await warmNarinfos(x.url)
+  await warmNarinfos(upstream.url)
+  for (let r = 0; r < RUNS; r++) {
+    for (const [target, base] of order(r, [
+      ['narthex', n.url],
+      ['nginx', x.url],
+      ['upstream', upstream.url],
+    ] as const)) {
+      const { value, load } = await measured(() => wrk(base, listFile, wrkScript, { seconds: WRK_SECONDS }))
+      const errs = value.err_connect + value.err_read + value.err_write + value.err_status + value.err_timeout
+      if (errs > 0) notes.push(`narinfo run ${r} ${target}: ${errs} wrk errors`)
+      record({ scenario: 'narinfo', metric: 'rps', target, value: value.rps, unit: 'req/s', load, extra: { ...value } }, r)
+      record({ scenario: 'narinfo', metric: 'p99', target, value: value.p99_us / 1000, unit: 'ms', load }, r)
+      say(`   run ${r} ${target}: ${value.rps.toFixed(0)} req/s, p50 ${(value.p50_us / 1000).toFixed(2)} ms, p99 ${(value.p99_us / 1000).toFixed(2)} ms (load ${load.load1}, busy ${(load.busyBefore * 100).toFixed(0)}%)`)
+    }
+  }
+}
+
+async function scenarioWarmNar(): Promise<void> {
+  const big = manifest.big
+  say(`2. warm NAR: ${(big.fileSize / MiB).toFixed(0)} MiB, curl -o /dev/null, sequential; and 4 clients at once`)
+  const n = narthex ?? (await freshNarthex('warmnar'))
+  const x = nginx ?? (await freshNginx())
+  const viaN = await narUrlVia(n.url, big.hashPart)
+  const viaX = await narUrlVia(x.url, big.hashPart)
+  // Populate both caches (and the page cache).
+  await curl(viaN.url, big.fileSize)
+  await curl(viaX.url, big.fileSize)
+  await sleep(500)
+  await curl(viaN.url, big.fileSize)
+  await curl(viaX.url, big.fileSize)
+  const reps = QUICK ? 3 : 5
+  for (let r = 0; r < reps; r++) {
+    for (const [target, url] of order(r, [
+      ['narthex', viaN.url],
+      ['nginx', viaX.url],
+      ['upstream', `${upstream.url}/${big.url}`],
+    ] as const)) {
+      const { value, load } = await measured(() => curl(url, big.fileSize))
+      record({ scenario: 'warmnar', metric: 'GBps', target, value: big.fileSize / value.total / 1e9, unit: 'GB/s', load }, r)
+    }
+  }
+  for (let r = 0; r < Math.min(RUNS, 2); r++) {
+    for (const [target, url] of order(r, [
+      ['narthex', viaN.url],
+      ['nginx', viaX.url],
+    ] as const)) {
+      const { value, load } = await measured(() => curlMany(url, 4, big.fileSize))
+      record({ scenario: 'warmnar', metric: 'GBps4', target, value: (4 * big.fileSize) / (value.wallMs / 1000) / 1e9, unit: 'GB/s', load }, r)
+    }
+  }
+  for (const t of ['narthex', 'nginx', 'upstream'] as const) say(`   ${t}: ${med('warmnar', 'GBps', t).toFixed(2)} GB/s (1 client), ${t === 'upstream' ? '-' : med('warmnar', 'GBps4', t).toFixed(2)} GB/s (4 clients)`)
+}
+
+async function scenarioColdNar(): Promise<void> {
+  const big = manifest.big
+  say(`3. cold NAR: ${(big.fileSize / MiB).toFixed(0)} MiB, fresh narthex data dir / fresh nginx cache per run`)
+  for (let r = 0; r < RUNS; r++) {
+    for (const target of order(r, ['narthex', 'nginx', 'upstream'] as const)) {
+      let base: string
+      if (target === 'narthex') base = (await freshNarthex(`coldnar`)).url
+      else if (target === 'nginx') base = (await freshNginx()).url
+      else base = upstream.url
+      const via = await narUrlVia(base, big.hashPart)
+      const { value, load } = await measured(() => curl(via.url, big.fileSize))
+      record({ scenario: 'coldnar', metric: 'total', target, value: value.total, unit: 's', load }, r)
+      record({ scenario: 'coldnar', metric: 'ttfb', target, value: value.ttfb * 1000, unit: 'ms', load }, r)
+      record({ scenario: 'coldnar', metric: 'narinfo', target, value: via.ms, unit: 'ms', load }, r)
+      if (target === 'narthex' && (await narthex!.logged('NAR verified and stored')).length !== 1) throw new Error('narthex did not verify and store the NAR')
+      say(`   run ${r} ${target}: total ${value.total.toFixed(2)} s, TTFB ${(value.ttfb * 1000).toFixed(1)} ms, cold narinfo ${via.ms.toFixed(1)} ms`)
+    }
+  }
+}
+
+async function scenarioHerd(): Promise<void> {
+  const big = manifest.big
+  const N = 64
+  say(`4. ${N} clients at once for one cold ${(big.fileSize / MiB).toFixed(0)} MiB NAR`)
+  for (let r = 0; r < RUNS; r++) {
+    for (const target of order(r, ['narthex', 'nginx'] as const)) {
+      const server = target === 'narthex' ? await freshNarthex('herd') : await freshNginx()
+      const via = await narUrlVia(server.url, big.hashPart)
+      const mark = await accessLogMark()
+      const pids = target === 'narthex' ? () => [narthex!.pid] : () => nginx!.workerPids()
+      const { value, load } = await measured(async () => {
+        const poller = new RssPoller(pids, 50)
+        const res = await curlMany(via.url, N, big.fileSize)
+        const peak = await poller.stop()
+        const hwm = target === 'narthex' ? ((await vmHWM(narthex!.pid)) ?? 0) : 0
+        return { ...res, peak: Math.max(peak, hwm) }
+      })
+      const requests = await upstreamRequestsSince(mark, big.url)
+      const totals = value.results.map((c) => c.total)
+      const ttfbs = value.results.map((c) => c.ttfb)
+      record({ scenario: 'herd', metric: 'upstreamRequests', target, value: requests, unit: 'requests', load }, r)
+      record({ scenario: 'herd', metric: 'wall', target, value: value.wallMs / 1000, unit: 's', load }, r)
+      record({ scenario: 'herd', metric: 'clientMedian', target, value: median(totals), unit: 's', load }, r)
+      record({ scenario: 'herd', metric: 'ttfbMax', target, value: Math.max(...ttfbs) * 1000, unit: 'ms', load }, r)
+      record({ scenario: 'herd', metric: 'peakRss', target, value: value.peak / MiB, unit: 'MiB', load }, r)
+      say(
+        `   run ${r} ${target}: ${requests} upstream request(s), all done in ${(value.wallMs / 1000).toFixed(2)} s, ` +
+          `max TTFB ${(Math.max(...ttfbs) * 1000).toFixed(0)} ms, peak RSS ${(value.peak / MiB).toFixed(0)} MiB${target === 'nginx' ? ' (workers)' : ''}`,
+      )
+    }
+  }
+}
+
+/** The environment nix runs with (NIX-TESTING.md) and a fresh client-side cache. */
+async function nixEnv(): Promise<NodeJS.ProcessEnv> {
+  const xdg = join(RUN_DIR, `xdg-${Date.now()}-${counter++}`)
+  await mkdir(xdg, { recursive: true })
+  return {
+    ...process.env,
+    NIX_CONFIG: [
+      'experimental-features = nix-command',
+      'sandbox = false',
+      'build-users-group =',
+      'substituters =',
+      'narinfo-cache-negative-ttl = 0',
+      'narinfo-cache-positive-ttl = 0',
+    ].join('\n'),
+    XDG_CACHE_HOME: xdg,
+  }
+}
+
+async function removeTree(dir: string): Promise<void> {
+  if (!existsSync(dir)) return
+  await run('chmod', ['-R', 'u+w', dir])
+  await rm(dir, { recursive: true, force: true })
+}
+
+async function scenarioClosure(): Promise<void> {
+  const top = manifest.closureTop
+  say(`5. nix copy of a cold closure of ${manifest.closureHashParts.length} paths`)
+  for (let r = 0; r < RUNS; r++) {
+    for (const target of order(r, ['narthex', 'nginx', 'upstream'] as const)) {
+      let base: string
+      let key: string
+      if (target === 'narthex') {
+        const n = await freshNarthex('closure')
+        base = n.url
+        key = n.publicKey
+      } else if (target === 'nginx') {
+        base = (await freshNginx()).url
+        key = manifest.upstreamPublicKey
+      } else {
+        base = upstream.url
+        key = manifest.upstreamPublicKey
+      }
+      const store = join(RUN_DIR, 'client-store')
+      await removeTree(store)
+      const env = await nixEnv()
+      const { value, load } = await measured(() =>
+        runOk('nix', ['copy', '--from', base, '--to', store, top, '--option', 'trusted-public-keys', key], { env, timeoutMs: 600_000 }),
+      )
+      const got = (await readdir(join(store, 'nix', 'store'))).filter((e) => !e.startsWith('.')).length
+      if (got !== manifest.closureHashParts.length) throw new Error(`${target}: nix copy left ${got} paths, expected ${manifest.closureHashParts.length}`)
+      await removeTree(store)
+      await rm(env.XDG_CACHE_HOME!, { recursive: true, force: true })
+      record({ scenario: 'closure', metric: 'wall', target, value: value.ms / 1000, unit: 's', load }, r)
+      say(`   run ${r} ${target}: ${(value.ms / 1000).toFixed(2)} s`)
+    }
+  }
+}
+
+async function scenarioXz(): Promise<void> {
+  const xz = manifest.xzbig
+  const file = join(DIRS.cache, xz.url)
+  say(`6. xz verification: ${(xz.fileSize / MiB).toFixed(0)} MiB xz file (${(xz.narSize / MiB).toFixed(0)} MiB NAR)`)
+  for (let r = 0; r < RUNS; r++) {
+    const ref = await measured(() => runOk('sh', ['-c', `xz -dc '${file}' | sha256sum`], { timeoutMs: 300_000 }))
+    record({ scenario: 'xz', metric: 'fetch', target: 'reference', value: ref.value.ms / 1000, unit: 's', load: ref.load }, r)
+    for (const target of order(r, ['narthex', 'nginx'] as const)) {
+      const base = target === 'narthex' ? (await freshNarthex('xz')).url : (await freshNginx()).url
+      const via = await narUrlVia(base, xz.hashPart)
+      const { value, load } = await measured(() => curl(via.url, xz.fileSize))
+      record({ scenario: 'xz', metric: 'fetch', target, value: value.total, unit: 's', load }, r)
+      say(`   run ${r} ${target}: cold fetch ${value.total.toFixed(2)} s (xz -dc | sha256sum: ${(ref.value.ms / 1000).toFixed(2)} s)`)
+    }
+  }
+  // narinfo p99 while the xz NAR is fetched cold (narthex: decompressed and verified).
+  const secs = QUICK ? 4 : 6
+  for (let r = 0; r < RUNS; r++) {
+    for (const target of order(r, ['narthex', 'nginx'] as const)) {
+      const base = target === 'narthex' ? (await freshNarthex('xz-p99')).url : (await freshNginx()).url
+      await warmNarinfos(base)
+      const via = await narUrlVia(base, xz.hashPart)
+      const idle = await measured(() => wrk(base, listFile, wrkScript, { seconds: secs }))
+      const busy = await measured(async () => {
+        const t0 = performance.now()
+        let fetchEnd = 0
+        const fetching = curl(via.url, xz.fileSize).then((c) => {
+          fetchEnd = performance.now()
+          return c
+        })
+        await sleep(300)
+        const w = await wrk(base, listFile, wrkScript, { seconds: secs })
+        const wrkEnd = performance.now()
+        const c = await fetching
+        return { w, overlapped: fetchEnd === 0 || fetchEnd >= wrkEnd, fetchS: (fetchEnd - t0) / 1000, c }
+      })
+      if (!busy.value.overlapped) notes.push(`xz p99 run ${r} ${target}: the fetch ended before wrk did`)
+      record({ scenario: 'xz', metric: 'p99idle', target, value: idle.value.p99_us / 1000, unit: 'ms', load: idle.load }, r)
+      record({ scenario: 'xz', metric: 'p99busy', target, value: busy.value.w.p99_us / 1000, unit: 'ms', load: busy.load }, r)
+      record({ scenario: 'xz', metric: 'rpsbusy', target, value: busy.value.w.rps, unit: 'req/s', load: busy.load }, r)
+      record({ scenario: 'xz', metric: 'fetchUnderLoad', target, value: busy.value.fetchS, unit: 's', load: busy.load }, r)
+      say(
+        `   run ${r} ${target}: narinfo p99 idle ${(idle.value.p99_us / 1000).toFixed(2)} ms, during the xz fetch ${(busy.value.w.p99_us / 1000).toFixed(2)} ms ` +
+          `(${busy.value.w.rps.toFixed(0)} req/s; fetch took ${busy.value.fetchS.toFixed(1)} s${busy.value.overlapped ? '' : ', ENDED BEFORE wrk'})`,
+      )
+    }
+  }
+}
+
+// ---------------------------------------------------------------- table ----
+
+interface Row {
+  what: string
+  narthex: string
+  nginx: string
+  other: string
+  ratio: string
+  target: string
+  met: boolean | undefined
+}
+
+const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a')
+
+function table(): Row[] {
+  const rows: Row[] = []
+  const has = (s: Scenario) => ONLY.has(s)
+  if (has('narinfo')) {
+    const n = med('narinfo', 'rps', 'narthex')
+    const x = med('narinfo', 'rps', 'nginx')
+    rows.push({ what: '1. warm narinfo req/s (wrk -c64)', narthex: f(n, 0), nginx: f(x, 0), other: `upstream ${f(med('narinfo', 'rps', 'upstream'), 0)}`, ratio: f(n / x), target: '≥ 1.0', met: n / x >= 1.0 })
+    const np = med('narinfo', 'p99', 'narthex')
+    const xp = med('narinfo', 'p99', 'nginx')
+    rows.push({ what: '1. warm narinfo p99 latency (ms)', narthex: f(np), nginx: f(xp), other: `upstream ${f(med('narinfo', 'p99', 'upstream'))}`, ratio: f(np / xp), target: '(report)', met: undefined })
+  }
+  if (has('warmnar')) {
+    const n = med('warmnar', 'GBps', 'narthex')
+    const x = med('warmnar', 'GBps', 'nginx')
+    rows.push({ what: '2. warm NAR 512 MiB, 1 client (GB/s)', narthex: f(n), nginx: f(x), other: `upstream ${f(med('warmnar', 'GBps', 'upstream'))}`, ratio: f(n / x), target: '≥ 0.9', met: n / x >= 0.9 })
+    const n4 = med('warmnar', 'GBps4', 'narthex')
+    const x4 = med('warmnar', 'GBps4', 'nginx')
+    rows.push({ what: '2. warm NAR 512 MiB, 4 clients (GB/s total)', narthex: f(n4), nginx: f(x4), other: '', ratio: f(n4 / x4), target: '(report)', met: undefined })
+  }
+  if (has('coldnar')) {
+    const n = med('coldnar', 'total', 'narthex')
+    const x = med('coldnar', 'total', 'nginx')
+    rows.push({ what: '3. cold NAR 512 MiB total (s)', narthex: f(n), nginx: f(x), other: `upstream ${f(med('coldnar', 'total', 'upstream'))}`, ratio: f(n / x), target: '≤ 1.2', met: n / x <= 1.2 })
+    const nt = med('coldnar', 'ttfb', 'narthex')
+    const xt = med('coldnar', 'ttfb', 'nginx')
+    const ut = med('coldnar', 'ttfb', 'upstream')
+    rows.push({ what: '3. cold NAR TTFB (ms)', narthex: f(nt), nginx: f(xt), other: `upstream ${f(ut)}`, ratio: `+${f(nt - ut)} ms vs upstream`, target: '≤ upstream + 5 ms', met: nt - ut <= 5 })
+  }
+  if (has('herd')) {
+    const nr = Math.max(...samples.filter((s) => s.scenario === 'herd' && s.metric === 'upstreamRequests' && s.target === 'narthex').map((s) => s.value))
+    const xr = Math.max(...samples.filter((s) => s.scenario === 'herd' && s.metric === 'upstreamRequests' && s.target === 'nginx').map((s) => s.value))
+    rows.push({ what: '4. 64 clients, cold NAR: upstream requests (max over runs)', narthex: String(nr), nginx: String(xr), other: '', ratio: '', target: '= 1', met: nr === 1 })
+    const n = med('herd', 'wall', 'narthex')
+    const x = med('herd', 'wall', 'nginx')
+    rows.push({ what: '4. 64 clients: all done (s)', narthex: f(n), nginx: f(x), other: '', ratio: f(n / x), target: '(report)', met: undefined })
+    rows.push({
+      what: '4. 64 clients: slowest TTFB (ms)',
+      narthex: f(med('herd', 'ttfbMax', 'narthex'), 0),
+      nginx: f(med('herd', 'ttfbMax', 'nginx'), 0),
+      other: '',
+      ratio: '',
+      target: '(report)',
+      met: undefined,
+    })
+    const rss = Math.max(...samples.filter((s) => s.scenario === 'herd' && s.metric === 'peakRss' && s.target === 'narthex').map((s) => s.value))
+    rows.push({ what: '4. 64 clients: narthex peak RSS (MiB, max over runs)', narthex: f(rss, 0), nginx: `${f(med('herd', 'peakRss', 'nginx'), 0)} (workers)`, other: '', ratio: '', target: '< 150 MiB', met: rss < 150 })
+  }
+  if (has('closure')) {
+    const n = med('closure', 'wall', 'narthex')
+    const x = med('closure', 'wall', 'nginx')
+    rows.push({ what: '5. nix copy, cold closure of 500 paths (s)', narthex: f(n), nginx: f(x), other: `upstream ${f(med('closure', 'wall', 'upstream'))}`, ratio: f(n / x), target: '≤ 0.8', met: n / x <= 0.8 })
+  }
+  if (has('xz')) {
+    const n = med('xz', 'fetch', 'narthex')
+    const ref = med('xz', 'fetch', 'reference')
+    rows.push({ what: '6. xz NAR cold fetch (s) vs xz -dc | sha256sum', narthex: f(n), nginx: f(med('xz', 'fetch', 'nginx')), other: `xz|sha256sum ${f(ref)}`, ratio: `${f(ref / n)} of xz|sha256sum`, target: '≥ 0.9', met: ref / n >= 0.9 })
+    rows.push({
+      what: '6. narinfo p99 idle → during xz fetch (ms)',
+      narthex: `${f(med('xz', 'p99idle', 'narthex'))} → ${f(med('xz', 'p99busy', 'narthex'))}`,
+      nginx: `${f(med('xz', 'p99idle', 'nginx'))} → ${f(med('xz', 'p99busy', 'nginx'))}`,
+      other: '',
+      ratio: f(med('xz', 'p99busy', 'narthex') / med('xz', 'p99busy', 'nginx')),
+      target: '(report)',
+      met: undefined,
+    })
+  }
+  return rows
+}
+
+function markdown(rows: Row[], meta: Record<string, string>): string {
+  const out: string[] = []
+  out.push(`## Run of ${meta.date}`, '')
+  for (const [k, v] of Object.entries(meta)) out.push(`- ${k}: ${v}`)
+  out.push('', '| scenario | narthex | nginx | reference | narthex:nginx | target | met |', '|---|---|---|---|---|---|---|')
+  for (const r of rows) out.push(`| ${r.what} | ${r.narthex} | ${r.nginx} | ${r.other} | ${r.ratio} | ${r.target} | ${r.met === undefined ? '' : r.met ? 'yes' : '**no**'} |`)
+  out.push('', '### Raw medians', '', '| scenario | metric | target | median | unit | runs | values | load1 per run | busy% before/after per run |', '|---|---|---|---|---|---|---|---|---|')
+  const keys = [...new Set(samples.map((s) => `${s.scenario}\t${s.metric}\t${s.target}`))]
+  for (const k of keys) {
+    const [scenario, metric, target] = k.split('\t')
+    const ss = samples.filter((s) => s.scenario === scenario && s.metric === metric && s.target === target)
+    const v = ss.map((s) => s.value)
+    out.push(
+      `| ${scenario} | ${metric} | ${target} | ${f(median(v), 3)} | ${ss[0]!.unit} | ${v.length} | ${v.map((x) => f(x, 3)).join(', ')} | ${ss.map((s) => f(s.load.load1)).join(', ')} | ${ss
+        .map((s) => `${f(s.load.busyBefore * 100, 0)}/${f((s.load.busyAfter ?? 0) * 100, 0)}${contended(s.load) ? '⚠' : ''}`)
+        .join(', ')} |`,
+    )
+  }
+  if (notes.length) out.push('', '### Notes', '', ...notes.map((n) => `- ${n}`))
+  return out.join('\n') + '\n'
+}
+
+// ----------------------------------------------------------------- main ----
+
+function version(cmd: string, args: string[]): string {
+  const p = spawnSync(cmd, args, { encoding: 'utf8' })
+  return `${p.stdout ?? ''}${p.stderr ?? ''}`.trim().split('\n')[0] || 'unknown'
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now()
+  for (const tool of ['nix', 'nginx', 'wrk', 'curl', 'xz', 'sha256sum']) {
+    if ((await run('sh', ['-c', `command -v ${tool}`])).code !== 0) {
+      throw new Error(`${tool} is missing: apt-get install -y nix-bin nginx wrk curl xz-utils (see bench/README.md)`)
+    }
+  }
+  build = await buildNarthex(ROOT, DIRS.root, { rev: opt('--rev'), worktree: flag('--worktree') }, say)
+  manifest = await prepare(BENCH, say)
+  await writeFile(listFile, manifest.closureHashParts.map(narinfoPath).join('\n') + '\n')
+  await rm(RUN_DIR, { recursive: true, force: true })
+  await mkdir(RUN_DIR, { recursive: true })
+  // The upstream's files in the page cache, so the first cold run does not also read the disk.
+  await runOk('sh', ['-c', `cat '${join(DIRS.cache, manifest.big.url)}' '${join(DIRS.cache, manifest.xzbig.url)}' > /dev/null`])
+  upstream = await Nginx.start({ template: join(HERE, 'nginx', 'upstream.conf'), prefix: join(RUN_DIR, 'upstream'), vars: { ROOT: DIRS.cache } })
+  say(`upstream (nginx, static) at ${upstream.url}; runs per scenario: ${RUNS}${QUICK ? ' (quick)' : ''}`)
+
+  const onSignal = () => {
+    say('interrupted: stopping servers')
+    void stopAll().finally(() => process.exit(130))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+
+  try {
+    if (ONLY.has('narinfo')) await scenarioNarinfo()
+    if (ONLY.has('warmnar')) await scenarioWarmNar()
+    if (ONLY.has('coldnar')) await scenarioColdNar()
+    if (ONLY.has('herd')) await scenarioHerd()
+    if (ONLY.has('closure')) await scenarioClosure()
+    if (ONLY.has('xz')) await scenarioXz()
+  } finally {
+    await stopAll()
+  }
+
+  const rows = table()
+  const meta: Record<string, string> = {
+    date: new Date().toISOString(),
+    command: `npm --prefix bench run bench -- ${argv.join(' ')}`.trim(),
+    machine: `${cpus().length} CPUs (nproc ${version('nproc', [])}), ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM`,
+    versions: `node ${process.version}; ${version('nginx', ['-v'])}; ${version('wrk', ['--version'])}; ${version('nix', ['--version'])}; ${version('xz', ['--version'])}; ${version('curl', ['--version'])}`,
+    narthex: build.label,
+    'runs per scenario': String(RUNS),
+    'wall time': `${((Date.now() - t0) / 1000).toFixed(0)} s`,
+    'load average at the end': (await readFile('/proc/loadavg', 'utf8')).trim(),
+  }
+  if (CPU_PROF) meta['cpu profiles'] = `${join(DIRS.root, 'profiles')} (narthex ran with --cpu-prof: figures are not comparable)`
+  const md = markdown(rows, meta)
+  const resultsDir = join(DIRS.root, 'results')
+  await mkdir(resultsDir, { recursive: true })
+  const stamp = meta.date!.replace(/[:.]/g, '-')
+  await writeFile(join(resultsDir, `${stamp}.json`), JSON.stringify({ meta, rows, samples, notes }, null, 2))
+  await writeFile(join(resultsDir, `${stamp}.md`), md)
+  await appendFile(join(resultsDir, 'history.md'), md + '\n')
+  process.stdout.write(md)
+  say(`results: ${join(resultsDir, `${stamp}.md`)} (and .json); took ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+}
+
+main().catch(async (err) => {
+  process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
+  await stopAll()
+  process.exit(1)
+})

@@ -1,0 +1,208 @@
+/**
+ * The processes under test, all on 127.0.0.1: the upstream (nginx serving the
+ * cache directory), nginx with proxy_cache, and narthex (`node bin/narthex.js
+ * serve`). Each is a child process of the benchmark, stopped by its own pid.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { closeSync, openSync } from 'node:fs'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+/** A free TCP port on 127.0.0.1 (bound and released; good enough on a quiet machine). */
+export async function freePort(): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => resolve())
+  })
+  const port = (srv.address() as AddressInfo).port
+  await new Promise((r) => srv.close(r))
+  return port
+}
+
+async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return true
+  return Promise.race([new Promise<boolean>((r) => child.once('exit', () => r(true))), sleep(ms).then(() => false)])
+}
+
+/** Sends SIGTERM (SIGQUIT for nginx's graceful stop), then SIGKILL after `graceMs`. */
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  child.kill(signal)
+  if (!(await waitExit(child, graceMs))) {
+    child.kill('SIGKILL')
+    await waitExit(child, 5000)
+  }
+}
+
+/** Waits (bounded) until a TCP connect to `port` succeeds. */
+async function waitListening(port: number, child: ChildProcess, what: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms
+  const { connect } = await import('node:net')
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`)
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1')
+      s.once('connect', () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.once('error', () => resolve(false))
+    })
+    if (ok) return
+    if (Date.now() > deadline) throw new Error(`${what} is not listening on ${port} after ${ms} ms`)
+    await sleep(50)
+  }
+}
+
+export interface NginxOptions {
+  /** Template file (bench/proxy/nginx/*.conf). */
+  template: string
+  /** Working directory of this instance (pid, logs, temp dirs, config). */
+  prefix: string
+  vars: Record<string, string | number>
+}
+
+/** One nginx instance (master + workers) in the foreground. */
+export class Nginx {
+  child!: ChildProcess
+  url = ''
+
+  private constructor(readonly opts: NginxOptions) {}
+
+  static async start(opts: NginxOptions): Promise<Nginx> {
+    const n = new Nginx(opts)
+    await n.#start()
+    return n
+  }
+
+  async #start(): Promise<void> {
+    const { prefix, template } = this.opts
+    await mkdir(prefix, { recursive: true })
+    const port = await freePort()
+    const isRoot = process.getuid?.() === 0
+    const vars: Record<string, string | number> = { ...this.opts.vars, PREFIX: prefix, PORT: port, USER: isRoot ? 'user root;' : '' }
+    let conf = await readFile(template, 'utf8')
+    conf = conf.replace(/@([A-Z_]+)@/g, (m, name: string) => (name in vars ? String(vars[name]) : m))
+    if (/@[A-Z_]+@/.test(conf)) throw new Error(`unfilled variable in ${template}: ${/@[A-Z_]+@/.exec(conf)![0]}`)
+    const confFile = join(prefix, 'nginx.conf')
+    await writeFile(confFile, conf)
+    const err = openSync(join(prefix, 'stderr.log'), 'a')
+    this.child = spawn('nginx', ['-p', prefix, '-c', confFile, '-e', join(prefix, 'error.log')], { stdio: ['ignore', 'ignore', err] })
+    closeSync(err)
+    this.url = `http://127.0.0.1:${port}`
+    await waitListening(port, this.child, `nginx (${confFile})`)
+  }
+
+  /** The pids of the worker processes. */
+  async workerPids(): Promise<number[]> {
+    const { readdir } = await import('node:fs/promises')
+    const out: number[] = []
+    for (const d of await readdir('/proc')) {
+      if (!/^\d+$/.test(d)) continue
+      try {
+        const stat = await readFile(`/proc/${d}/stat`, 'utf8')
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+        if (ppid === this.child.pid) out.push(Number(d))
+      } catch {
+        // gone
+      }
+    }
+    return out
+  }
+
+  async stop(): Promise<void> {
+    await stopChild(this.child, 'SIGQUIT', 10_000)
+  }
+}
+
+export interface NarthexOptions {
+  /** The narthex entry point (bin/narthex.js of a build). */
+  bin: string
+  /** Working directory of this instance: config, data dir, log. Removed first. */
+  dir: string
+  signingKeyFile: string
+  upstreamUrl: string
+  upstreamPublicKey: string
+  /** Extra node flags, e.g. `--cpu-prof`. */
+  nodeArgs?: string[]
+}
+
+/** A narthex process with a fresh data directory. */
+export class Narthex {
+  child!: ChildProcess
+  url = ''
+  publicKey = ''
+  readonly logFile: string
+
+  private constructor(readonly opts: NarthexOptions) {
+    this.logFile = join(opts.dir, 'narthex.log')
+  }
+
+  static async start(opts: NarthexOptions): Promise<Narthex> {
+    const n = new Narthex(opts)
+    await n.#start()
+    return n
+  }
+
+  get pid(): number {
+    return this.child.pid!
+  }
+
+  async #start(): Promise<void> {
+    const { dir, bin } = this.opts
+    await rm(dir, { recursive: true, force: true })
+    await mkdir(dir, { recursive: true })
+    const config = {
+      listen: '127.0.0.1:0',
+      dataDir: join(dir, 'data'),
+      signingKeyFile: this.opts.signingKeyFile,
+      upstreams: [{ name: 'up', url: this.opts.upstreamUrl, publicKeys: [this.opts.upstreamPublicKey] }],
+      rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
+    }
+    // YAML is a superset of JSON.
+    const configFile = join(dir, 'narthex.yaml')
+    await writeFile(configFile, JSON.stringify(config, null, 2))
+    const err = openSync(this.logFile, 'a')
+    this.child = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), bin, 'serve', '--config', configFile], {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', err],
+    })
+    closeSync(err)
+    const deadline = Date.now() + 20_000
+    for (;;) {
+      const text = await readFile(this.logFile, 'utf8').catch(() => '')
+      for (const line of text.split('\n')) {
+        if (!line.includes('narthex is serving')) continue
+        const entry = JSON.parse(line) as { url: string; publicKey: string }
+        this.url = entry.url
+        this.publicKey = entry.publicKey
+        return
+      }
+      if (this.child.exitCode !== null) throw new Error(`narthex exited with ${this.child.exitCode}: ${text.slice(-2000)}`)
+      if (Date.now() > deadline) throw new Error(`narthex did not start within 20 s: ${text.slice(-2000)}`)
+      await sleep(25)
+    }
+  }
+
+  /** Log lines (parsed) whose msg contains `text`. */
+  async logged(text: string): Promise<Array<Record<string, unknown>>> {
+    const out: Array<Record<string, unknown>> = []
+    for (const line of (await readFile(this.logFile, 'utf8')).split('\n')) {
+      if (!line.includes(text)) continue
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>)
+      } catch {
+        // not JSON
+      }
+    }
+    return out
+  }
+
+  /** SIGTERM (graceful: a --cpu-prof profile is written), SIGKILL after 20 s. */
+  async stop(): Promise<void> {
+    await stopChild(this.child, 'SIGTERM', 20_000)
+  }
+}
