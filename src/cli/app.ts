@@ -21,6 +21,8 @@ export interface Narthex {
   readonly store: Store
   readonly url: string
   readonly signingKey: SecretKey
+  /** narthex's public key in Nix's format. */
+  readonly publicKey: string
   /** Stops accepting, aborts downloads, waits for responses (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>
 }
@@ -37,7 +39,7 @@ export function splitListen(listen: string): { host: string; port: number } {
 }
 
 /** Opens everything and starts listening. */
-export async function startNarthex(config: Config, log: Logger): Promise<Narthex> {
+export async function startNarthex(config: Config, log: Logger, options: { announce?: boolean } = {}): Promise<Narthex> {
   const { key: signingKey, created } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
   const publicKey = formatPublicKey(toPublicKey(signingKey))
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
@@ -76,7 +78,7 @@ export async function startNarthex(config: Config, log: Logger): Promise<Narthex
   })
   const addr = server.address() as AddressInfo
   const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`
-  log.info({ url, dataDir: config.dataDir, upstreams: upstreams.map((u) => u.name), publicKey }, 'narthex is serving')
+  if (options.announce !== false) log.info({ url, dataDir: config.dataDir, upstreams: upstreams.map((u) => u.name), publicKey }, 'narthex is serving')
 
   let closing: Promise<void> | undefined
   const close = (graceMs = 10_000) =>
@@ -90,5 +92,5 @@ export async function startNarthex(config: Config, log: Logger): Promise<Narthex
       await Promise.all(upstreams.map((u) => u.close()))
       await store.close()
     })())
-  return { server, cache, store, url, signingKey, close }
+  return { server, cache, store, url, signingKey, publicKey, close }
 }

@@ -10,6 +10,7 @@ import { isNarthexError } from '../errors.js'
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, toPublicKey } from '../protocol/index.js'
 import { createLogger, splitListen, startNarthex } from './app.js'
 import { runAudit } from './audit.js'
+import { isClusterWorker, runClusterWorker, startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
 import { loadOrCreateSigningKey } from './keys.js'
 
@@ -46,16 +47,20 @@ function notBuilt(name: string) {
 }
 
 async function serve(argv: { config: string; data?: string | undefined; listen?: string | undefined }): Promise<void> {
+  if (isClusterWorker()) {
+    await runClusterWorker()
+    return
+  }
   const config = readConfig(argv)
   if (argv.listen) splitListen(argv.listen)
   const log = createLogger(config.log.level)
-  const narthex = await startNarthex(config, log)
+  const running = config.workers > 0 ? await startCluster(config, log) : await startNarthex(config, log)
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'shutting down')
       process.off('SIGTERM', onTerm)
       process.off('SIGINT', onInt)
-      narthex.close().then(resolve, (err) => {
+      running.close().then(resolve, (err: unknown) => {
         log.error({ err }, 'error while shutting down')
         resolve()
       })

@@ -1,2 +1,3 @@
-/** The HTTP server. */
+/** The HTTP server: the core (single owner of the store) and the worker front. */
 export { createNarthexServer, type ServerDeps } from './server.js'
+export { createFrontServer, type FrontDeps } from './front.js'

@@ -3,12 +3,11 @@
  * request path (never decoded, never joined onto a file system path), and the
  * answers of DESIGN.md's table.
  */
-import { createReadStream } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { pipeline } from 'node:stream/promises'
 import type { Logger } from 'pino'
 import type { Cache, Metrics, NarAnswer } from '../cache/index.js'
 import { formatCacheInfo, STORE_DIR } from '../protocol/index.js'
+import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendStream, SUSPICIOUS_PATH } from './http-util.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { renderStatusPage } from './status-page.js'
 
@@ -22,10 +21,6 @@ export interface ServerDeps {
   readonly publicKey: string
 }
 
-const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
-const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52}\.nar(?:\.(?:xz|bz2|zst|br|lz4|lzip|gz))?)$/
-// Anything that looks like an attempt to leave the route space is a 400, not a 404.
-const SUSPICIOUS = /\.\.|%|\\|\0|\/\//
 
 /** Route names, for metrics (bounded label values). */
 type Route = 'cache-info' | 'narinfo' | 'nar' | 'status' | 'healthz' | 'metrics' | 'other'
@@ -50,11 +45,9 @@ export function createNarthexServer(deps: ServerDeps): Server {
   server.keepAliveTimeout = 65_000
 
   async function handle(req: IncomingMessage, res: ServerResponse, setRoute: (r: Route) => void): Promise<void> {
-    const rawUrl = req.url ?? '/'
-    const q = rawUrl.indexOf('?')
-    const path = q >= 0 ? rawUrl.slice(0, q) : rawUrl
+    const path = requestPath(req)
     const method = req.method ?? 'GET'
-    if (SUSPICIOUS.test(path) || !path.startsWith('/')) {
+    if (SUSPICIOUS_PATH.test(path) || !path.startsWith('/')) {
       respondStatus(res, 400, 'bad request path')
       return
     }
@@ -63,7 +56,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
       return
     }
     let m: RegExpExecArray | null
-    if ((m = NARINFO.exec(path))) {
+    if ((m = NARINFO_ROUTE.exec(path))) {
       setRoute('narinfo')
       const answer = await deps.cache.getNarInfo(m[1]!)
       if (answer.kind === 'found') {
@@ -73,7 +66,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
       else respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
       return
     }
-    if ((m = NAR.exec(path))) {
+    if ((m = NAR_ROUTE.exec(path))) {
       setRoute('nar')
       await serveNar(req, res, await deps.cache.getNar(m[1]!))
       return
@@ -125,59 +118,11 @@ export function createNarthexServer(deps: ServerDeps): Server {
         res.end()
         return
       }
-      await sendStream(answer.stream, res)
+      deps.metrics.bytesServed.inc(await sendStream(answer.stream, res))
       return
     }
-    headers['accept-ranges'] = 'bytes'
-    const range = parseRange(req.headers.range, answer.size)
-    if (range === 'invalid') {
-      return respondStatus(res, 416, undefined, { 'content-range': `bytes */${answer.size}` })
-    }
-    const [start, end] = range ?? [0, answer.size - 1]
-    headers['content-length'] = answer.size === 0 ? 0 : end - start + 1
-    if (range) headers['content-range'] = `bytes ${start}-${end}/${answer.size}`
-    res.writeHead(range ? 206 : 200, headers)
-    if (head || answer.size === 0) {
-      res.end()
-      return
-    }
-    await sendStream(createReadStream(answer.path, { start, end, highWaterMark: 1 << 20 }), res)
-  }
-
-  async function sendStream(stream: NodeJS.ReadableStream & { destroy(err?: Error): void }, res: ServerResponse): Promise<void> {
-    let sent = 0
-    stream.on('data', (c: Buffer) => {
-      sent += c.length
-    })
-    try {
-      await pipeline(stream, res)
-    } catch (err) {
-      // A failed verification or a client gone: the connection is cut, never completed.
-      res.destroy()
-      deps.log.debug({ err: (err as Error).message, url: res.req.url }, 'NAR response aborted')
-    } finally {
-      deps.metrics.bytesServed.inc(sent)
-    }
+    deps.metrics.bytesServed.inc(await sendFile(req, res, answer.path, answer.size))
   }
 
   return server
-}
-
-/** Parses a single `bytes=a-b` range; undefined when absent or not a plain single range. */
-function parseRange(header: string | undefined, size: number): [number, number] | 'invalid' | undefined {
-  if (!header) return undefined
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
-  if (!m || (m[1] === '' && m[2] === '')) return undefined
-  let start: number
-  let end: number
-  if (m[1] === '') {
-    const suffix = Number(m[2])
-    start = Math.max(0, size - suffix)
-    end = size - 1
-  } else {
-    start = Number(m[1])
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1)
-  }
-  if (start > end || start >= size) return 'invalid'
-  return [start, end]
 }

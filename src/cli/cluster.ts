@@ -1,0 +1,124 @@
+/**
+ * Several cores for the hot path (config `workers: N`). The primary process is
+ * the core: it owns LevelDB, the downloads, the policy and the audit log, and
+ * serves them on an internal 127.0.0.1 port. N worker processes share the
+ * public port (node:cluster) and answer hot narinfos and stored NARs
+ * themselves; everything else they pass to the core (src/server/front.ts).
+ */
+import cluster, { type Worker } from 'node:cluster'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import type { Config } from '../config/index.js'
+import { createFrontServer } from '../server/index.js'
+import { createLogger, splitListen, startNarthex, type Narthex } from './app.js'
+
+const ROLE_ENV = 'NARTHEX_WORKER_CORE_URL'
+
+/** True in a worker process forked by {@link startCluster}. */
+export function isClusterWorker(): boolean {
+  return cluster.isWorker && process.env[ROLE_ENV] !== undefined
+}
+
+/** A running cluster, from the primary's side. */
+export interface ClusterHandle {
+  readonly url: string
+  close(): Promise<void>
+}
+
+/**
+ * Starts the core on an internal port and `config.workers` workers on the public
+ * address; resolves once every worker listens. Dead workers are replaced.
+ */
+export async function startCluster(config: Config, log: Logger): Promise<ClusterHandle> {
+  const core: Narthex = await startNarthex({ ...config, listen: '127.0.0.1:0' }, log, { announce: false })
+  const env = {
+    [ROLE_ENV]: core.url,
+    NARTHEX_WORKER_NAR_DIR: join(config.dataDir, 'nar'),
+    NARTHEX_WORKER_LISTEN: config.listen,
+    NARTHEX_WORKER_LOG_LEVEL: config.log.level,
+    NARTHEX_WORKER_LRU: String(config.cache.narinfoLruEntries),
+  }
+  let stopping = false
+  let publicUrl = ''
+  const fork = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const worker: Worker = cluster.fork(env)
+      worker.once('message', (msg: { listening?: string; error?: string }) => {
+        if (msg.listening) resolve(msg.listening)
+        else reject(new Error(msg.error ?? 'worker failed to start'))
+      })
+      worker.once('exit', (code, signal) => {
+        reject(new Error(`worker exited with ${code ?? signal} before listening`))
+        if (!stopping) {
+          log.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another')
+          setTimeout(() => void fork().catch((err) => log.error({ err: (err as Error).message }, 'cannot restart a worker')), 500).unref()
+        }
+      })
+    })
+  try {
+    const urls = await Promise.all(Array.from({ length: config.workers }, fork))
+    publicUrl = urls[0]!
+  } catch (err) {
+    stopping = true
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill()
+    await core.close()
+    throw err
+  }
+  log.info({ url: publicUrl, core: core.url, workers: config.workers, dataDir: config.dataDir, publicKey: core.publicKey }, 'narthex is serving')
+  return {
+    url: publicUrl,
+    async close() {
+      stopping = true
+      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+      await Promise.all(
+        workers.map(
+          (w) =>
+            new Promise<void>((resolve) => {
+              w.once('exit', () => resolve())
+              w.process.kill('SIGTERM')
+            }),
+        ),
+      )
+      await core.close()
+    },
+  }
+}
+
+/** Runs a worker: the front server on the shared public address, until SIGTERM. */
+export async function runClusterWorker(): Promise<void> {
+  const log = createLogger(process.env.NARTHEX_WORKER_LOG_LEVEL ?? 'info')
+  const { server, close } = createFrontServer({
+    coreUrl: process.env[ROLE_ENV]!,
+    narDir: process.env.NARTHEX_WORKER_NAR_DIR!,
+    lruEntries: Number(process.env.NARTHEX_WORKER_LRU ?? 50_000),
+    lruTtlMs: 60_000,
+    log,
+  })
+  const { host, port } = splitListen(process.env.NARTHEX_WORKER_LISTEN!)
+  await new Promise<void>((resolve) => {
+    server.once('error', (err) => {
+      process.send?.({ error: err.message })
+      process.exit(1)
+    })
+    server.listen(port, host, () => {
+      const addr = server.address() as { address: string; port: number; family: string }
+      const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+      process.send?.({ listening: `http://${shown}:${addr.port}` })
+      resolve()
+    })
+  })
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      server.close(() => resolve())
+      server.closeIdleConnections()
+      setTimeout(() => server.closeAllConnections(), 10_000).unref()
+    }
+    process.once('SIGTERM', stop)
+    // Ctrl-C reaches the whole process group: the primary decides, then sends SIGTERM.
+    process.on('SIGINT', () => undefined)
+  })
+  await close()
+  log.flush()
+  // The IPC channel to the primary would keep this process alive.
+  process.disconnect?.()
+}

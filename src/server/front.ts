@@ -1,0 +1,117 @@
+/**
+ * The worker front: an HTTP server run in each worker process when narthex
+ * spreads its hot path over several cores. It answers what needs no index and
+ * no decision by itself: narinfos it has already seen (an in-memory LRU) and
+ * NAR files already committed to the store (a file under `nar/` exists only
+ * once it was verified, fsynced and renamed into place). Everything else goes
+ * to the core process, the single owner of LevelDB, the downloads and the
+ * policy, over a keep-alive connection pool.
+ */
+import { stat } from 'node:fs/promises'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { LRUCache } from 'lru-cache'
+import type { Logger } from 'pino'
+import { Pool } from 'undici'
+import { MAX_NARINFO_BYTES } from '../protocol/index.js'
+import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
+import { respondStatus } from './respond-error.js'
+
+/** What a worker front needs. */
+export interface FrontDeps {
+  /** The core's internal URL, `http://127.0.0.1:PORT`. */
+  readonly coreUrl: string
+  /** The store's `nar/` directory. */
+  readonly narDir: string
+  readonly lruEntries: number
+  /** How long a narinfo is answered from the worker's memory before asking the core again. */
+  readonly lruTtlMs: number
+  readonly log: Logger
+}
+
+// Hop-by-hop headers are not forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer'])
+
+function forwardable(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !HOP_BY_HOP.has(k.toLowerCase())) out[k] = v
+  return out
+}
+
+/** Creates a worker's front server (not yet listening) and the pool it closes with. */
+export function createFrontServer(deps: FrontDeps): { server: Server; close(): Promise<void> } {
+  const core = new Pool(deps.coreUrl, { connections: 64, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 60_000 })
+  const narinfos = new LRUCache<string, string>({ max: Math.max(1, deps.lruEntries), ttl: deps.lruTtlMs })
+
+  async function proxy(req: IncomingMessage, res: ServerResponse, onText?: (text: string) => void): Promise<void> {
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
+    const upstream = await core.request({
+      path: req.url ?? '/',
+      // A narinfo is always fetched whole, so that a HEAD fills the cache with the text too.
+      method: (onText ? 'GET' : (req.method ?? 'GET')) as 'GET',
+      headers: forwardable(req.headers),
+      ...(hasBody ? { body: req } : {}),
+    })
+    if (onText && upstream.statusCode === 200) {
+      const chunks: Buffer[] = []
+      let size = 0
+      for await (const c of upstream.body) {
+        size += (c as Buffer).length
+        if (size > MAX_NARINFO_BYTES) throw new Error('narinfo from the core is too large')
+        chunks.push(c as Buffer)
+      }
+      const text = Buffer.concat(chunks).toString('utf8')
+      onText(text)
+      res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(text) })
+      res.end(req.method === 'HEAD' ? undefined : text)
+      return
+    }
+    res.writeHead(upstream.statusCode, forwardable(upstream.headers))
+    try {
+      await pipeline(upstream.body, res)
+    } catch {
+      // The core cut the stream (a NAR failed verification) or the client left: cut ours too.
+      res.destroy()
+    }
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = requestPath(req)
+    const getOrHead = req.method === 'GET' || req.method === 'HEAD'
+    if (getOrHead && !SUSPICIOUS_PATH.test(path)) {
+      let m = NARINFO_ROUTE.exec(path)
+      if (m) {
+        const hashPart = m[1]!
+        const hot = narinfos.get(hashPart)
+        if (hot !== undefined) {
+          res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(hot) })
+          res.end(req.method === 'HEAD' ? undefined : hot)
+          return
+        }
+        await proxy(req, res, (text) => narinfos.set(hashPart, text))
+        return
+      }
+      m = NAR_ROUTE.exec(path)
+      if (m) {
+        const name = m[1]!
+        const file = join(deps.narDir, name.slice(0, 2), name)
+        const st = await stat(file).catch(() => undefined)
+        if (st?.isFile()) {
+          await sendFile(req, res, file, st.size)
+          return
+        }
+      }
+    }
+    await proxy(req, res)
+  }
+
+  const server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    handle(req, res).catch((err) => {
+      deps.log.warn({ err: (err as Error).message, url: req.url }, 'worker could not answer')
+      respondStatus(res, 503, undefined, { 'retry-after': '5' })
+    })
+  })
+  server.keepAliveTimeout = 65_000
+  return { server, close: () => core.close() }
+}

@@ -1,0 +1,82 @@
+/**
+ * Pieces of HTTP handling shared by the core server and the worker front:
+ * the route patterns, and sending NAR files and streams.
+ */
+import { createReadStream } from 'node:fs'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { respondStatus } from './respond-error.js'
+
+/** `/<hashPart>.narinfo`. */
+export const NARINFO_ROUTE = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
+/** `/nar/<nix32>.nar[.ext]`. */
+export const NAR_ROUTE = /^\/nar\/([0-9a-df-np-sv-z]{52}\.nar(?:\.(?:xz|bz2|zst|br|lz4|lzip|gz))?)$/
+/** Anything that looks like an attempt to leave the route space: a 400, not a 404. */
+export const SUSPICIOUS_PATH = /\.\.|%|\\|\0|\/\//
+
+/** The request path without its query string. */
+export function requestPath(req: IncomingMessage): string {
+  const raw = req.url ?? '/'
+  const q = raw.indexOf('?')
+  return q >= 0 ? raw.slice(0, q) : raw
+}
+
+/**
+ * Pipes `stream` into the response. If it fails (a NAR that failed verification,
+ * a client gone), the connection is cut, so the response can never look complete.
+ * @returns the bytes sent.
+ */
+export async function sendStream(stream: Readable, res: ServerResponse): Promise<number> {
+  let sent = 0
+  stream.on('data', (c: Buffer) => {
+    sent += c.length
+  })
+  try {
+    await pipeline(stream, res)
+  } catch {
+    res.destroy()
+  }
+  return sent
+}
+
+/**
+ * Sends a complete NAR file with `Accept-Ranges: bytes` and single-range support.
+ * @returns the bytes sent.
+ */
+export async function sendFile(req: IncomingMessage, res: ServerResponse, path: string, size: number): Promise<number> {
+  const headers: Record<string, string | number> = { 'content-type': 'application/x-nix-nar', 'accept-ranges': 'bytes' }
+  const range = parseRange(req.headers.range, size)
+  if (range === 'invalid') {
+    respondStatus(res, 416, undefined, { 'content-range': `bytes */${size}` })
+    return 0
+  }
+  const [start, end] = range ?? [0, size - 1]
+  headers['content-length'] = size === 0 ? 0 : end - start + 1
+  if (range) headers['content-range'] = `bytes ${start}-${end}/${size}`
+  res.writeHead(range ? 206 : 200, headers)
+  if (req.method === 'HEAD' || size === 0) {
+    res.end()
+    return 0
+  }
+  return sendStream(createReadStream(path, { start, end, highWaterMark: 1 << 20 }), res)
+}
+
+/** Parses a single `bytes=a-b` range; undefined when absent or not a plain single range. */
+export function parseRange(header: string | undefined, size: number): [number, number] | 'invalid' | undefined {
+  if (!header) return undefined
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (!m || (m[1] === '' && m[2] === '')) return undefined
+  let start: number
+  let end: number
+  if (m[1] === '') {
+    const suffix = Number(m[2])
+    start = Math.max(0, size - suffix)
+    end = size - 1
+  } else {
+    start = Number(m[1])
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1)
+  }
+  if (start > end || start >= size) return 'invalid'
+  return [start, end]
+}
