@@ -206,7 +206,11 @@ async function writeBody(dest: Writable, source: AsyncIterable<Buffer>, bytesPer
       const part = chunk.subarray(i, i + slice)
       if (bytesPerSec !== undefined) await sleep((part.length / bytesPerSec) * 1000)
       if (dest.destroyed) return
-      if (!dest.write(part)) await Promise.race([once(dest, 'drain'), once(dest, 'close')])
+      if (!dest.write(part)) {
+        // Whichever event wins, the other listener is removed (no listener pile-up).
+        const ac = new AbortController()
+        await Promise.race([once(dest, 'drain', { signal: ac.signal }), once(dest, 'close', { signal: ac.signal })]).finally(() => ac.abort())
+      }
     }
   }
 }
