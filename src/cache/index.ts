@@ -2,3 +2,4 @@
 export { Cache, type CacheDeps, type CacheSettings, type NarAnswer, type NarInfoAnswer } from './cache.js'
 export { askUpstreams } from './ask.js'
 export { Metrics } from './metrics.js'
+export { verifyStore, type CorruptNar, type StoreVerification } from './verify-store.js'

@@ -13,6 +13,7 @@ import { runAudit } from './audit.js'
 import { isClusterWorker, runClusterWorker, startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
 import { loadOrCreateSigningKey } from './keys.js'
+import { runVerify } from './verify.js'
 
 /** The default configuration file, relative to the working directory. */
 export const DEFAULT_CONFIG = 'config/narthex.yaml'
@@ -143,7 +144,19 @@ export async function main(args: string[]): Promise<number> {
         if (code !== 0) throw new Exit(code)
       },
     )
-    .command('verify', 're-hash every stored NAR against its NarHash (not built yet)', (y) => y, notBuilt('verify'))
+    .command(
+      'verify',
+      're-hash every stored NAR against its index record; quarantine corrupt ones (exit 1 if any). Run it while narthex is stopped',
+      (y) =>
+        y
+          .option('data', { type: 'string', describe: 'data directory (overrides the config)' })
+          .option('quarantine', { type: 'boolean', default: true, describe: 'move corrupt files to <dataDir>/quarantine (--no-quarantine only reports)' })
+          .option('json', { type: 'boolean', default: false }),
+      async (argv) => {
+        const code = await runVerify(readConfig(argv).dataDir, { quarantine: argv.quarantine, json: argv.json }, out)
+        if (code !== 0) throw new Exit(code)
+      },
+    )
     .command('gc', 'evict least-recently-used unpinned NARs (not built yet)', (y) => y.option('max-size', { type: 'string' }), notBuilt('gc'))
     .command(
       'keygen [name]',

@@ -248,9 +248,13 @@ export class Store {
     }
   }
 
-  /** Removes a NAR file and its index entry (index first, so it never names a missing file). */
-  async removeNar(fileName: string): Promise<void> {
+  /**
+   * Removes a NAR file and its index entry (index first, so it never names a
+   * missing file). With `moveTo`, the file is moved there instead of deleted.
+   */
+  async removeNar(fileName: string, moveTo?: string): Promise<void> {
     await this.#nars.del(fileName)
-    await rm(this.narPath(fileName), { force: true })
+    if (moveTo) await rename(this.narPath(fileName), moveTo).catch(() => rm(this.narPath(fileName), { force: true }))
+    else await rm(this.narPath(fileName), { force: true })
   }
 }
