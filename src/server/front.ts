@@ -30,8 +30,9 @@ export interface FrontDeps {
   readonly log: Logger
 }
 
-// Hop-by-hop headers are not forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer'])
+// Hop-by-hop headers are not forwarded (RFC 9110 section 7.6.1). Nor is Expect:
+// node already answered the client's 100-continue, and undici refuses the header.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'expect'])
 
 function forwardable(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
