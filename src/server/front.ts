@@ -79,6 +79,11 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = requestPath(req)
+    // `*` or an authority cannot be passed on (undici wants a path); the core would answer 400.
+    if (!path.startsWith('/') && !/^https?:\/\//i.test(path)) {
+      respondStatus(res, 400, 'bad request path')
+      return
+    }
     const getOrHead = req.method === 'GET' || req.method === 'HEAD'
     if (getOrHead && !SUSPICIOUS_PATH.test(path)) {
       let m = NARINFO_ROUTE.exec(path)
