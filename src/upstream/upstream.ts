@@ -48,7 +48,8 @@ function isTimeout(err: unknown): boolean {
   )
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** Waits before retry `attempt + 1`: 100 ms, 200 ms, 400 ms, … */
+const backoff = (attempt: number) => new Promise((r) => setTimeout(r, 100 * 2 ** attempt))
 
 /** One upstream binary cache. */
 export class Upstream {
@@ -152,14 +153,12 @@ export class Upstream {
         }
         if (res.statusCode !== 200) {
           await res.body.dump()
-          const transient = isTransientStatus(res.statusCode)
-          if (transient && attempt < this.#options.retries) {
-            await sleep(100 * 2 ** attempt)
+          const verdict = this.#onStatus(res.statusCode, attempt, `${hashPart}.narinfo`)
+          if (verdict === 'retry') {
+            await backoff(attempt)
             continue
           }
-          throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${res.statusCode} for ${hashPart}.narinfo`, {
-            detail: { upstream: this.name, status: res.statusCode },
-          })
+          throw verdict
         }
         const text = await readCapped(res.body, MAX_NARINFO_BYTES, this.name)
         const info = this.#parse(text, hashPart)
@@ -167,28 +166,41 @@ export class Upstream {
         return { kind: 'present', info }
       } catch (err) {
         if (signal?.aborted) throw err
-        if (err instanceof NarthexError) {
-          if (err.code !== 'UPSTREAM_INVALID') this.#failed()
-          throw err
-        }
-        if (isTimeout(err) || deadline.aborted) {
-          this.#failed()
-          throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} did not answer within ${this.#options.timeoutMs} ms`, {
-            cause: err,
-            detail: { upstream: this.name },
-          })
-        }
-        if (attempt < this.#options.retries) {
-          await sleep(100 * 2 ** attempt)
+        if (err instanceof NarthexError) throw err
+        const verdict = this.#onError(err, attempt, `${hashPart}.narinfo`, deadline.aborted)
+        if (verdict === 'retry') {
+          await backoff(attempt)
           continue
         }
-        this.#failed()
-        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} could not be reached: ${(err as Error).message}`, {
-          cause: err,
-          detail: { upstream: this.name },
-        })
+        throw verdict
       }
     }
+  }
+
+  /** After an unexpected status: retry (transient, attempts left) or the error to throw (counted against health). */
+  #onStatus(status: number, attempt: number, what: string): 'retry' | NarthexError {
+    if (isTransientStatus(status) && attempt < this.#options.retries) return 'retry'
+    this.#failed()
+    return new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${status} for ${what}`, {
+      detail: { upstream: this.name, status },
+    })
+  }
+
+  /** After a transport error: retry (attempts left, not a timeout) or the error to throw (counted against health). */
+  #onError(err: unknown, attempt: number, what: string, deadlinePassed: boolean): 'retry' | NarthexError {
+    if (isTimeout(err) || deadlinePassed) {
+      this.#failed()
+      return new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} did not answer for ${what} within ${this.#options.timeoutMs} ms`, {
+        cause: err,
+        detail: { upstream: this.name },
+      })
+    }
+    if (attempt < this.#options.retries) return 'retry'
+    this.#failed()
+    return new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} could not be reached for ${what}: ${(err as Error).message}`, {
+      cause: err,
+      detail: { upstream: this.name },
+    })
   }
 
   #parse(text: string, hashPart: string): NarInfo {
@@ -231,29 +243,20 @@ export class Upstream {
         if (ABSENT_STATUSES.has(res.statusCode)) {
           throw new NarthexError('NOT_FOUND', `upstream ${this.name} no longer has ${path} (${res.statusCode})`, { detail: { upstream: this.name } })
         }
-        if (isTransientStatus(res.statusCode) && attempt < this.#options.retries) {
-          await sleep(100 * 2 ** attempt)
+        const verdict = this.#onStatus(res.statusCode, attempt, path)
+        if (verdict === 'retry') {
+          await backoff(attempt)
           continue
         }
-        this.#failed()
-        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${res.statusCode} for ${path}`, {
-          detail: { upstream: this.name, status: res.statusCode },
-        })
+        throw verdict
       } catch (err) {
         if (err instanceof NarthexError || signal?.aborted) throw err
-        if (isTimeout(err)) {
-          this.#failed()
-          throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} timed out on ${path}`, { cause: err, detail: { upstream: this.name } })
-        }
-        if (attempt < this.#options.retries) {
-          await sleep(100 * 2 ** attempt)
+        const verdict = this.#onError(err, attempt, path, false)
+        if (verdict === 'retry') {
+          await backoff(attempt)
           continue
         }
-        this.#failed()
-        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} could not be reached: ${(err as Error).message}`, {
-          cause: err,
-          detail: { upstream: this.name },
-        })
+        throw verdict
       }
     }
   }

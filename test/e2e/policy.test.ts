@@ -3,30 +3,17 @@
  * shadowing, quorum, unsigned paths, conflicts, the audit log and `explain`.
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { after, before, describe, test } from 'node:test'
 import { parseNarInfo } from '../../src/protocol/index.js'
 import { copyCacheEntries, forgeNar, hashPartOf, readCacheNarInfo } from '../helpers/caches.js'
-import { BIN, NarthexProcess } from '../helpers/narthex.js'
+import { NarthexProcess, runCli } from '../helpers/narthex.js'
 import { NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
 import { startStaticServer, type StaticServer } from '../helpers/static-server.js'
 
 const skip = nixSkipReason()
-const run = promisify(execFile)
 
-/** Runs the narthex CLI; resolves with exit code and output (never rejects on a non-zero exit). */
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args])
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
 
 describe('trust policy with hostile upstreams', { skip }, () => {
   let nix: NixEnv
@@ -118,7 +105,7 @@ describe('trust policy with hostile upstreams', { skip }, () => {
   test('a conflict between two signed answers is refused and audited', async () => {
     assert.equal(await narinfoStatus(paths['shadow-w']!), 404)
     await assert.rejects(nix.substitute(narthex.url, [paths['shadow-w']!], [narthex.publicKey]), NixCommandError)
-    const audit = await cli(['audit', '--config', narthex.configFile, '--json', '--path', 'shadow-w'])
+    const audit = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', 'shadow-w'])
     assert.equal(audit.code, 0, audit.stderr)
     const entries = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; reason?: string; storePath: string })
     assert.ok(entries.some((e) => e.decision === 'refuse' && e.reason === 'CONFLICT' && e.storePath === paths['shadow-w']))
@@ -147,12 +134,12 @@ describe('trust policy with hostile upstreams', { skip }, () => {
   })
 
   test('the audit log records admissions and refusals, verifies, and a hand edit is detected', async () => {
-    const text = await cli(['audit', '--config', narthex.configFile])
+    const text = await runCli(['audit', '--config', narthex.configFile])
     assert.equal(text.code, 0)
     assert.match(text.stdout, new RegExp(`admit\\s+${paths.libx}.*from primary.*signed by primary-1`))
     assert.match(text.stdout, new RegExp(`refuse\\s+${paths['quorum-b']}.*INSUFFICIENT_SIGNATURES`))
     assert.match(text.stdout, new RegExp(`refuse\\s+${paths['plain-v']}.*INSUFFICIENT_SIGNATURES`))
-    const ok = await cli(['audit', '--verify', '--config', narthex.configFile])
+    const ok = await runCli(['audit', '--verify', '--config', narthex.configFile])
     assert.equal(ok.code, 0, ok.stdout + ok.stderr)
     assert.match(ok.stdout, /chain intact/)
 
@@ -162,19 +149,19 @@ describe('trust policy with hostile upstreams', { skip }, () => {
     const libxLine = lines.findIndex((l) => l.includes(paths.libx!))
     lines[libxLine] = lines[libxLine]!.replace('"admit"', '"refuse"')
     await writeFile(logFile, `${lines.join('\n')}\n`)
-    const broken = await cli(['audit', '--verify', '--config', narthex.configFile])
+    const broken = await runCli(['audit', '--verify', '--config', narthex.configFile])
     assert.equal(broken.code, 1)
     assert.match(broken.stdout, new RegExp(`BROKEN at line ${libxLine + 1}`))
     await writeFile(logFile, original)
   })
 
   test('explain shows the rule, and with --fetch what each upstream says and the decision', async () => {
-    const plain = await cli(['explain', paths['quorum-b']!, '--config', narthex.configFile])
+    const plain = await runCli(['explain', paths['quorum-b']!, '--config', narthex.configFile])
     assert.equal(plain.code, 0, plain.stderr)
     assert.match(plain.stdout, /rules\[1\] \(match "quorum-\*"\)/)
     assert.match(plain.stdout, /1\. primary\s+2\. third/)
     assert.match(plain.stdout, /at least 2 distinct trusted key/)
-    const fetched = await cli(['explain', paths['quorum-b']!, '--fetch', '--json', '--config', narthex.configFile])
+    const fetched = await runCli(['explain', paths['quorum-b']!, '--fetch', '--json', '--config', narthex.configFile])
     assert.equal(fetched.code, 0, fetched.stderr)
     const report = JSON.parse(fetched.stdout) as { answers: Array<{ upstream: string; answer: string; validTrustedSigners?: string[] }>; decision: { decision: string; reason?: string } }
     assert.deepEqual(report.answers.find((a) => a.upstream === 'primary')?.validTrustedSigners, ['primary-1'])

@@ -3,25 +3,15 @@
  * fetched again on the next request.
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { after, before, describe, test } from 'node:test'
-import { BIN, NarthexProcess } from '../helpers/narthex.js'
+import { NarthexProcess, runCli } from '../helpers/narthex.js'
 import { NixEnv, nixSkipReason } from '../helpers/nix.js'
 import { startStaticServer, type StaticServer } from '../helpers/static-server.js'
 
 const skip = nixSkipReason()
-const run = promisify(execFile)
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string }> {
-  try {
-    return { code: 0, stdout: (await run(process.execPath, [BIN, ...args])).stdout }
-  } catch (err) {
-    return { code: (err as { code: number }).code, stdout: (err as { stdout: string }).stdout }
-  }
-}
 
 describe('narthex verify', { skip }, () => {
   let nix: NixEnv
@@ -48,14 +38,14 @@ describe('narthex verify', { skip }, () => {
   })
 
   test('refuses to run beside a running narthex, with a clear message', async () => {
-    const r = await run(process.execPath, [BIN, 'verify', '--config', narthex.configFile]).catch((e: { code: number; stderr: string }) => e)
-    assert.equal((r as { code: number }).code, 1)
-    assert.match((r as { stderr: string }).stderr, /another narthex running/)
+    const r = await runCli(['verify', '--config', narthex.configFile])
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /another narthex running/)
   })
 
   test('an intact store verifies; a flipped byte is found, quarantined and fetched again', async () => {
     assert.equal(await narthex.stop(), 0)
-    const ok = await cli(['verify', '--config', narthex.configFile])
+    const ok = await runCli(['verify', '--config', narthex.configFile])
     assert.equal(ok.code, 0, ok.stdout)
     assert.match(ok.stdout, /checked 2 NAR file\(s\).*: 0 corrupt/)
 
@@ -66,11 +56,11 @@ describe('narthex verify', { skip }, () => {
     bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x01
     await writeFile(file, bytes)
 
-    const bad = await cli(['verify', '--config', narthex.configFile])
+    const bad = await runCli(['verify', '--config', narthex.configFile])
     assert.equal(bad.code, 1)
     assert.match(bad.stdout, new RegExp(`${name}: (HASH_MISMATCH|NAR_INVALID)`))
     assert.equal((await readdir(join(narthex.dataDir, 'quarantine'))).length, 1)
-    assert.equal((await cli(['verify', '--config', narthex.configFile])).code, 0, 'after quarantine the store is clean')
+    assert.equal((await runCli(['verify', '--config', narthex.configFile])).code, 0, 'after quarantine the store is clean')
 
     await narthex.restart()
     const before = up.count('/nar/')

@@ -25,14 +25,12 @@ function transcode(data: Buffer, tool: [string, string[]] | undefined): Buffer {
 }
 
 /**
- * Replaces the NAR of `storePath` in cache `dir` by a validly compressed NAR
- * whose contents differ from what the signed NarHash covers: the first
- * occurrence of `find` is overwritten with `replace` (same length). FileHash and
- * FileSize (unsigned) are updated to match, as a careful attacker would do, so
- * only NarHash verification can catch it.
+ * Rewrites the NAR of `storePath` in cache `dir`: its first occurrence of `find`
+ * becomes `replace` (same length), recompressed with the cache's compression and
+ * written back under the same URL. Returns the narinfo, the new NAR and file.
  */
-export async function tamperNar(dir: string, storePath: string, find: string, replace: string): Promise<void> {
-  if (find.length !== replace.length) throw new Error('tamperNar keeps the NAR size: same-length strings only')
+async function rewriteNar(dir: string, storePath: string, find: string, replace: string): Promise<{ info: NarInfo; nar: Buffer; compressed: Buffer }> {
+  if (find.length !== replace.length) throw new Error('the NAR keeps its size: same-length strings only')
   const info = await readCacheNarInfo(dir, storePath)
   const file = join(dir, info.url)
   const nar = transcode(await readFile(file), DECODERS[info.compression])
@@ -41,6 +39,17 @@ export async function tamperNar(dir: string, storePath: string, find: string, re
   nar.write(replace, at, 'latin1')
   const compressed = transcode(nar, ENCODERS[info.compression])
   await writeFile(file, compressed)
+  return { info, nar, compressed }
+}
+
+/**
+ * Replaces the NAR of `storePath` in cache `dir` by a validly compressed NAR
+ * whose contents differ from what the signed NarHash covers. FileHash and
+ * FileSize (unsigned) are updated to match, as a careful attacker would do, so
+ * only NarHash verification can catch it.
+ */
+export async function tamperNar(dir: string, storePath: string, find: string, replace: string): Promise<void> {
+  const { info, compressed } = await rewriteNar(dir, storePath, find, replace)
   const tampered: NarInfo = { ...info, fileHash: sha256Of(compressed), fileSize: compressed.length }
   await writeFile(join(dir, `${hashPartOf(storePath)}.narinfo`), formatNarInfo(tampered))
 }
@@ -51,15 +60,7 @@ export async function tamperNar(dir: string, storePath: string, find: string, re
  * and FileSize are recomputed, and the narinfo is signed with `secretKey` only.
  */
 export async function forgeNar(dir: string, storePath: string, find: string, replace: string, secretKey: string): Promise<NarInfo> {
-  if (find.length !== replace.length) throw new Error('forgeNar keeps the NAR size: same-length strings only')
-  const info = await readCacheNarInfo(dir, storePath)
-  const file = join(dir, info.url)
-  const nar = transcode(await readFile(file), DECODERS[info.compression])
-  const at = nar.indexOf(find)
-  if (at < 0) throw new Error(`${JSON.stringify(find)} not found in the NAR of ${storePath}`)
-  nar.write(replace, at, 'latin1')
-  const compressed = transcode(nar, ENCODERS[info.compression])
-  await writeFile(file, compressed)
+  const { info, nar, compressed } = await rewriteNar(dir, storePath, find, replace)
   const forged = signNarInfo(
     { ...info, narHash: sha256Of(nar), narSize: nar.length, fileHash: sha256Of(compressed), fileSize: compressed.length, sigs: [] },
     parseSecretKey(secretKey),

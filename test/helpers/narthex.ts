@@ -111,3 +111,21 @@ export class NarthexProcess {
     await rm(this.dir, { recursive: true, force: true })
   }
 }
+
+/**
+ * Runs the narthex CLI to completion and resolves with its exit code and output
+ * (never rejects on a non-zero exit). Asynchronous, so servers in the test
+ * process keep answering while it runs.
+ */
+export function runCli(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, timeout: 60_000 })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+    child.stdin.end(input)
+  })
+}
