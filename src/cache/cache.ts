@@ -230,6 +230,12 @@ export class Cache {
     if (ttl > 0) this.#negative.set(hashPart, { kind: 'absent' }, { ttl })
   }
 
+  /** Drops remembered answers for a hash part (after a push admitted it). */
+  forget(hashPart: string): void {
+    this.#served.delete(hashPart)
+    this.#negative.delete(hashPart)
+  }
+
   /** Formats the narinfo clients get for a record, signs it, and keeps it in the LRU. */
   async #remember(hashPart: string, record: NarInfoRecord): Promise<string> {
     const text = await this.formatServed(record)

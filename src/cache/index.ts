@@ -3,3 +3,5 @@ export { Cache, type CacheDeps, type CacheSettings, type NarAnswer, type NarInfo
 export { askUpstreams } from './ask.js'
 export { Metrics } from './metrics.js'
 export { verifyStore, type CorruptNar, type StoreVerification } from './verify-store.js'
+export { PushReceiver, type PushDeps, type PushSettings } from './push.js'
+export { verifyNarFile, type NarFileExpectation } from './verify-file.js'

@@ -5,13 +5,12 @@
  * moved to `<dataDir>/quarantine/` and its index entry removed, so it is fetched
  * again on the next request instead of being served.
  */
-import { createReadStream } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { isNarthexError } from '../errors.js'
-import { HashingPassThrough, NarSink, parseNixHash } from '../protocol/index.js'
-import { createDecompressor, type Store } from '../store/index.js'
+import { parseNixHash } from '../protocol/index.js'
+import type { Store } from '../store/index.js'
+import { verifyNarFile } from './verify-file.js'
 
 /** One corrupt file found by {@link verifyStore}. */
 export interface CorruptNar {
@@ -41,11 +40,15 @@ export async function verifyStore(
   for (const [fileName, record] of entries) {
     if (!record) continue
     try {
-      const file = new HashingPassThrough({ hash: parseNixHash(record.fileHash), size: record.fileSize }, 'NAR file')
-      const nar = new NarSink({ hash: parseNixHash(record.narHash), size: record.narSize })
-      await pipeline(createReadStream(store.narPath(fileName), { highWaterMark: 1 << 20 }), file, createDecompressor(record.compression), nar)
+      await verifyNarFile(store.narPath(fileName), {
+        compression: record.compression,
+        fileHash: parseNixHash(record.fileHash),
+        fileSize: record.fileSize,
+        narHash: parseNixHash(record.narHash),
+        narSize: record.narSize,
+      })
     } catch (err) {
-      const code = isNarthexError(err) ? err.code : ((err as NodeJS.ErrnoException).code ?? 'NAR_INVALID')
+      const code = isNarthexError(err) ? err.code : 'NAR_INVALID'
       result.corrupt.push({ fileName, code, message: (err as Error).message })
       if (options.quarantine !== false) {
         const dir = join(store.dataDir, 'quarantine')

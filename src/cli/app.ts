@@ -5,10 +5,10 @@
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { pino, type Logger } from 'pino'
-import { Cache, Metrics } from '../cache/index.js'
+import { Cache, Metrics, PushReceiver } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { compilePolicy } from '../policy/index.js'
-import { formatPublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
+import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
 import { createNarthexServer } from '../server/index.js'
 import { AuditLog, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
@@ -67,7 +67,17 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       prefetchMaxInFlight: config.prefetch.maxInFlight,
     },
   })
-  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey })
+  const push = config.push && {
+    tokens: config.push.tokens,
+    receiver: new PushReceiver({
+      store,
+      audit,
+      log,
+      settings: { publicKeys: config.push.publicKeys.map(parsePublicKey), minSignatures: config.push.minSignatures, maxNarBytes: config.push.maxNarSize },
+      onAdmitted: (hashPart) => cache.forget(hashPart),
+    }),
+  }
+  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, push })
   const { host, port } = splitListen(config.listen)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

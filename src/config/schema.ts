@@ -83,11 +83,22 @@ const rule = z.strictObject({
   trustedKeys: z.array(publicKey).optional(),
 })
 
-const push = z.strictObject({
-  tokens: z.array(z.string().min(16, 'push tokens must have at least 16 characters')).min(1),
-  publicKeys: z.array(publicKey).default([]),
-  minSignatures: z.number().int().min(0).default(1),
-})
+const push = z
+  .strictObject({
+    /** Accepted as `Authorization: Bearer <token>` or as the password of Basic auth (netrc). */
+    tokens: z.array(z.string().min(16, 'push tokens must have at least 16 characters')).min(1),
+    /** Pushed narinfos must be signed by at least `minSignatures` of these keys. */
+    publicKeys: z.array(publicKey).default([]),
+    minSignatures: z.number().int().min(0).default(1),
+    /** Largest NAR file accepted in one push. */
+    maxNarSize: byteSize.default(16 * 1024 ** 3),
+  })
+  .superRefine((p, ctx) => {
+    const names = new Set(p.publicKeys.map((k) => k.slice(0, k.indexOf(':'))))
+    if (p.minSignatures > names.size) {
+      ctx.addIssue({ code: 'custom', path: ['minSignatures'], message: `minSignatures ${p.minSignatures} exceeds the ${names.size} push key(s)` })
+    }
+  })
 
 /** The configuration schema (before defaults that depend on other fields). */
 export const configSchema = z

@@ -3,10 +3,12 @@
  * request path (never decoded, never joined onto a file system path), and the
  * answers of DESIGN.md's table.
  */
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import type { Cache, Metrics, NarAnswer } from '../cache/index.js'
-import { formatCacheInfo, STORE_DIR } from '../protocol/index.js'
+import type { Cache, Metrics, NarAnswer, PushReceiver } from '../cache/index.js'
+import { NarthexError } from '../errors.js'
+import { formatCacheInfo, MAX_NARINFO_BYTES, STORE_DIR } from '../protocol/index.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendStream, SUSPICIOUS_PATH } from './http-util.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { renderStatusPage } from './status-page.js'
@@ -19,11 +21,13 @@ export interface ServerDeps {
   readonly priority: number
   /** narthex's public key, shown on the status page. */
   readonly publicKey: string
+  /** Accepting `nix copy --to` pushes: the receiver and the accepted tokens. */
+  readonly push?: { readonly receiver: PushReceiver; readonly tokens: readonly string[] } | undefined
 }
 
 
 /** Route names, for metrics (bounded label values). */
-type Route = 'cache-info' | 'narinfo' | 'nar' | 'status' | 'healthz' | 'metrics' | 'other'
+type Route = 'cache-info' | 'narinfo' | 'nar' | 'push' | 'status' | 'healthz' | 'metrics' | 'other'
 
 /** Creates the HTTP server (not yet listening). */
 export function createNarthexServer(deps: ServerDeps): Server {
@@ -51,8 +55,15 @@ export function createNarthexServer(deps: ServerDeps): Server {
       respondStatus(res, 400, 'bad request path')
       return
     }
+    if (method === 'PUT' && deps.push) {
+      setRoute('push')
+      await handlePut(req, res, path, deps.push)
+      return
+    }
     if (method !== 'GET' && method !== 'HEAD') {
-      respondStatus(res, 405, `${method} is not allowed here`, { allow: 'GET, HEAD' })
+      // The body (if any) is not read: close the connection rather than drain it.
+      res.shouldKeepAlive = false
+      respondStatus(res, 405, `${method} is not allowed here`, { allow: deps.push ? 'GET, HEAD, PUT' : 'GET, HEAD' })
       return
     }
     let m: RegExpExecArray | null
@@ -104,6 +115,28 @@ export function createNarthexServer(deps: ServerDeps): Server {
     respondStatus(res, 404)
   }
 
+  async function handlePut(req: IncomingMessage, res: ServerResponse, path: string, push: NonNullable<ServerDeps['push']>): Promise<void> {
+    if (!authorized(req.headers.authorization, push.tokens)) {
+      res.shouldKeepAlive = false
+      respondStatus(res, 401, 'pushing needs a token (Authorization: Bearer, or a netrc password)', { 'www-authenticate': 'Basic realm="narthex"' })
+      return
+    }
+    let m: RegExpExecArray | null
+    if ((m = NARINFO_ROUTE.exec(path))) {
+      const text = await readBody(req, MAX_NARINFO_BYTES)
+      const outcome = await push.receiver.receiveNarInfo(m[1]!, text)
+      respondStatus(res, outcome === 'admitted' ? 201 : 200, outcome)
+      return
+    }
+    if ((m = NAR_ROUTE.exec(path))) {
+      await push.receiver.receiveNar(m[1]!, req)
+      respondStatus(res, 201, 'stored')
+      return
+    }
+    res.shouldKeepAlive = false
+    respondStatus(res, 405, 'narthex accepts pushes of NARs and narinfos only', { allow: 'GET, HEAD' })
+  }
+
   async function serveNar(req: IncomingMessage, res: ServerResponse, answer: NarAnswer): Promise<void> {
     const head = req.method === 'HEAD'
     if (answer.kind === 'absent') return respondStatus(res, 404)
@@ -125,4 +158,33 @@ export function createNarthexServer(deps: ServerDeps): Server {
   }
 
   return server
+}
+
+/** True when the Authorization header carries one of `tokens` (Bearer, or Basic with it as password). */
+function authorized(header: string | undefined, tokens: readonly string[]): boolean {
+  if (!header) return false
+  let presented: string | undefined
+  if (/^Bearer /i.test(header)) presented = header.slice(7).trim()
+  else if (/^Basic /i.test(header)) {
+    const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8')
+    presented = decoded.slice(decoded.indexOf(':') + 1)
+  }
+  if (!presented) return false
+  // Compared as hashes, in constant time, so neither length nor content leaks by timing.
+  const digest = createHash('sha256').update(presented).digest()
+  let ok = false
+  for (const t of tokens) ok = timingSafeEqual(digest, createHash('sha256').update(t).digest()) || ok
+  return ok
+}
+
+/** Reads a small request body (a narinfo), refusing more than `maxBytes`. */
+async function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > maxBytes) throw new NarthexError('PAYLOAD_TOO_LARGE', `body larger than ${maxBytes} bytes`)
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }

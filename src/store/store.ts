@@ -55,6 +55,8 @@ export interface RecoveryReport {
   danglingEntriesRemoved: number
 }
 
+const UPLOAD_TTL_MS = 24 * 3600 * 1000
+
 const NAR_NAME = /^[0-9a-df-np-sv-z]{52}\.nar(\.[a-z0-9]+)?$/
 
 function ioError(what: string, err: unknown): NarthexError {
@@ -70,6 +72,8 @@ export class Store {
   readonly #byNar
   readonly narDir: string
   readonly tmpDir: string
+  /** NAR files pushed by `nix copy --to`, waiting for their narinfo. */
+  readonly uploadsDir: string
 
   private constructor(
     readonly dataDir: string,
@@ -82,6 +86,7 @@ export class Store {
     this.#byNar = db.sublevel<string, string>('bynar', { valueEncoding: 'utf8' })
     this.narDir = join(dataDir, 'nar')
     this.tmpDir = join(dataDir, 'tmp')
+    this.uploadsDir = join(dataDir, 'uploads')
   }
 
   /**
@@ -94,6 +99,7 @@ export class Store {
     try {
       await mkdir(join(dataDir, 'nar'), { recursive: true })
       await mkdir(join(dataDir, 'tmp'), { recursive: true })
+      await mkdir(join(dataDir, 'uploads'), { recursive: true })
     } catch (err) {
       throw ioError(`cannot create the data directory ${dataDir}`, err)
     }
@@ -120,6 +126,14 @@ export class Store {
     for (const name of await readdir(this.tmpDir)) {
       await rm(join(this.tmpDir, name), { force: true, recursive: true })
       report.tempFilesRemoved++
+    }
+    // A pushed NAR whose narinfo never came within a day is abandoned.
+    for (const name of await readdir(this.uploadsDir)) {
+      const st = await stat(join(this.uploadsDir, name)).catch(() => undefined)
+      if (st && Date.now() - st.mtimeMs > UPLOAD_TTL_MS) {
+        await rm(join(this.uploadsDir, name), { force: true })
+        report.tempFilesRemoved++
+      }
     }
     const onDisk = new Set<string>()
     for (const shard of await readdir(this.narDir)) {
@@ -217,6 +231,18 @@ export class Store {
       throw new NarthexError('BAD_REQUEST', `not a NAR file name: ${JSON.stringify(fileName)}`)
     }
     return join(this.narDir, fileName.slice(0, 2), fileName)
+  }
+
+  /**
+   * Where a pushed NAR file waits for its narinfo: `uploads/<name>`, name as
+   * `nix copy` sends it (`<nix32 FileHash>.nar<ext>`).
+   * @throws NarthexError BAD_REQUEST for any other name.
+   */
+  uploadPath(fileName: string): string {
+    if (!NAR_NAME.test(fileName) || !parseNarFileName(fileName)) {
+      throw new NarthexError('BAD_REQUEST', `not a NAR file name: ${JSON.stringify(fileName)}`)
+    }
+    return join(this.uploadsDir, fileName)
   }
 
   /** A fresh temp file path under `tmp/` (removed at the next start if left behind). */

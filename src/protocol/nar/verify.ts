@@ -116,9 +116,14 @@ export class HashingPassThrough extends Transform {
   #size = 0
   #result: Measured | undefined
 
+  /**
+   * @param maxBytes a cap for streams of unknown size: passing it errors the
+   *   stream with PAYLOAD_TOO_LARGE.
+   */
   constructor(
     readonly expected: Expected = {},
     readonly what = 'file',
+    readonly maxBytes = Number.MAX_SAFE_INTEGER,
   ) {
     super({ highWaterMark: 1 << 20 })
     this.#hash = createHash(hashAlgorithm(expected))
@@ -138,6 +143,9 @@ export class HashingPassThrough extends Transform {
     this.#size += chunk.length
     try {
       checkSize(this.what, this.#size, this.expected)
+      if (this.#size > this.maxBytes) {
+        throw new NarthexError('PAYLOAD_TOO_LARGE', `${this.what} is larger than ${this.maxBytes} bytes`, { detail: { maxBytes: this.maxBytes } })
+      }
     } catch (err) {
       callback(err as Error)
       return
