@@ -20,7 +20,9 @@ export function parseByteSize(text: string | number): number | undefined {
   const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$/.exec(text)
   const unit = m ? SIZE_UNITS[m[2]!.toUpperCase()] : undefined
   if (!m || unit === undefined) return undefined
-  return Math.floor(Number(m[1]) * unit)
+  // Past 2^53 a byte count is no longer exact (and "9…9" with 400 digits is Infinity).
+  const bytes = Math.floor(Number(m[1]) * unit)
+  return Number.isSafeInteger(bytes) ? bytes : undefined
 }
 
 const byteSize = z.union([z.string(), z.number()]).transform((v, ctx) => {
