@@ -146,6 +146,10 @@ export interface StoreReport {
   readonly tempFiles: string[]
   /** Admitted narinfos that do not parse, or are filed under another hash part or without a NAR link. */
   readonly badNarinfos: string[]
+  /** Hash parts of the admitted narinfos. */
+  readonly narinfoKeys: Set<string>
+  /** Names of the indexed NAR files. */
+  readonly narNames: Set<string>
 }
 
 interface NarRecord {
@@ -170,9 +174,11 @@ export async function checkStore(dataDir: string): Promise<StoreReport> {
     const onDisk = new Map(await listNarFiles(dataDir))
     const corrupt: string[] = []
     const dangling: string[] = []
+    const narNames = new Set<string>()
     let narRecords = 0
     for await (const [name, rec] of nars.iterator()) {
       narRecords++
+      narNames.add(name)
       const file = onDisk.get(name)
       onDisk.delete(name)
       if (!file) {
@@ -187,9 +193,11 @@ export async function checkStore(dataDir: string): Promise<StoreReport> {
     const links = new Set<string>()
     for await (const key of byNar.keys()) links.add(key)
     const badNarinfos: string[] = []
+    const narinfoKeys = new Set<string>()
     let count = 0
     for await (const [hashPart, rec] of narinfos.iterator()) {
       count++
+      narinfoKeys.add(hashPart)
       try {
         const info = parseNarInfo(rec.narinfo)
         const fileName = narFileName(encodeNix32(info.narHash.digest), info.compression as Compression)
@@ -207,6 +215,8 @@ export async function checkStore(dataDir: string): Promise<StoreReport> {
       orphans: [...onDisk.keys()],
       tempFiles: await listTempFiles(dataDir),
       badNarinfos,
+      narinfoKeys,
+      narNames,
     }
   } finally {
     await db.close()
