@@ -8,7 +8,7 @@
  * the working tree's src/ as it is now.
  */
 import { existsSync } from 'node:fs'
-import { cp, mkdir, rename, rm, symlink } from 'node:fs/promises'
+import { cp, mkdir, readdir, rename, rm, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runOk } from './measure.js'
 
@@ -44,6 +44,10 @@ export async function buildNarthex(root: string, dataRoot: string, opts: { rev?:
   }
   const dir = join(buildRoot, short)
   const bin = join(dir, 'bin', 'narthex.js')
+  // Builds of earlier commits are not needed any more.
+  for (const old of await readdir(buildRoot)) {
+    if (old !== short && old !== 'worktree') await rm(join(buildRoot, old), { recursive: true, force: true })
+  }
   if (!existsSync(join(dir, 'dist', 'cli', 'main.js'))) {
     log(`building narthex at commit ${short}`)
     const tmp = `${dir}.tmp`
