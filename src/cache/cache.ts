@@ -49,6 +49,8 @@ export interface CacheSettings {
   readonly prefetchReferences: boolean
   readonly prefetchNars: boolean
   readonly prefetchMaxInFlight: number
+  /** Evict least-recently-used NARs when the store grows past this (storage.maxSize). */
+  readonly maxStoreBytes?: number | undefined
   /** How long a source whose NAR failed verification is skipped. */
   readonly failedSourceTtlMs?: number
 }
@@ -87,6 +89,7 @@ export class Cache {
   readonly #supported: Set<string>
   readonly #prefetchQueue: string[] = []
   #prefetchActive = 0
+  #gcRunning = false
   #closed = false
 
   constructor(deps: CacheDeps) {
@@ -230,6 +233,28 @@ export class Cache {
     if (ttl > 0) this.#negative.set(hashPart, { kind: 'absent' }, { ttl })
   }
 
+  /**
+   * Evicts least-recently-used NARs down to 90% of `maxStoreBytes` when the
+   * store is larger; one collection at a time.
+   */
+  collectGarbageIfNeeded(): void {
+    const max = this.#d.settings.maxStoreBytes
+    if (max === undefined || this.#gcRunning || this.#d.store.totalBytes <= max) return
+    this.#gcRunning = true
+    const started = Date.now()
+    this.#d.store
+      .collectGarbage(Math.floor(max * 0.9))
+      .then(({ evicted, freedBytes }) => {
+        // A finished download still lingering for late joiners must not point them at an evicted file.
+        for (const name of evicted) if (this.#downloads.get(name)?.state === 'done') this.#downloads.delete(name)
+        this.#d.log.info({ evicted: evicted.length, freedBytes, totalBytes: this.#d.store.totalBytes, durationMs: Date.now() - started }, 'evicted least-recently-used NARs')
+      })
+      .catch((err) => this.#d.log.error({ err: (err as Error).message }, 'garbage collection failed'))
+      .finally(() => {
+        this.#gcRunning = false
+      })
+  }
+
   /** Drops remembered answers for a hash part (after a push admitted it). */
   forget(hashPart: string): void {
     this.#served.delete(hashPart)
@@ -310,7 +335,10 @@ export class Cache {
       if ((running.state as NarDownload['state']) !== 'failed') return this.#follow(running)
     }
     const stored = await this.#d.store.getNarFile(fileName)
-    if (stored) return { kind: 'stored', path: this.#d.store.narPath(fileName), size: stored.fileSize }
+    if (stored) {
+      this.#d.store.touch(fileName)
+      return { kind: 'stored', path: this.#d.store.narPath(fileName), size: stored.fileSize }
+    }
     const hashParts = await this.#d.store.narInfosForFile(fileName)
     if (hashParts.length === 0) return { kind: 'absent' }
     const record = await this.#d.store.getNarInfo(hashParts[0]!)
@@ -344,6 +372,7 @@ export class Cache {
 
   #follow(download: NarDownload): NarAnswer {
     if (download.state === 'done') {
+      this.#d.store.touch(download.fileName)
       return { kind: 'stored', path: download.finalPath, size: download.written }
     }
     return { kind: 'streaming', stream: download.createReader(), size: download.expectedSize }
@@ -368,6 +397,8 @@ export class Cache {
         metrics.upstreamRequests.inc({ upstream: upstream.name, kind: 'nar', outcome: 'verified' })
         metrics.bytesFetched.inc({ upstream: upstream.name }, record.fileSize)
         log.info({ path, upstream: upstream.name, fileSize: record.fileSize, narSize: record.narSize, durationMs }, 'NAR verified and stored')
+        this.#d.store.touch(fileName)
+        this.collectGarbageIfNeeded()
         // The served narinfo may now carry the stored file's hash and size.
         this.#served.delete(info.storePath.hashPart)
         setTimeout(() => {

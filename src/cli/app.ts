@@ -65,6 +65,7 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       prefetchReferences: config.prefetch.references,
       prefetchNars: config.prefetch.nars,
       prefetchMaxInFlight: config.prefetch.maxInFlight,
+      maxStoreBytes: config.storage.maxSize,
     },
   })
   const push = config.push && {
@@ -90,9 +91,18 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
   const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`
   if (options.announce !== false) log.info({ url, dataDir: config.dataDir, upstreams: upstreams.map((u) => u.name), publicKey }, 'narthex is serving')
 
+  // Last-use times reach the index once a minute (and on close); the size limit is checked then too.
+  const housekeeping = setInterval(() => {
+    store.flushAccess().catch((err) => log.warn({ err: (err as Error).message }, 'cannot record NAR use times'))
+    cache.collectGarbageIfNeeded()
+  }, 60_000)
+  housekeeping.unref()
+  cache.collectGarbageIfNeeded()
+
   let closing: Promise<void> | undefined
   const close = (graceMs = 10_000) =>
     (closing ??= (async () => {
+      clearInterval(housekeeping)
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeIdleConnections()
       await cache.close()

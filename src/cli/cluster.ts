@@ -43,8 +43,9 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
   const fork = (): Promise<string> =>
     new Promise((resolve, reject) => {
       const worker: Worker = cluster.fork(env)
-      worker.once('message', (msg: { listening?: string; error?: string }) => {
-        if (msg.listening) resolve(msg.listening)
+      worker.on('message', (msg: { listening?: string; error?: string; touched?: string[] }) => {
+        if (msg.touched) for (const name of msg.touched) core.store.touch(name)
+        else if (msg.listening) resolve(msg.listening)
         else reject(new Error(msg.error ?? 'worker failed to start'))
       })
       worker.once('exit', (code, signal) => {
@@ -87,12 +88,21 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
 /** Runs a worker: the front server on the shared public address, until SIGTERM. */
 export async function runClusterWorker(): Promise<void> {
   const log = createLogger(process.env.NARTHEX_WORKER_LOG_LEVEL ?? 'info')
+  // Stored NARs served here are reported to the core in batches, for its eviction order.
+  const touched = new Set<string>()
+  const report = setInterval(() => {
+    if (touched.size === 0) return
+    process.send?.({ touched: [...touched] })
+    touched.clear()
+  }, 5_000)
+  report.unref()
   const { server, close } = createFrontServer({
     coreUrl: process.env[ROLE_ENV]!,
     narDir: process.env.NARTHEX_WORKER_NAR_DIR!,
     lruEntries: Number(process.env.NARTHEX_WORKER_LRU ?? 50_000),
     lruTtlMs: 60_000,
     log,
+    onServedFile: (name) => touched.add(name),
   })
   const { host, port } = splitListen(process.env.NARTHEX_WORKER_LISTEN!)
   await new Promise<void>((resolve) => {
@@ -117,6 +127,8 @@ export async function runClusterWorker(): Promise<void> {
     // Ctrl-C reaches the whole process group: the primary decides, then sends SIGTERM.
     process.on('SIGINT', () => undefined)
   })
+  clearInterval(report)
+  if (touched.size > 0) process.send?.({ touched: [...touched] })
   await close()
   log.flush()
   // The IPC channel to the primary would keep this process alive.

@@ -5,13 +5,14 @@
  */
 import { readFileSync } from 'node:fs'
 import yargs, { type Argv } from 'yargs'
-import { loadConfig, type Config } from '../config/index.js'
+import { loadConfig, parseByteSize, type Config } from '../config/index.js'
 import { isNarthexError } from '../errors.js'
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, toPublicKey } from '../protocol/index.js'
 import { createLogger, splitListen, startNarthex } from './app.js'
 import { runAudit } from './audit.js'
 import { isClusterWorker, runClusterWorker, startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
+import { runGc } from './gc.js'
 import { loadOrCreateSigningKey } from './keys.js'
 import { runVerify } from './verify.js'
 
@@ -157,7 +158,21 @@ export async function main(args: string[]): Promise<number> {
         if (code !== 0) throw new Exit(code)
       },
     )
-    .command('gc', 'evict least-recently-used unpinned NARs (not built yet)', (y) => y.option('max-size', { type: 'string' }), notBuilt('gc'))
+    .command(
+      'gc',
+      'evict least-recently-used NARs (not pinned, pushed or imported) down to a size. Run it while narthex is stopped; a running narthex does it by itself when storage.maxSize is set',
+      (y) =>
+        y
+          .option('max-size', { type: 'string', describe: 'e.g. 50GiB (default: storage.maxSize of the config)' })
+          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+      async (argv) => {
+        const config = readConfig(argv)
+        const max = argv.maxSize !== undefined ? parseByteSize(argv.maxSize) : config.storage.maxSize
+        if (max === undefined) fail(argv.maxSize !== undefined ? `--max-size: not a size: ${argv.maxSize}` : 'give --max-size or set storage.maxSize in the config')
+        const code = await runGc(config.dataDir, max, out)
+        if (code !== 0) throw new Exit(code)
+      },
+    )
     .command(
       'keygen [name]',
       'print a new secret key in Nix\'s format on stdout, its public key on stderr',

@@ -28,6 +28,8 @@ export interface FrontDeps {
   /** How long a narinfo is answered from the worker's memory before asking the core again. */
   readonly lruTtlMs: number
   readonly log: Logger
+  /** Told of every stored NAR the worker served, so the core can keep its use times. */
+  readonly onServedFile?: (fileName: string) => void
 }
 
 // Hop-by-hop headers are not forwarded (RFC 9110 section 7.6.1). Nor is Expect:
@@ -104,6 +106,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
         const file = join(deps.narDir, name.slice(0, 2), name)
         const st = await stat(file).catch(() => undefined)
         if (st?.isFile()) {
+          deps.onServedFile?.(name)
           await sendFile(req, res, file, st.size)
           return
         }

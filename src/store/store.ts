@@ -70,6 +70,12 @@ export class Store {
   readonly #nars
   readonly #first
   readonly #byNar
+  readonly #access
+  readonly #pins
+  /** Bytes of all indexed NAR files. */
+  #totalBytes = 0
+  /** Last-use times not yet written to the index. */
+  readonly #touched = new Map<string, number>()
   readonly narDir: string
   readonly tmpDir: string
   /** NAR files pushed by `nix copy --to`, waiting for their narinfo. */
@@ -84,6 +90,8 @@ export class Store {
     this.#nars = db.sublevel<string, NarFileRecord>('nar', { valueEncoding: 'json' })
     this.#first = db.sublevel<string, string>('first', { valueEncoding: 'utf8' })
     this.#byNar = db.sublevel<string, string>('bynar', { valueEncoding: 'utf8' })
+    this.#access = db.sublevel<string, number>('access', { valueEncoding: 'json' })
+    this.#pins = db.sublevel<string, number>('pin', { valueEncoding: 'json' })
     this.narDir = join(dataDir, 'nar')
     this.tmpDir = join(dataDir, 'tmp')
     this.uploadsDir = join(dataDir, 'uploads')
@@ -151,6 +159,7 @@ export class Store {
       // A file whose size differs from its record was not written by a completed commit.
       const st = await stat(this.narPath(name)).catch(() => undefined)
       if (!st || st.size !== rec.fileSize) dangling.push(name)
+      else this.#totalBytes += rec.fileSize
     }
     for (const name of dangling) {
       await this.#nars.del(name)
@@ -164,9 +173,75 @@ export class Store {
     return report
   }
 
-  /** Closes the index. */
+  /** Writes pending last-use times and closes the index. */
   async close(): Promise<void> {
+    await this.flushAccess().catch(() => undefined)
     await this.#db.close()
+  }
+
+  /** Bytes of all stored NAR files. */
+  get totalBytes(): number {
+    return this.#totalBytes
+  }
+
+  /** Records that a stored NAR was used now (for least-recently-used eviction). */
+  touch(fileName: string, at = Date.now()): void {
+    this.#touched.set(fileName, at)
+  }
+
+  /** Writes the last-use times recorded since the last flush. */
+  async flushAccess(): Promise<void> {
+    if (this.#touched.size === 0) return
+    const ops = [...this.#touched].map(([key, value]) => ({ type: 'put' as const, key, value }))
+    this.#touched.clear()
+    await this.#access.batch(ops)
+  }
+
+  /** Pins a path: its NAR is never evicted. */
+  async pin(hashPart: string): Promise<void> {
+    await this.#pins.put(hashPart, Date.now())
+  }
+
+  /** Every pinned hash part. */
+  async *pinned(): AsyncGenerator<string> {
+    for await (const key of this.#pins.keys()) yield key
+  }
+
+  /**
+   * Evicts least-recently-used NAR files until the store holds at most
+   * `targetBytes`. A NAR is kept when any path using it is pinned or has no
+   * upstream to fetch it again from (pushed and imported paths). Narinfo records
+   * stay: an evicted NAR is fetched again on demand, and the first NarHash of
+   * every path stays remembered.
+   * @returns the files evicted and the bytes freed.
+   */
+  async collectGarbage(targetBytes: number): Promise<{ evicted: string[]; freedBytes: number }> {
+    const evicted: string[] = []
+    let freedBytes = 0
+    if (this.#totalBytes <= targetBytes) return { evicted, freedBytes }
+    await this.flushAccess()
+    const candidates: Array<{ name: string; size: number; used: number }> = []
+    for await (const [name, rec] of this.#nars.iterator()) {
+      candidates.push({ name, size: rec.fileSize, used: (await this.#access.get(name)) ?? rec.storedAt })
+    }
+    candidates.sort((a, b) => a.used - b.used)
+    for (const c of candidates) {
+      if (this.#totalBytes <= targetBytes) break
+      if (await this.#isKept(c.name)) continue
+      await this.removeNar(c.name)
+      evicted.push(c.name)
+      freedBytes += c.size
+    }
+    return { evicted, freedBytes }
+  }
+
+  async #isKept(fileName: string): Promise<boolean> {
+    for (const hashPart of await this.narInfosForFile(fileName)) {
+      if ((await this.#pins.get(hashPart)) !== undefined) return true
+      const rec = await this.#narinfos.get(hashPart)
+      if (rec && rec.sources.length === 0) return true
+    }
+    return false
   }
 
   /** The admitted narinfo record of a hash part, or undefined. */
@@ -267,7 +342,9 @@ export class Store {
       } finally {
         await dh.close()
       }
+      const previous = await this.#nars.get(fileName)
       await this.#nars.put(fileName, record)
+      this.#totalBytes += record.fileSize - (previous?.fileSize ?? 0)
     } catch (err) {
       await unlink(tempPath).catch(() => undefined)
       throw ioError(`cannot store ${fileName}`, err)
@@ -279,7 +356,10 @@ export class Store {
    * missing file). With `moveTo`, the file is moved there instead of deleted.
    */
   async removeNar(fileName: string, moveTo?: string): Promise<void> {
+    const record = await this.#nars.get(fileName)
     await this.#nars.del(fileName)
+    await this.#access.del(fileName)
+    this.#totalBytes -= record?.fileSize ?? 0
     if (moveTo) await rename(this.narPath(fileName), moveTo).catch(() => rm(this.narPath(fileName), { force: true }))
     else await rm(this.narPath(fileName), { force: true })
   }

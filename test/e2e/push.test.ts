@@ -79,5 +79,15 @@ for (const workers of [0, 2]) {
       const check = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', paths['corp-app']!])
       assert.match(check.stdout, /"reason":"PUSH_CONFLICT"/)
     })
+
+    test('pushed NARs are never evicted: there is no upstream to fetch them again from', async () => {
+      assert.equal(await narthex.stop(), 0)
+      const gc = await runCli(['gc', '--max-size', '1', '--config', narthex.configFile])
+      assert.equal(gc.code, 1)
+      assert.match(gc.stdout, /evicted 0 NAR file.*\n.*pinned, pushed or imported/)
+      await narthex.restart()
+      const { store } = await nix.substitute(narthex.url, [paths['corp-app']!], [narthex.publicKey])
+      await nix.verifyPath(store, paths['corp-app']!)
+    })
   })
 }
