@@ -90,7 +90,7 @@ export class PushReceiver {
    * @throws NarthexError NARINFO_INVALID, BAD_REQUEST (missing or bad NAR),
    *   PUSH_REFUSED (signatures), PUSH_CONFLICT (another NarHash was admitted before).
    */
-  async receiveNarInfo(hashPart: string, text: string): Promise<'admitted' | 'unchanged'> {
+  async receiveNarInfo(hashPart: string, text: string, origin: 'push' | 'import' = 'push'): Promise<'admitted' | 'unchanged'> {
     const { store, settings, audit, log } = this.#d
     const info = parseNarInfo(text)
     const storePath = formatStorePath(info.storePath)
@@ -101,12 +101,12 @@ export class PushReceiver {
     const signers = [...new Set(sigs.map(signatureKeyName))].sort()
     const narHash = formatNixHash(info.narHash)
     const refuse = async (code: 'PUSH_REFUSED' | 'PUSH_CONFLICT' | 'BAD_REQUEST', message: string): Promise<never> => {
-      await audit.append({ decision: 'refuse', storePath, narHash, upstreams: ['push'], signers, reason: code, message })
-      log.warn({ path: storePath, code }, `push refused: ${message}`)
+      await audit.append({ decision: 'refuse', storePath, narHash, upstreams: [origin], signers, reason: code, message })
+      log.warn({ path: storePath, code }, `${origin} refused: ${message}`)
       throw new NarthexError(code, message)
     }
     if (signers.length < settings.minSignatures) {
-      await refuse('PUSH_REFUSED', `${signers.length} of ${settings.minSignatures} required push signature(s)`)
+      await refuse('PUSH_REFUSED', `${signers.length} of ${settings.minSignatures} required ${origin} signature(s)`)
     }
     const existing = await store.getNarInfo(hashPart)
     const first = existing ? formatNixHash(parseNarInfo(existing.narinfo).narHash) : await store.getFirstNarHash(hashPart)
@@ -150,10 +150,10 @@ export class PushReceiver {
       rule: -1,
       signers,
       admittedAt: Date.now(),
-      origin: 'push',
+      origin,
     })
-    await audit.append({ decision: 'push', storePath, narHash, upstreams: ['push'], signers })
-    log.info({ path: storePath, signers }, 'push admitted')
+    await audit.append({ decision: origin, storePath, narHash, upstreams: [origin], signers })
+    log.info({ path: storePath, signers }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)
     return 'admitted'
   }

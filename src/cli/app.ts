@@ -38,8 +38,25 @@ export function splitListen(listen: string): { host: string; port: number } {
   return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) }
 }
 
-/** Opens everything and starts listening. */
-export async function startNarthex(config: Config, log: Logger, options: { announce?: boolean } = {}): Promise<Narthex> {
+/** The parts of narthex below the HTTP server, opened on one data directory. */
+export interface Core {
+  readonly store: Store
+  readonly cache: Cache
+  readonly audit: AuditLog
+  readonly upstreams: readonly Upstream[]
+  readonly metrics: Metrics
+  readonly signingKey: SecretKey
+  readonly publicKey: string
+  /** Aborts downloads, closes the upstream pools and the store. */
+  close(): Promise<void>
+}
+
+/**
+ * Opens the store (repairing what a crash left), the audit log, the upstreams
+ * and the cache: everything `serve`, `mirror`, `export` and `import` share.
+ * @throws NarthexError STORE_IO when the data directory is in use by another narthex.
+ */
+export async function openCore(config: Config, log: Logger, overrides: { prefetch?: boolean } = {}): Promise<Core> {
   const { key: signingKey, created } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
   const publicKey = formatPublicKey(toPublicKey(signingKey))
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
@@ -62,12 +79,32 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       negativeTtlMs: config.cache.negativeTtlMs,
       unavailableTtlMs: config.cache.unavailableTtlMs,
       narinfoLruEntries: config.cache.narinfoLruEntries,
-      prefetchReferences: config.prefetch.references,
+      prefetchReferences: overrides.prefetch ?? config.prefetch.references,
       prefetchNars: config.prefetch.nars,
       prefetchMaxInFlight: config.prefetch.maxInFlight,
       maxStoreBytes: config.storage.maxSize,
     },
   })
+  return {
+    store,
+    cache,
+    audit,
+    upstreams,
+    metrics,
+    signingKey,
+    publicKey,
+    async close() {
+      await cache.close()
+      await Promise.all(upstreams.map((u) => u.close()))
+      await store.close()
+    },
+  }
+}
+
+/** Opens everything and starts listening. */
+export async function startNarthex(config: Config, log: Logger, options: { announce?: boolean } = {}): Promise<Narthex> {
+  const core = await openCore(config, log)
+  const { store, cache, audit, upstreams, metrics, signingKey, publicKey } = core
   const push = config.push && {
     tokens: config.push.tokens,
     receiver: new PushReceiver({
@@ -105,12 +142,12 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       clearInterval(housekeeping)
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeIdleConnections()
+      // Aborting the downloads first cuts the clients waiting on them.
       await cache.close()
       const timer = setTimeout(() => server.closeAllConnections(), graceMs)
       await closed
       clearTimeout(timer)
-      await Promise.all(upstreams.map((u) => u.close()))
-      await store.close()
+      await core.close()
     })())
   return { server, cache, store, url, signingKey, publicKey, close }
 }

@@ -10,6 +10,7 @@ import { isNarthexError } from '../errors.js'
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, toPublicKey } from '../protocol/index.js'
 import { createLogger, splitListen, startNarthex } from './app.js'
 import { runAudit } from './audit.js'
+import { runExport, runImport, runMirror } from './closures.js'
 import { isClusterWorker, runClusterWorker, startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
 import { runGc } from './gc.js'
@@ -44,9 +45,6 @@ function readConfig(argv: { config: string; data?: string | undefined; listen?: 
   }
 }
 
-function notBuilt(name: string) {
-  return () => fail(`'${name}' is not available in this version of narthex yet`, 2)
-}
 
 async function serve(argv: { config: string; data?: string | undefined; listen?: string | undefined }): Promise<void> {
   if (isClusterWorker()) {
@@ -126,12 +124,42 @@ export async function main(args: string[]): Promise<number> {
     )
     .command(
       'mirror [paths..]',
-      'fetch whole closures through policy into the store and pin them (not built yet)',
-      (y) => y.positional('paths', { type: 'string', array: true }).option('from-file', { type: 'string' }),
-      notBuilt('mirror'),
+      'fetch whole closures through policy into the store and pin them (run it while narthex is stopped)',
+      (y) =>
+        y
+          .positional('paths', { type: 'string', array: true, describe: 'store paths (their closures are mirrored)' })
+          .option('from-file', { type: 'string', describe: 'store paths one per line, plain or .xz (a channel\'s store-paths.xz)' })
+          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+      async (argv) => {
+        const code = await runMirror(readConfig(argv), argv.paths ?? [], argv.fromFile, out)
+        if (code !== 0) throw new Exit(code)
+      },
     )
-    .command('export', 'write a file:// binary cache of closures or all pinned paths (not built yet)', (y) => y.option('to', { type: 'string' }), notBuilt('export'))
-    .command('import <dir>', 'load a file:// binary cache directory through policy (not built yet)', (y) => y, notBuilt('import'))
+    .command(
+      'export [paths..]',
+      'write a file:// binary cache (narinfos signed by narthex, NARs, nix-cache-info) of closures, or of all pinned paths',
+      (y) =>
+        y
+          .option('to', { type: 'string', demandOption: true, describe: 'directory to write the cache to' })
+          .positional('paths', { type: 'string', array: true })
+          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+      async (argv) => {
+        const code = await runExport(readConfig(argv), argv.to, argv.paths ?? [], out)
+        if (code !== 0) throw new Exit(code)
+      },
+    )
+    .command(
+      'import <dir>',
+      'load a file:// binary cache directory, checking signatures (import.publicKeys) and hashes; imported paths are pinned',
+      (y) =>
+        y
+          .positional('dir', { type: 'string', demandOption: true })
+          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+      async (argv) => {
+        const code = await runImport(readConfig(argv), argv.dir, out)
+        if (code !== 0) throw new Exit(code)
+      },
+    )
     .command(
       'explain <storePath>',
       'show which rule applies to a store path; with --fetch, what each upstream says and the decision',
@@ -224,7 +252,7 @@ export async function main(args: string[]): Promise<number> {
     if (err instanceof Exit) return err.code
     if (isNarthexError(err)) {
       process.stderr.write(`narthex: ${err.message}\n`)
-      return err.code === 'CONFIG_INVALID' || err.code === 'KEY_INVALID' || err.code === 'STORE_PATH_INVALID' ? 2 : 1
+      return err.code === 'CONFIG_INVALID' || err.code === 'KEY_INVALID' || err.code === 'STORE_PATH_INVALID' || err.code === 'BAD_REQUEST' ? 2 : 1
     }
     process.stderr.write(`narthex: ${(err as Error)?.stack ?? String(err)}\n`)
     return 1

@@ -102,6 +102,19 @@ const push = z
     }
   })
 
+const importSettings = z
+  .strictObject({
+    /** Imported narinfos must be signed by at least `minSignatures` of these keys (e.g. the connected narthex's). */
+    publicKeys: z.array(publicKey).min(1),
+    minSignatures: z.number().int().min(0).default(1),
+  })
+  .superRefine((p, ctx) => {
+    const names = new Set(p.publicKeys.map((k) => k.slice(0, k.indexOf(':'))))
+    if (p.minSignatures > names.size) {
+      ctx.addIssue({ code: 'custom', path: ['minSignatures'], message: `minSignatures ${p.minSignatures} exceeds the ${names.size} import key(s)` })
+    }
+  })
+
 /** The configuration schema (before defaults that depend on other fields). */
 export const configSchema = z
   .strictObject({
@@ -137,6 +150,7 @@ export const configSchema = z
       })
       .default({ references: true, nars: false, maxInFlight: 16 }),
     push: push.optional(),
+    import: importSettings.optional(),
     log: z
       .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .default({ level: 'info' }),

@@ -22,12 +22,21 @@ test('--help lists every command of the public interface', async () => {
   }
 })
 
-test('commands not built yet say so and exit 2', async () => {
-  for (const c of ['mirror', 'export', 'import dir']) {
-    const r = await narthex(c.split(' '))
-    assert.equal(r.code, 2, c)
-    assert.match(r.stderr, /not available in this version/, c)
-  }
+test('mirror, export and import refuse bad usage with exit 2 before touching anything', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'narthex-cli-'))
+  const file = join(dir, 'c.yaml')
+  writeFileSync(file, `dataDir: "${dir}/data"\n`)
+  const mirror = await narthex(['mirror', '--config', file])
+  assert.equal(mirror.code, 2)
+  assert.match(mirror.stderr, /name store paths to mirror/)
+  const badPath = await narthex(['mirror', '/nix/store/not-a-path', '--config', file])
+  assert.equal(badPath.code, 2)
+  const exp = await narthex(['export', '--config', file])
+  assert.equal(exp.code, 2)
+  assert.match(exp.stderr, /required argument: to/)
+  const imp = await narthex(['import', dir, '--config', file])
+  assert.equal(imp.code, 2)
+  assert.match(imp.stderr, /import\.publicKeys/)
 })
 
 test('bad usage exits 2 with a message', async () => {
