@@ -54,22 +54,37 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
   const config = readConfig(argv)
   if (argv.listen) splitListen(argv.listen)
   const log = createLogger(config.log.level)
-  const running = config.workers > 0 ? await startCluster(config, log) : await startNarthex(config, log)
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'shutting down')
-      process.off('SIGTERM', onTerm)
-      process.off('SIGINT', onInt)
-      running.close().then(resolve, (err: unknown) => {
-        log.error({ err }, 'error while shutting down')
-        resolve()
-      })
-    }
-    const onTerm = () => stop('SIGTERM')
-    const onInt = () => stop('SIGINT')
-    process.on('SIGTERM', onTerm)
-    process.on('SIGINT', onInt)
-  })
+  // Signals are caught from the start: one that arrives while narthex is still
+  // starting stops it as soon as it is up, never kills it half-way.
+  let signalled: ((signal: string) => void) | undefined
+  let early: string | undefined
+  const onSignal = (signal: string) => (signalled ? signalled(signal) : (early ??= signal))
+  const onTerm = () => onSignal('SIGTERM')
+  const onInt = () => onSignal('SIGINT')
+  process.on('SIGTERM', onTerm)
+  process.on('SIGINT', onInt)
+  try {
+    const running = config.workers > 0 ? await startCluster(config, log) : await startNarthex(config, log)
+    await new Promise<void>((resolve) => {
+      signalled = (signal: string) => {
+        // A second signal while shutting down does not wait any longer.
+        signalled = (again) => {
+          log.warn({ signal: again }, 'stopping at once')
+          log.flush()
+          process.exit(1)
+        }
+        log.info({ signal }, 'shutting down')
+        running.close().then(resolve, (err: unknown) => {
+          log.error({ err }, 'error while shutting down')
+          resolve()
+        })
+      }
+      if (early) signalled(early)
+    })
+  } finally {
+    process.off('SIGTERM', onTerm)
+    process.off('SIGINT', onInt)
+  }
   log.flush()
 }
 
