@@ -107,7 +107,9 @@ export class NarDownload extends EventEmitter {
       fh = await open(this.tempPath, 'wx', 0o644)
       const res = await this.upstream.openNar(this.sourceUrl, this.#abort.signal)
       if (this.info.fileSize !== undefined && res.contentLength !== undefined && res.contentLength !== this.info.fileSize) {
-        res.body.destroy()
+        // An undici body destroyed unread emits 'error' (RequestAbortedError), which kills the
+        // process unless someone listens.
+        res.body.on('error', () => undefined).destroy()
         throw new NarthexError('SIZE_MISMATCH', `upstream ${this.upstream.name} announces ${res.contentLength} bytes for a ${this.info.fileSize}-byte NAR file`)
       }
       const fileCheck = new HashingPassThrough(
