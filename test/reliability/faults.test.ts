@@ -44,8 +44,8 @@ before(async () => {
   if (skip !== undefined) return
   nix = await NixEnv.create()
   const spec: Record<string, { bigBytes?: number }> = { warm: {} }
-  for (let i = 0; i < 56; i++) spec[`s${i}`] = {}
-  for (let i = 0; i < 26; i++) spec[`z${i}`] = { bigBytes: BIG_BYTES }
+  for (let i = 0; i < 72; i++) spec[`s${i}`] = {}
+  for (let i = 0; i < 30; i++) spec[`z${i}`] = { bigBytes: BIG_BYTES }
   for (let i = 0; i < 4; i++) spec[`x${i}`] = { bigBytes: BIG_BYTES }
   const paths = await nix.buildClosure(spec)
   key = await nix.genKey('up-1')
@@ -457,6 +457,21 @@ describe('narthex under upstream faults', { skip }, () => {
         faultsB.delete(upstreamUrl)
       }),
     )
+  })
+
+  test('many NARs at once whose upstreams announce a Content-Length other than the FileSize: 503, and narthex lives on', async () => {
+    const ps = [...Array.from({ length: 14 }, () => take('small')), ...Array.from({ length: 4 }, () => take('bigNone'))]
+    faultsTried += ps.length
+    const served = await Promise.all(ps.map(admit))
+    for (const p of ps) {
+      const upstreamUrl = `/${(await realNarInfo(p)).url}`
+      for (const faults of [faultsA, faultsB]) faults.set(upstreamUrl, { kind: 'wrongLength', delta: -5 })
+    }
+    const answers = await Promise.all(served.map((url) => narthexGet(url)))
+    for (const [i, answer] of answers.entries()) assertUnavailable(answer, ps[i]!)
+    assert.equal(narthex.child!.exitCode, null, 'narthex died')
+    assert.equal((await narthexGet('/nix-cache-info')).status, 200)
+    for (const p of ps) for (const faults of [faultsA, faultsB]) faults.delete(`/${(await realNarInfo(p)).url}`)
   })
 
   test('clients joining a download whose source fails before sending anything are served from the next source', async () => {
