@@ -283,7 +283,7 @@ async function readCapped(body: Readable, maxBytes: number, upstream: string): P
   for await (const chunk of body) {
     size += (chunk as Buffer).length
     if (size > maxBytes) {
-      body.destroy()
+      // Leaving the loop by a throw makes the iterator destroy the body, with its error handled.
       throw new NarthexError('UPSTREAM_INVALID', `upstream ${upstream} sent a narinfo larger than ${maxBytes} bytes`, { detail: { upstream } })
     }
     chunks.push(chunk as Buffer)
