@@ -255,6 +255,24 @@ export class Cache {
       })
   }
 
+  /**
+   * Answers `GET /log/<drv>` (`nix log`): the first upstream that has the build
+   * log, streamed through and not kept. Logs are not signed, so no policy
+   * applies; every upstream is asked in config order.
+   */
+  async getLog(drvName: string): Promise<NarAnswer> {
+    let unavailable = false
+    for (const upstream of this.#d.upstreams) {
+      try {
+        const res = await upstream.openNar(`${upstream.baseUrl}/log/${drvName}`)
+        return { kind: 'streaming', stream: res.body, size: res.contentLength }
+      } catch (err) {
+        if (!isNarthexError(err, 'NOT_FOUND')) unavailable = true
+      }
+    }
+    return unavailable ? { kind: 'unavailable', retryAfterS: 10 } : { kind: 'absent' }
+  }
+
   /** Drops remembered answers for a hash part (after a push admitted it). */
   forget(hashPart: string): void {
     this.#served.delete(hashPart)

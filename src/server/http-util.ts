@@ -12,6 +12,8 @@ import { respondStatus } from './respond-error.js'
 export const NARINFO_ROUTE = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 /** `/nar/<nix32>.nar[.ext]`. */
 export const NAR_ROUTE = /^\/nar\/([0-9a-df-np-sv-z]{52}\.nar(?:\.(?:xz|bz2|zst|br|lz4|lzip|gz))?)$/
+/** `/log/<hash>-<name>.drv`: a build log. */
+export const LOG_ROUTE = /^\/log\/([0-9a-df-np-sv-z]{32}-[0-9A-Za-z+\-_?=][0-9A-Za-z+\-._?=]{0,210}\.drv)$/
 /** Anything that looks like an attempt to leave the route space: a 400, not a 404. */
 export const SUSPICIOUS_PATH = /\.\.|%|\\|\0|\/\//
 

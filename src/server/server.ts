@@ -9,7 +9,7 @@ import type { Logger } from 'pino'
 import type { Cache, Metrics, NarAnswer, PushReceiver } from '../cache/index.js'
 import { NarthexError } from '../errors.js'
 import { formatCacheInfo, MAX_NARINFO_BYTES, STORE_DIR } from '../protocol/index.js'
-import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendStream, SUSPICIOUS_PATH } from './http-util.js'
+import { LOG_ROUTE, NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendStream, SUSPICIOUS_PATH } from './http-util.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { renderStatusPage } from './status-page.js'
 
@@ -27,7 +27,7 @@ export interface ServerDeps {
 
 
 /** Route names, for metrics (bounded label values). */
-type Route = 'cache-info' | 'narinfo' | 'nar' | 'push' | 'status' | 'healthz' | 'metrics' | 'other'
+type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'push' | 'status' | 'healthz' | 'metrics' | 'other'
 
 /** Creates the HTTP server (not yet listening). */
 export function createNarthexServer(deps: ServerDeps): Server {
@@ -80,6 +80,20 @@ export function createNarthexServer(deps: ServerDeps): Server {
     if ((m = NAR_ROUTE.exec(path))) {
       setRoute('nar')
       await serveNar(req, res, await deps.cache.getNar(m[1]!))
+      return
+    }
+    if ((m = LOG_ROUTE.exec(path))) {
+      setRoute('log')
+      const answer = await deps.cache.getLog(m[1]!)
+      if (answer.kind === 'absent') respondStatus(res, 404)
+      else if (answer.kind === 'unavailable') respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
+      else if (answer.kind === 'streaming') {
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', ...(answer.size !== undefined ? { 'content-length': answer.size } : {}) })
+        if (method === 'HEAD') {
+          answer.stream.on('error', () => undefined).destroy()
+          res.end()
+        } else await sendStream(answer.stream, res)
+      }
       return
     }
     switch (path) {

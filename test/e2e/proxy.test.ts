@@ -3,7 +3,7 @@
  * caches made by Nix and served over HTTP on 127.0.0.1.
  */
 import assert from 'node:assert/strict'
-import { cp, readdir, readFile } from 'node:fs/promises'
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { parseNarInfo, parsePublicKey, validSigners } from '../../src/protocol/index.js'
@@ -127,6 +127,17 @@ describe('narthex in front of two upstreams', { skip }, () => {
       assert.equal((await rawRequest(narthex.url, path)).status, 400, path)
     }
     assert.equal((await fetch(`${narthex.url}/nix-cache-info`, { method: 'DELETE' })).status, 405)
+  })
+
+  test('build logs (nix log) are passed through from the first upstream that has one', async () => {
+    const deriver = (await readCacheNarInfo(dir1, paths.app!)).deriver!
+    await mkdir(join(dir2, 'log'), { recursive: true })
+    await writeFile(join(dir2, 'log', deriver), 'building app\nok\n')
+    const res = await fetch(`${narthex.url}/log/${deriver}`)
+    assert.equal(res.status, 200)
+    assert.equal(await res.text(), 'building app\nok\n')
+    assert.equal((await fetch(`${narthex.url}/log/${'0'.repeat(32)}-nothing.drv`)).status, 404)
+    assert.equal((await rawRequest(narthex.url, '/log/../../etc/passwd')).status, 400)
   })
 
   test('after the upstreams stop, a fresh client still gets everything fetched; a never-fetched path is 503', async () => {
