@@ -2,7 +2,7 @@
  * narthex against nginx proxy_cache, both in front of one static upstream.
  *
  *   npm --prefix bench run bench [-- --quick] [-- --only narinfo,warmnar,coldnar,herd,closure,xz]
- *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree]
+ *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree] [-- --workers N]
  *
  * See bench/README.md for what each scenario measures and bench/RESULTS.md for results.
  */
@@ -56,6 +56,8 @@ type Scenario = (typeof SCENARIOS)[number]
 const ONLY = new Set((opt('--only') ?? SCENARIOS.join(',')).split(',') as Scenario[])
 for (const s of ONLY) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}; one of ${SCENARIOS.join(', ')}`)
 const CPU_PROF = flag('--cpu-prof')
+/** narthex's `workers` for the extra target `narthex-w` in scenarios 1 and 2 (0: leave it out). */
+const WORKERS = Number(opt('--workers') ?? 2)
 if (!Number.isInteger(RUNS) || RUNS < 1 || RUNS > 20) throw new Error('--runs takes 1..20')
 
 const say = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
@@ -66,7 +68,7 @@ const say = (msg: string) => process.stderr.write(`[bench ${new Date().toISOStri
 interface Sample {
   scenario: Scenario
   metric: string
-  target: 'narthex' | 'nginx' | 'upstream' | 'reference'
+  target: 'narthex' | 'narthex-w' | 'nginx' | 'upstream' | 'reference'
   run: number
   value: number
   unit: string
@@ -117,6 +119,22 @@ async function freshNarthex(label: string): Promise<Narthex> {
   return narthex
 }
 
+let narthexW: Narthex | undefined
+
+/** A second narthex with `workers: WORKERS` (node:cluster workers for the hot path). */
+async function freshNarthexW(): Promise<Narthex> {
+  await narthexW?.stop()
+  narthexW = await Narthex.start({
+    bin: build.bin,
+    dir: join(RUN_DIR, 'narthex-w'),
+    signingKeyFile: keyFile,
+    upstreamUrl: upstream.url,
+    upstreamPublicKey: manifest.upstreamPublicKey,
+    workers: WORKERS,
+  })
+  return narthexW
+}
+
 async function freshNginx(): Promise<Nginx> {
   await nginx?.stop()
   const prefix = join(RUN_DIR, 'nginx-proxy')
@@ -131,6 +149,7 @@ async function freshNginx(): Promise<Nginx> {
 
 async function stopAll(): Promise<void> {
   await narthex?.stop().catch(() => undefined)
+  await narthexW?.stop().catch(() => undefined)
   await nginx?.stop().catch(() => undefined)
   await upstream?.stop().catch(() => undefined)
 }
@@ -160,14 +179,14 @@ async function upstreamRequestsSince(mark: number, urlPart: string): Promise<num
 
 /** Runs `fn` once quiet, notes the load before and after. */
 // Waiting for other workloads to calm down is bounded, per measurement and in total.
-let waitBudgetMs = QUICK ? 60_000 : 150_000
+let waitBudgetMs = QUICK ? 45_000 : 90_000
 const STARTED = Date.now()
 // Past this, no extra runs are added for contended ones (the suite should stay under ~15 min).
 const EXTRA_RUNS_UNTIL_MS = 12 * 60_000
 
 async function measured<T>(fn: () => Promise<T>): Promise<{ value: T; load: LoadNote }> {
   const t = Date.now()
-  const load = await waitQuiet(Math.max(0, Math.min(30_000, waitBudgetMs)))
+  const load = await waitQuiet(Math.max(0, Math.min(15_000, waitBudgetMs)))
   waitBudgetMs -= Math.max(0, Date.now() - t - 1000)
   const value = await fn()
   load.busyAfter = await busyFraction(1000)
@@ -181,11 +200,11 @@ const order = <T>(run: number, xs: T[]): T[] => (run % 2 === 0 ? xs : [...xs].re
  * was contended, i.e. another workload was busy on the machine just before or
  * after a measurement; medians then leave contended runs out (see {@link med}).
  */
-async function repeat(scenario: Scenario, body: (r: number) => Promise<void>, metrics?: string[]): Promise<void> {
+async function repeat(scenario: Scenario, body: (r: number) => Promise<void>, metrics?: string[], runs = RUNS): Promise<void> {
   let r = 0
-  for (; r < RUNS; r++) await body(r)
+  for (; r < runs; r++) await body(r)
   const anyContended = () => samples.some((s) => s.scenario === scenario && (!metrics || metrics.includes(s.metric)) && contended(s.load))
-  if (!QUICK && anyContended() && Date.now() - STARTED < EXTRA_RUNS_UNTIL_MS) {
+  if (!QUICK && runs === RUNS && anyContended() && Date.now() - STARTED < EXTRA_RUNS_UNTIL_MS) {
     say(`   ${scenario}: a run was contended by another workload; one extra run`)
     notes.push(`${scenario}: one extra run because another workload was busy around a measurement`)
     await body(r)
@@ -206,16 +225,20 @@ async function warmNarinfos(base: string): Promise<void> {
 async function scenarioNarinfo(): Promise<void> {
   say(`1. warm narinfo: wrk -t2 -c64 -d${WRK_SECONDS}s over ${manifest.closureHashParts.length} narinfos`)
   const n = await freshNarthex('narinfo')
+  const w = WORKERS > 0 ? await freshNarthexW() : undefined
   const x = await freshNginx()
   await warmNarinfos(n.url)
+  if (w) await warmNarinfos(w.url)
   await warmNarinfos(x.url)
   await warmNarinfos(upstream.url)
+  const targets: Array<[Sample['target'], string]> = [
+    ['narthex', n.url],
+    ...(w ? [['narthex-w', w.url] as [Sample['target'], string]] : []),
+    ['nginx', x.url],
+    ['upstream', upstream.url],
+  ]
   await repeat('narinfo', async (r) => {
-    for (const [target, base] of order(r, [
-      ['narthex', n.url],
-      ['nginx', x.url],
-      ['upstream', upstream.url],
-    ] as const)) {
+    for (const [target, base] of order(r, targets)) {
       const { value, load } = await measured(() => wrk(base, listFile, wrkScript, { seconds: WRK_SECONDS }))
       const errs = value.err_connect + value.err_read + value.err_write + value.err_status + value.err_timeout
       if (errs > 0) notes.push(`narinfo run ${r} ${target}: ${errs} wrk errors`)
@@ -230,36 +253,34 @@ async function scenarioWarmNar(): Promise<void> {
   const big = manifest.big
   say(`2. warm NAR: ${(big.fileSize / MiB).toFixed(0)} MiB, curl -o /dev/null, sequential; and 4 clients at once`)
   const n = narthex ?? (await freshNarthex('warmnar'))
+  const w = WORKERS > 0 ? (narthexW ?? (await freshNarthexW())) : undefined
   const x = nginx ?? (await freshNginx())
   const viaN = await narUrlVia(n.url, big.hashPart)
+  const viaW = w ? await narUrlVia(w.url, big.hashPart) : undefined
   const viaX = await narUrlVia(x.url, big.hashPart)
-  // Populate both caches (and the page cache).
-  await curl(viaN.url, big.fileSize)
-  await curl(viaX.url, big.fileSize)
+  // Populate the caches (and the page cache).
+  for (const v of [viaN, viaW, viaX]) if (v) await curl(v.url, big.fileSize)
   await sleep(500)
-  await curl(viaN.url, big.fileSize)
-  await curl(viaX.url, big.fileSize)
+  for (const v of [viaN, viaW, viaX]) if (v) await curl(v.url, big.fileSize)
+  const targets: Array<[Sample['target'], string]> = [
+    ['narthex', viaN.url],
+    ...(viaW ? [['narthex-w', viaW.url] as [Sample['target'], string]] : []),
+    ['nginx', viaX.url],
+  ]
   const reps = QUICK ? 3 : 5
   for (let r = 0; r < reps; r++) {
-    for (const [target, url] of order(r, [
-      ['narthex', viaN.url],
-      ['nginx', viaX.url],
-      ['upstream', `${upstream.url}/${big.url}`],
-    ] as const)) {
+    for (const [target, url] of order(r, [...targets, ['upstream', `${upstream.url}/${big.url}`] as [Sample['target'], string]])) {
       const { value, load } = await measured(() => curl(url, big.fileSize))
       record({ scenario: 'warmnar', metric: 'GBps', target, value: big.fileSize / value.total / 1e9, unit: 'GB/s', load }, r)
     }
   }
   for (let r = 0; r < Math.min(RUNS, 2); r++) {
-    for (const [target, url] of order(r, [
-      ['narthex', viaN.url],
-      ['nginx', viaX.url],
-    ] as const)) {
+    for (const [target, url] of order(r, targets)) {
       const { value, load } = await measured(() => curlMany(url, 4, big.fileSize))
       record({ scenario: 'warmnar', metric: 'GBps4', target, value: (4 * big.fileSize) / (value.wallMs / 1000) / 1e9, unit: 'GB/s', load }, r)
     }
   }
-  for (const t of ['narthex', 'nginx', 'upstream'] as const) say(`   ${t}: ${med('warmnar', 'GBps', t).toFixed(2)} GB/s (1 client), ${t === 'upstream' ? '-' : med('warmnar', 'GBps4', t).toFixed(2)} GB/s (4 clients)`)
+  for (const [t] of [...targets, ['upstream']] as Array<[Sample['target']]>) say(`   ${t}: ${med('warmnar', 'GBps', t).toFixed(2)} GB/s (1 client), ${t === 'upstream' ? '-' : med('warmnar', 'GBps4', t).toFixed(2)} GB/s (4 clients)`)
 }
 
 async function scenarioColdNar(): Promise<void> {
@@ -312,7 +333,7 @@ async function scenarioHerd(): Promise<void> {
           `max TTFB ${(Math.max(...ttfbs) * 1000).toFixed(0)} ms, peak RSS ${(value.peak / MiB).toFixed(0)} MiB${target === 'nginx' ? ' (workers)' : ''}`,
       )
     }
-  })
+  }, undefined, Math.min(RUNS, 2)) // 64 × 512 MiB per run: at most 2 runs, no extra one
 }
 
 /** The environment nix runs with (NIX-TESTING.md) and a fresh client-side cache. */
@@ -393,7 +414,7 @@ async function scenarioXz(): Promise<void> {
     ['fetch'],
   )
   // narthex's narinfo p99 (wrk, as in scenario 1) idle, then while it decompresses and verifies the xz NAR.
-  const secs = QUICK ? 4 : 6
+  const secs = QUICK ? 4 : 5
   await repeat(
     'xz',
     async (r) => {
@@ -450,6 +471,8 @@ function table(): Row[] {
     const n = med('narinfo', 'rps', 'narthex')
     const x = med('narinfo', 'rps', 'nginx')
     rows.push({ what: '1. warm narinfo req/s (wrk -c64)', narthex: f(n, 0), nginx: f(x, 0), other: `upstream ${f(med('narinfo', 'rps', 'upstream'), 0)}`, ratio: f(n / x), target: '≥ 1.0', met: n / x >= 1.0 })
+    const nw = med('narinfo', 'rps', 'narthex-w')
+    if (Number.isFinite(nw)) rows.push({ what: `1. … narthex with workers: ${WORKERS}`, narthex: f(nw, 0), nginx: f(x, 0), other: `p99 ${f(med('narinfo', 'p99', 'narthex-w'))} ms`, ratio: f(nw / x), target: '≥ 1.0', met: nw / x >= 1.0 })
     const np = med('narinfo', 'p99', 'narthex')
     const xp = med('narinfo', 'p99', 'nginx')
     rows.push({ what: '1. warm narinfo p99 latency (ms)', narthex: f(np), nginx: f(xp), other: `upstream ${f(med('narinfo', 'p99', 'upstream'))}`, ratio: f(np / xp), target: '(report)', met: undefined })
@@ -458,9 +481,11 @@ function table(): Row[] {
     const n = med('warmnar', 'GBps', 'narthex')
     const x = med('warmnar', 'GBps', 'nginx')
     rows.push({ what: '2. warm NAR 512 MiB, 1 client (GB/s)', narthex: f(n), nginx: f(x), other: `upstream ${f(med('warmnar', 'GBps', 'upstream'))}`, ratio: f(n / x), target: '≥ 0.9', met: n / x >= 0.9 })
+    const nw = med('warmnar', 'GBps', 'narthex-w')
+    if (Number.isFinite(nw)) rows.push({ what: `2. … narthex with workers: ${WORKERS}`, narthex: f(nw), nginx: f(x), other: '', ratio: f(nw / x), target: '≥ 0.9', met: nw / x >= 0.9 })
     const n4 = med('warmnar', 'GBps4', 'narthex')
     const x4 = med('warmnar', 'GBps4', 'nginx')
-    rows.push({ what: '2. warm NAR 512 MiB, 4 clients (GB/s total)', narthex: f(n4), nginx: f(x4), other: '', ratio: f(n4 / x4), target: '(report)', met: undefined })
+    rows.push({ what: '2. warm NAR 512 MiB, 4 clients (GB/s total)', narthex: f(n4), nginx: f(x4), other: Number.isFinite(nw) ? `narthex workers: ${WORKERS}: ${f(med('warmnar', 'GBps4', 'narthex-w'))}` : '', ratio: f(n4 / x4), target: '(report)', met: undefined })
   }
   if (has('coldnar')) {
     const n = med('coldnar', 'total', 'narthex')
@@ -598,6 +623,8 @@ async function main(): Promise<void> {
   await appendFile(join(resultsDir, 'history.md'), md + '\n')
   process.stdout.write(md)
   say(`results: ${join(resultsDir, `${stamp}.md`)} (and .json); took ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+  // Keep-alive sockets of fetch() would hold the process a few seconds more.
+  process.exit(0)
 }
 
 main().catch(async (err) => {

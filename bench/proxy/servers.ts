@@ -128,6 +128,8 @@ export interface NarthexOptions {
   upstreamPublicKey: string
   /** Extra node flags, e.g. `--cpu-prof`. */
   nodeArgs?: string[]
+  /** The config's `workers` (0: one process). */
+  workers?: number
 }
 
 /** A narthex process with a fresh data directory. */
@@ -161,6 +163,7 @@ export class Narthex {
       signingKeyFile: this.opts.signingKeyFile,
       upstreams: [{ name: 'up', url: this.opts.upstreamUrl, publicKeys: [this.opts.upstreamPublicKey] }],
       rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
+      ...(this.opts.workers ? { workers: this.opts.workers } : {}),
     }
     // YAML is a superset of JSON.
     const configFile = join(dir, 'narthex.yaml')
@@ -185,6 +188,24 @@ export class Narthex {
       if (Date.now() > deadline) throw new Error(`narthex did not start within 20 s: ${text.slice(-2000)}`)
       await sleep(25)
     }
+  }
+
+  /** The main process and its node children (cluster workers; not xz and the like). */
+  async pids(): Promise<number[]> {
+    const { readdir } = await import('node:fs/promises')
+    const out = [this.pid]
+    for (const d of await readdir('/proc')) {
+      if (!/^\d+$/.test(d)) continue
+      try {
+        const stat = await readFile(`/proc/${d}/stat`, 'utf8')
+        const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+        if (ppid === this.pid && comm.startsWith('node')) out.push(Number(d))
+      } catch {
+        // gone
+      }
+    }
+    return out
   }
 
   /** Log lines (parsed) whose msg contains `text`. */
