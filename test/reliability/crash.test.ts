@@ -26,10 +26,10 @@ const skip = nixSkipReason()
 
 const ITERATIONS = 20
 const SMALL_PATHS = 120
-const LARGE_PATHS = 12
-const LARGE_BYTES = 3 * 1024 * 1024
+const LARGE_PATHS = 16
+const LARGE_BYTES = 2 * 1024 * 1024
 // Each large NAR takes ~2 s to arrive: most kills find one or more half downloaded.
-const LARGE_RATE = 1536 * 1024
+const LARGE_RATE = 1024 * 1024
 const CLIENTS = 6
 const KILL_AFTER_MS: [number, number] = [150, 2500]
 
