@@ -146,6 +146,12 @@ export function decide(
     }
   }
   const narHash = formatNixHash(candidate.info.narHash)
+  if (conflicting.length > 0 && rule.minSignatures > 0 && validSignatures(candidate.info, rule.trustedKeys).length === 0) {
+    // The higher-priority answer proves nothing (no valid signature: damaged or forged),
+    // and shadowing forbids taking the lower-priority copy instead: answer "try later"
+    // rather than a conflict that clients would remember for an hour.
+    return { kind: 'unavailable', rule, upstreams: [candidate.upstream] }
+  }
   if (conflicting.length > 0) {
     return refuse(rule, 'CONFLICT', `upstreams disagree: ${candidate.upstream}: ${narHash}; ${conflicting.join('; ')}`, [narHash, ...conflicting.map((c) => c.slice(c.indexOf(': ') + 2))], candidate.info)
   }

@@ -275,7 +275,8 @@ export class Store {
       ...(first === undefined ? [{ type: 'put' as const, sublevel: this.#first, key: hashPart, value: narHash }] : []),
     ]
     try {
-      await this.#db.batch(ops as never)
+      // Synced: an admission the client was answered with survives a power loss.
+      await this.#db.batch(ops as never, { sync: true })
     } catch (err) {
       throw ioError('cannot write the index', err)
     }
@@ -343,7 +344,7 @@ export class Store {
         await dh.close()
       }
       const previous = await this.#nars.get(fileName)
-      await this.#nars.put(fileName, record)
+      await this.#db.batch([{ type: 'put', sublevel: this.#nars, key: fileName, value: record }] as never, { sync: true })
       this.#totalBytes += record.fileSize - (previous?.fileSize ?? 0)
     } catch (err) {
       await unlink(tempPath).catch(() => undefined)

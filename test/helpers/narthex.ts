@@ -60,7 +60,11 @@ export class NarthexProcess {
     this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
     const lines = createInterface({ input: child.stderr! })
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`narthex did not start: ${JSON.stringify(this.logs.slice(-5))}`)), 15_000)
+      // The "serving" line is an info line: the config's log level must let it through.
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL')
+        reject(new Error(`narthex did not start (log.level must be info or lower): ${JSON.stringify(this.logs.slice(-5))}`))
+      }, 15_000)
       child.once('exit', (code) => {
         clearTimeout(timer)
         reject(new Error(`narthex exited with ${code} before serving: ${JSON.stringify(this.logs.slice(-5))}`))

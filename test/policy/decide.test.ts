@@ -113,6 +113,8 @@ const rows: Row[] = [
   { why: 'quorum not met, the other upstream down: 503', name: 'quorum-x', answers: [['nixos', [1, ['nixos']]], ['third', 'unavailable']], expect: 'unavailable third' },
   { why: 'quorum: a signature over another NarHash does not count, it conflicts', name: 'quorum-x', answers: [['nixos', [1, ['nixos']]], ['third', [2, ['third']]]], expect: 'refuse CONFLICT' },
   { why: 'conflict between signed answers', answers: [['nixos', [1, ['nixos']]], ['third', [2, ['third']]]], expect: 'refuse CONFLICT' },
+  { why: 'a higher-priority answer with no valid signature and a signed lower one: 503, not a conflict', answers: [['nixos', [1, ['rogue']]], ['third', [2, ['third']]]], expect: 'unavailable nixos' },
+  { why: 'the same with quorum: 503', name: 'quorum-x', answers: [['nixos', [1, []]], ['third', [2, ['third', 'nixos']]]], expect: 'unavailable nixos' },
   { why: 'an unsigned dissent is not a conflict', answers: [['nixos', [1, ['nixos']]], ['third', [2, []]]], expect: 'admit nixos [nixos-1]' },
   { why: 'conflict with the NarHash admitted before', answers: [['nixos', [1, ['nixos']]], ['third', 'absent']], remembered: 9, expect: 'refuse CONFLICT_WITH_ADMITTED' },
   { why: 'same NarHash as admitted before', answers: [['nixos', [1, ['nixos']]], ['third', 'absent']], remembered: 1, expect: 'admit nixos [nixos-1]' },
