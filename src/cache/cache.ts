@@ -7,9 +7,10 @@ import type { Readable } from 'node:stream'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { NarthexError, isNarthexError } from '../errors.js'
-import { decide, describeRule, upstreamsToAsk, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
+import { decide, describeRule, ruleFor, upstreamsToAsk, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
 import {
   encodeNix32,
+  fingerprintNarInfo,
   formatNarInfo,
   formatNixHash,
   formatStorePath,
@@ -162,13 +163,7 @@ export class Cache {
         const sources: SourceRecord[] = []
         for (const s of decision.sources) {
           try {
-            sources.push({
-              upstream: s.upstream,
-              url: this.#upstreams.get(s.upstream)!.resolveUrl(s.info.url),
-              compression: s.info.compression,
-              ...(s.info.fileHash ? { fileHash: formatNixHash(s.info.fileHash) } : {}),
-              ...(s.info.fileSize !== undefined ? { fileSize: s.info.fileSize } : {}),
-            })
+            sources.push(this.#sourceOf(s.upstream, s.info))
           } catch (err) {
             log.warn({ upstream: s.upstream, hashPart, err: (err as Error).message }, 'ignoring a source with an unusable NAR URL')
           }
@@ -359,33 +354,86 @@ export class Cache {
     }
     const hashParts = await this.#d.store.narInfosForFile(fileName)
     if (hashParts.length === 0) return { kind: 'absent' }
-    const record = await this.#d.store.getNarInfo(hashParts[0]!)
-    if (!record) return { kind: 'absent' }
+    const admitted = await this.#d.store.getNarInfo(hashParts[0]!)
+    if (!admitted) return { kind: 'absent' }
+    let record: NarInfoRecord = admitted
     const info = parseNarInfo(record.narinfo)
     let allGone = true
-    for (const source of record.sources) {
-      if (source.compression !== parsed.compression) continue
-      const failed = this.#failedSources.get(`${fileName} ${source.upstream}`)
-      if (failed !== undefined) {
-        // Skipped because it just failed: it could not deliver, which is not "gone".
-        if (failed !== 'NOT_FOUND') allGone = false
-        continue
+    const tried = new Set<string>()
+    for (let round = 0; round < 2; round++) {
+      if (round === 1) {
+        // Every known source failed: upstreams that could not be asked when the path was
+        // admitted may offer the same fingerprint now.
+        const refreshed: NarInfoRecord | undefined = this.#closed ? undefined : await this.#refreshSources(hashParts[0]!, record, fileName)
+        if (!refreshed) break
+        record = refreshed
       }
-      const upstream = this.#upstreams.get(source.upstream)
-      if (!upstream) continue
-      // Re-checked with no await since the last look: joining beats a second download.
-      const again = this.#downloads.get(fileName)
-      const download = again && again.state !== 'failed' ? again : this.#start(fileName, info, source, upstream)
-      await download.whenStarted()
-      // Failed before this client got anything (at once, or right after its first bytes): next source.
-      if (download.state === 'failed') {
-        if (!isNarthexError(download.error, 'NOT_FOUND')) allGone = false
-        continue
+      for (const source of record.sources) {
+        if (tried.has(source.upstream)) continue
+        tried.add(source.upstream)
+        if (source.compression !== parsed.compression) continue
+        const failed = this.#failedSources.get(`${fileName} ${source.upstream}`)
+        if (failed !== undefined) {
+          // Skipped because it just failed: it could not deliver, which is not "gone".
+          if (failed !== 'NOT_FOUND') allGone = false
+          continue
+        }
+        const upstream = this.#upstreams.get(source.upstream)
+        if (!upstream) continue
+        // Re-checked with no await since the last look: joining beats a second download.
+        const again = this.#downloads.get(fileName)
+        const download = again && again.state !== 'failed' ? again : this.#start(fileName, info, source, upstream)
+        await download.whenStarted()
+        // Failed before this client got anything (at once, or right after its first bytes): next source.
+        if (download.state === 'failed') {
+          if (!isNarthexError(download.error, 'NOT_FOUND')) allGone = false
+          continue
+        }
+        return this.#follow(download)
       }
-      return this.#follow(download)
     }
     if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
     return allGone ? { kind: 'absent' } : { kind: 'unavailable', retryAfterS: 10 }
+  }
+
+  /**
+   * Asks the rule's upstreams again for an admitted path and adds, as new
+   * sources, those offering exactly the admitted fingerprint. Returns the
+   * updated record, or undefined when no new source turned up.
+   */
+  async #refreshSources(hashPart: string, record: NarInfoRecord, fileName: string): Promise<NarInfoRecord | undefined> {
+    const info = parseNarInfo(record.narinfo)
+    const rule = ruleFor(this.#d.policy, hashPart, info.storePath.name)
+    if (!rule) return undefined
+    const fingerprint = fingerprintNarInfo(info)
+    const known = new Set(record.sources.map((s) => s.upstream))
+    const answers = await this.askUpstreams(hashPart)
+    const added: SourceRecord[] = []
+    for (const name of rule.upstreams) {
+      const a = answers.get(name)
+      if (known.has(name) || a?.kind !== 'present' || fingerprintNarInfo(a.info) !== fingerprint) continue
+      try {
+        added.push(this.#sourceOf(name, a.info))
+      } catch {
+        // an unusable NAR URL: not a source
+      }
+    }
+    if (added.length === 0) return undefined
+    const updated: NarInfoRecord = { ...record, sources: [...record.sources, ...added] }
+    await this.#d.store.putNarInfo(hashPart, fileName, formatNixHash(info.narHash), updated)
+    this.#d.log.info({ path: formatStorePath(info.storePath), added: added.map((s) => s.upstream) }, 'found new sources for a NAR')
+    return updated
+  }
+
+  /** The source record of an upstream's narinfo (its NAR URL resolved on that upstream). */
+  #sourceOf(upstream: string, info: NarInfo): SourceRecord {
+    return {
+      upstream,
+      url: this.#upstreams.get(upstream)!.resolveUrl(info.url),
+      compression: info.compression,
+      ...(info.fileHash ? { fileHash: formatNixHash(info.fileHash) } : {}),
+      ...(info.fileSize !== undefined ? { fileSize: info.fileSize } : {}),
+    }
   }
 
   #follow(download: NarDownload): NarAnswer {

@@ -261,3 +261,41 @@ describe('a cold NAR under load and under a crash', { skip }, () => {
     for (const b of bodies) assert.ok(b.equals(bigBytes))
   })
 })
+
+describe('sources found after admission', { skip }, () => {
+  let first: StaticServer
+  let second: StaticServer
+  let narthex: NarthexProcess
+  let secondDown = true
+  let firstLostNars = false
+
+  before(async () => {
+    first = await startStaticServer(dir1)
+    first.fault = (req) => (firstLostNars && req.url?.startsWith('/nar/') ? { kind: 'status', status: 404 } : undefined)
+    second = await startStaticServer(dir1)
+    second.fault = () => (secondDown ? { kind: 'status', status: 500 } : undefined)
+    narthex = await NarthexProcess.start({
+      upstreams: [upstream('first', first, key1), upstream('second', second, key1)],
+      rules: [{ match: '*', upstreams: ['first', 'second'], minSignatures: 1 }],
+      prefetch: { references: false },
+    })
+  })
+
+  after(async () => {
+    await narthex?.cleanup()
+    await first?.close()
+    await second?.close()
+  })
+
+  test('an upstream that was down at admission becomes a source when the first one loses the NAR', async () => {
+    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.libb!)}.narinfo`)).text())
+    secondDown = false
+    firstLostNars = true
+    const res = await fetch(`${narthex.url}/${info.url}`)
+    assert.equal(res.status, 200)
+    const body = Buffer.from(await res.arrayBuffer())
+    assert.ok(body.equals(await readFile(join(dir1, (await readCacheNarInfo(dir1, paths.libb!)).url))))
+    assert.equal(second.count('/nar/'), 1)
+    assert.equal((await narthex.waitForLog('found new sources')).length, 1)
+  })
+})
