@@ -116,7 +116,7 @@ export class NarDownload extends EventEmitter {
         { ...(this.info.fileHash ? { hash: this.info.fileHash } : {}), ...(this.info.fileSize !== undefined ? { size: this.info.fileSize } : {}) },
         'NAR file',
       )
-      const decompressor = createDecompressor(this.info.compression)
+      const decompressor = createDecompressor(this.info.compression, this.info.fileSize)
       const narSink = new NarSink({ hash: this.info.narHash, size: this.info.narSize })
       const signal = this.#abort.signal
       const file = fh

@@ -30,7 +30,7 @@ export async function verifyNarFile(path: string, expected: NarFileExpectation):
   )
   const nar = new NarSink({ hash: expected.narHash, size: expected.narSize })
   try {
-    await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), file, createDecompressor(expected.compression), nar)
+    await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), file, createDecompressor(expected.compression, expected.fileSize), nar)
   } catch (err) {
     if (isNarthexError(err)) throw err
     const code = (err as NodeJS.ErrnoException).code

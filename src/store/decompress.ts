@@ -1,10 +1,11 @@
 /**
- * Decompression of NAR files as streams, off the event loop, for every
- * compression upstreams use. The choice per format was measured (see
- * bench/decompress/README.md): xz and bzip2 go through the system's `xz` and
- * `bzip2` in a child process (the reference decoders, faster than the npm
- * bindings, and on the other core); zstd through zstd-napi's streaming binding;
- * brotli and gzip through node:zlib's thread pool.
+ * Decompression of NAR files as streams, for every compression upstreams use.
+ * The choice per format was measured (bench/decompress/README.md): large xz,
+ * zstd and bzip2 files go through the system's `xz`, `zstd` and `bzip2` in a
+ * child process (the reference decoders, on the other core, never stalling the
+ * event loop); small xz and zstd files through lzma-native and zstd-napi
+ * in-process (no process start-up); brotli and gzip through node:zlib's thread
+ * pool. Without the commands, the bindings decode everything.
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { createRequire } from 'node:module'
@@ -64,22 +65,34 @@ export function supportedCompressions(): string[] {
 }
 
 /**
+ * Below this compressed size, xz and zstd are decoded in-process: starting a
+ * child process (about 5 ms) costs more than decoding a small NAR, and the
+ * bindings decode small inputs fast (bench/decompress/README.md). Above it the
+ * child process wins: faster for xz, and zstd-napi's synchronous chunks would
+ * stall the event loop by tens of milliseconds on large files.
+ */
+export const IN_PROCESS_MAX_BYTES = 512 * 1024
+
+/**
  * A stream that decompresses `compression` (a narinfo `Compression:` value).
  * Corrupt input errors it (child-process decoders with NAR_INVALID; library
  * decoders with their own errors, which callers report as NAR_INVALID).
+ * @param compressedSize the input's size when known (the narinfo's FileSize): picks the decoder.
  * @throws NarthexError COMPRESSION_UNSUPPORTED for methods this machine cannot decode.
  */
-export function createDecompressor(compression: string): Duplex {
+export function createDecompressor(compression: string, compressedSize?: number): Duplex {
+  const small = compressedSize !== undefined && compressedSize <= IN_PROCESS_MAX_BYTES
   switch (compression) {
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 })
     case 'xz':
-      if (hasCommand('xz')) return spawnFilter('xz', ['-dc', '-T1'], 'xz')
+      if (!small && hasCommand('xz')) return spawnFilter('xz', ['-dc', '-T1'], 'xz')
       return (require('lzma-native') as { createDecompressor(): Duplex }).createDecompressor()
     case 'zstd':
+      if (!small && hasCommand('zstd')) return spawnFilter('zstd', ['-dc', '-q'], 'zstd')
       return new (require('zstd-napi') as { DecompressStream: new () => Duplex }).DecompressStream()
     case 'br':
-      return createBrotliDecompress()
+      return createBrotliDecompress({ chunkSize: 128 * 1024 })
     case 'gzip':
       return createGunzip()
     case 'bzip2':

@@ -51,9 +51,12 @@ for (const compression of ['xz', 'zstd', 'bzip2', 'none']) {
       const file = readFileSync(new URL(info.url, dir))
       assert.equal(file.length, info.fileSize)
       assert.equal(formatNixHash(sha256Of(file)), formatNixHash(info.fileHash!))
-      const sink = new NarSink({ hash: info.narHash, size: info.narSize })
-      await pipeline(Readable.from([file]), createDecompressor(compression), sink)
-      assert.equal(sink.result?.size, info.narSize)
+      // Both decoders: a child process (size unknown or large) and in-process (small file).
+      for (const size of [undefined, info.fileSize]) {
+        const sink = new NarSink({ hash: info.narHash, size: info.narSize })
+        await pipeline(Readable.from([file]), createDecompressor(compression, size), sink)
+        assert.equal(sink.result?.size, info.narSize)
+      }
     }
   })
 }
@@ -65,7 +68,9 @@ test('corrupt compressed data fails with an error, not a wrong hash or a hang', 
     const info = parseNarInfo(readFileSync(new URL(f, dir), 'utf8'))
     const file = Buffer.from(readFileSync(new URL(info.url, dir)))
     file[Math.floor(file.length / 2)]! ^= 0xff
-    const sink = new NarSink({ hash: info.narHash, size: info.narSize })
-    await assert.rejects(pipeline(Readable.from([file]), createDecompressor(compression), sink), compression)
+    for (const size of [undefined, file.length]) {
+      const sink = new NarSink({ hash: info.narHash, size: info.narSize })
+      await assert.rejects(pipeline(Readable.from([file]), createDecompressor(compression, size), sink), compression)
+    }
   }
 })
