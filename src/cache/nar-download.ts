@@ -178,7 +178,8 @@ export class NarDownload extends EventEmitter {
   }
 }
 
-const READ_CHUNK = 256 * 1024
+// Small enough that many clients following one download hold little memory each.
+const READ_CHUNK = 64 * 1024
 
 /**
  * Reads a file while a {@link NarDownload} writes it: up to all bytes but the

@@ -160,6 +160,8 @@ export function createNarthexServer(deps: ServerDeps): Server {
       // Still downloading: no ranges; the last byte waits for verification.
       if (answer.size !== undefined) headers['content-length'] = answer.size
       res.writeHead(200, headers)
+      // Headers go out at once: the client sees the answer start while the bytes are still coming.
+      res.flushHeaders()
       if (head) {
         answer.stream.destroy()
         res.end()

@@ -49,6 +49,8 @@ export class AuditLog {
   #seq = 0
   #prev = GENESIS
   #queue: Promise<void> = Promise.resolve()
+  #writing = false
+  readonly #pending: Array<{ event: AuditEvent; resolve: () => void; reject: (err: unknown) => void }> = []
 
   private constructor(readonly path: string) {}
 
@@ -68,25 +70,49 @@ export class AuditLog {
     return log
   }
 
-  /** Appends an event; resolves once it is written and synced. */
+  /**
+   * Appends an event; resolves once it is written and synced. Events appended
+   * while a write is in progress are written together with one fsync (group
+   * commit), so many concurrent admissions cost one sync, not one each.
+   */
   append(event: AuditEvent): Promise<void> {
-    const run = async () => {
-      const body = { seq: this.#seq + 1, time: new Date().toISOString(), ...event, prev: this.#prev }
-      const hash = entryHash(body)
-      const line = `${JSON.stringify({ ...body, hash })}\n`
-      const fh = await open(this.path, 'a')
-      try {
-        await fh.appendFile(line)
-        await fh.datasync()
-      } finally {
-        await fh.close()
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ event, resolve, reject })
+      if (!this.#writing) this.#queue = this.#drain()
+    })
+  }
+
+  async #drain(): Promise<void> {
+    this.#writing = true
+    try {
+      while (this.#pending.length > 0) {
+        const batch = this.#pending.splice(0)
+        let seq = this.#seq
+        let prev = this.#prev
+        let text = ''
+        for (const { event } of batch) {
+          const body = { seq: ++seq, time: new Date().toISOString(), ...event, prev }
+          prev = entryHash(body)
+          text += `${JSON.stringify({ ...body, hash: prev })}\n`
+        }
+        try {
+          const fh = await open(this.path, 'a')
+          try {
+            await fh.appendFile(text)
+            await fh.datasync()
+          } finally {
+            await fh.close()
+          }
+          this.#seq = seq
+          this.#prev = prev
+          for (const p of batch) p.resolve()
+        } catch (err) {
+          for (const p of batch) p.reject(err)
+        }
       }
-      this.#seq = body.seq
-      this.#prev = hash
+    } finally {
+      this.#writing = false
     }
-    const next = this.#queue.then(run, run)
-    this.#queue = next.catch(() => undefined)
-    return next
   }
 
   /** Resolves when every append so far is written. */

@@ -48,3 +48,12 @@ test('truncating the tail is not detectable by the chain alone, but the count sh
   await writeFile(path, `${lines.slice(0, 3).join('\n')}\n`)
   assert.deepEqual(await verifyAuditLog(path), { ok: true, entries: 3 })
 })
+
+test('concurrent appends are written together and keep one valid chain', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'narthex-audit-'))
+  const log = await AuditLog.open(dir)
+  await Promise.all(Array.from({ length: 50 }, (_, i) => log.append({ decision: 'admit', storePath: `/nix/store/${'b'.repeat(32)}-p${i}` })))
+  assert.deepEqual(await verifyAuditLog(auditLogPath(dir)), { ok: true, entries: 50 })
+  const lines = (await readFile(auditLogPath(dir), 'utf8')).trim().split('\n')
+  assert.deepEqual(lines.map((l) => (JSON.parse(l) as { seq: number }).seq), Array.from({ length: 50 }, (_, i) => i + 1))
+})
