@@ -2,11 +2,12 @@
 // The least a node:http server can do for narthex's two hot answers, to tell
 // narthex's own overhead from node's: a stored narinfo from memory, and a
 // stored NAR file, the way narthex sends it (createReadStream, 1 MiB chunks,
-// pipeline) and with a few reused 1 MiB buffers instead (fs.read + res.write,
-// waiting for 'drain').
+// pipeline) and with three reused 1 MiB buffers instead (fs.read + res.write;
+// a buffer is read into again once its write callback ran, and 'drain' is
+// awaited when res.write says so).
 //
-//   node ceiling-server.mjs CACHE_DIR   (prints the URL; GET /<hash>.narinfo,
-//                                        /stream/<path>, /reuse/<path>)
+//   node ceiling-server.mjs CACHE_DIR [--ballast MIB]
+//   (prints the URL; GET /<hash>.narinfo, /stream/<path>, /data/<path>, /reuse/<path>)
 import { createReadStream } from 'node:fs'
 import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { createServer } from 'node:http'
@@ -14,6 +15,12 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 
 const dir = process.argv[2]
+// --ballast MIB: keep that much in live JS objects, like a server's heap, to see what it does to GC.
+const bi = process.argv.indexOf('--ballast')
+const ballast = []
+if (bi > 0) {
+  for (let i = 0; i < Number(process.argv[bi + 1]) * 1024; i++) ballast.push({ i, s: `entry ${i}`.repeat(20), a: [i, i + 1, i + 2] })
+}
 const narinfos = new Map()
 for (const f of await readdir(dir)) {
   if (f.endsWith('.narinfo')) narinfos.set(`/${f}`, await readFile(join(dir, f), 'utf8'))
@@ -23,18 +30,22 @@ if (narinfos.size === 0) throw new Error('no narinfos')
 async function sendReused(path, res) {
   const size = (await stat(path)).size
   const fh = await open(path, 'r')
-  const bufs = [Buffer.allocUnsafe(1 << 20), Buffer.allocUnsafe(1 << 20), Buffer.allocUnsafe(1 << 20)]
+  // A buffer is reused only once the socket has taken it (its write callback ran).
+  const ring = [0, 1, 2].map(() => ({ buf: Buffer.allocUnsafe(1 << 20), free: Promise.resolve() }))
   res.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': size })
   try {
     let pos = 0
-    let i = 0
-    while (pos < size && !res.destroyed) {
-      const buf = bufs[i++ % bufs.length]
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+    for (let i = 0; pos < size && !res.destroyed; i++) {
+      const slot = ring[i % ring.length]
+      await slot.free
+      const { bytesRead } = await fh.read(slot.buf, 0, slot.buf.length, pos)
       if (bytesRead === 0) break
       pos += bytesRead
-      // The buffer is reused two reads later: wait for the socket to take it when it is full.
-      if (!res.write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))) {
+      let release
+      slot.free = new Promise((r) => (release = r))
+      const more = res.write(bytesRead === slot.buf.length ? slot.buf : slot.buf.subarray(0, bytesRead), () => release())
+      res.once('close', release)
+      if (!more) {
         await new Promise((resolve) => {
           const done = () => {
             res.off('drain', done)
@@ -45,6 +56,7 @@ async function sendReused(path, res) {
           res.on('close', done)
         })
       }
+      res.off('close', release)
     }
     res.end()
   } finally {
@@ -60,7 +72,7 @@ const server = createServer((req, res) => {
     res.end(text)
     return
   }
-  const m = /^\/(stream|reuse)\/(nar\/[0-9a-z]+\.nar(?:\.[a-z]+)?)$/.exec(url)
+  const m = /^\/(stream|data|reuse)\/(nar\/[0-9a-z]+\.nar(?:\.[a-z]+)?)$/.exec(url)
   if (!m) {
     res.writeHead(404).end()
     return
@@ -73,7 +85,11 @@ const server = createServer((req, res) => {
   stat(path).then(
     (st) => {
       res.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': st.size })
-      pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), res).catch(() => res.destroy())
+      const stream = createReadStream(path, { highWaterMark: 1 << 20 })
+      // /data/: also counts bytes with a 'data' listener, as narthex's sendStream does.
+      let sent = 0
+      if (m[1] === 'data') stream.on('data', (c) => (sent += c.length))
+      pipeline(stream, res).catch(() => res.destroy())
     },
     () => res.writeHead(404).end(),
   )

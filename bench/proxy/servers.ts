@@ -169,11 +169,14 @@ export class Narthex {
     const configFile = join(dir, 'narthex.yaml')
     await writeFile(configFile, JSON.stringify(config, null, 2))
     const err = openSync(this.logFile, 'a')
+    // narthex writes nothing on stdout; node's diagnostics (--trace-gc) do.
+    const out = openSync(join(dir, 'stdout.log'), 'a')
     this.child = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), bin, 'serve', '--config', configFile], {
       cwd: dir,
-      stdio: ['ignore', 'ignore', err],
+      stdio: ['ignore', out, err],
     })
     closeSync(err)
+    closeSync(out)
     const deadline = Date.now() + 20_000
     for (;;) {
       const text = await readFile(this.logFile, 'utf8').catch(() => '')
