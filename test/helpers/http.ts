@@ -18,3 +18,33 @@ export function rawRequest(baseUrl: string, path: string, method = 'GET', header
     req.end()
   })
 }
+
+/**
+ * One plain GET on a fresh connection: the status, the body received, and
+ * whether it arrived complete. A connection cut off midway (narthex killed, a
+ * NAR failing verification) resolves with `complete: false` instead of failing.
+ */
+export function getOnce(url: string, timeoutMs = 30_000): Promise<{ status: number; body: Buffer; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: false, headers: { connection: 'close' } }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      // Whichever comes first: the end, or the connection cut off.
+      for (const ev of ['end', 'error', 'aborted', 'close']) res.on(ev, () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: res.complete }))
+    })
+    req.on('error', reject)
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs / 1000} s`)))
+    req.end()
+  })
+}
+
+/** A small deterministic pseudo-random generator (xorshift32), so a run can be repeated from its seed. */
+export function seededRandom(seed: number): () => number {
+  let x = seed >>> 0 || 1
+  return () => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    return (x >>> 0) / 2 ** 32
+  }
+}

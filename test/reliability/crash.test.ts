@@ -12,10 +12,10 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { encodeNix32, narFileName, parseNarInfo, parsePublicKey, validSigners, type Compression, type NarInfo } from '../../src/protocol/index.js'
+import { getOnce, seededRandom } from '../helpers/http.js'
 import { hashPartOf, readCacheNarInfo } from '../helpers/caches.js'
 import { NarthexProcess } from '../helpers/narthex.js'
 import { NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
@@ -33,32 +33,7 @@ const LARGE_RATE = 1024 * 1024
 const CLIENTS = 6
 const KILL_AFTER_MS: [number, number] = [150, 2500]
 
-/** xorshift32: the same kill points and choices for the same seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 2 ** 32
-  }
-}
 
-/** One plain GET on a fresh connection: status, body, and whether the body arrived complete. */
-function get(url: string): Promise<{ status: number; body: Buffer; complete: boolean }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, headers: { connection: 'close' } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: res.complete }))
-      // Cut off (narthex killed): whichever of these comes first.
-      for (const ev of ['error', 'aborted', 'close']) res.on(ev, () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: res.complete }))
-    })
-    req.on('error', reject)
-    req.setTimeout(30_000, () => req.destroy(new Error(`no answer from ${url} within 30 s`)))
-    req.end()
-  })
-}
 
 interface Expected {
   storePath: string
@@ -128,7 +103,7 @@ describe('SIGKILL at random moments of a mixed load', { skip }, () => {
   })
 
   test(`${ITERATIONS} kills: the store as each crash left it is sound, nothing answered is lost, and everything is served again`, async (t) => {
-    const random = rng(seed)
+    const random = seededRandom(seed)
     t.diagnostic(`seed ${seed} (NARTHEX_CRASH_SEED=${seed} repeats this run)`)
     const publicKey = parsePublicKey(narthex.publicKey)
     const byHash = new Map(expected.map((e) => [hashPartOf(e.storePath), e]))
@@ -152,7 +127,7 @@ describe('SIGKILL at random moments of a mixed load', { skip }, () => {
           const e = pool[Math.floor(random() * pool.length)]!
           const hashPart = hashPartOf(e.storePath)
           try {
-            const ni = await get(`${base}/${hashPart}.narinfo`)
+            const ni = await getOnce(`${base}/${hashPart}.narinfo`)
             if (ni.status === 503) {
               figures.unavailable++
               continue
@@ -167,7 +142,7 @@ describe('SIGKILL at random moments of a mixed load', { skip }, () => {
               continue
             }
             answeredNarinfos.add(hashPart)
-            const nar = await get(`${base}/${info.url}`)
+            const nar = await getOnce(`${base}/${info.url}`)
             if (nar.status === 503) figures.unavailable++
             else if (nar.status !== 200) problems.push(`${info.url}: ${nar.status}`)
             else if (!nar.complete) {
@@ -217,12 +192,12 @@ describe('SIGKILL at random moments of a mixed load', { skip }, () => {
     throttle = false
     await narthex.restart()
     for (const e of expected) {
-      const ni = await get(`${narthex.url}/${hashPartOf(e.storePath)}.narinfo`)
+      const ni = await getOnce(`${narthex.url}/${hashPartOf(e.storePath)}.narinfo`)
       assert.equal(ni.status, 200, e.storePath)
       const info = parseNarInfo(ni.body.toString('utf8'))
       assert.deepEqual(validSigners(info, [publicKey]), [publicKey.name])
       assert.ok(info.narHash.digest.equals(e.info.narHash.digest))
-      const nar = await get(`${narthex.url}/${info.url}`)
+      const nar = await getOnce(`${narthex.url}/${info.url}`)
       assert.equal(nar.status, 200, info.url)
       assert.ok(nar.complete, info.url)
       assert.equal(createHash('sha256').update(nar.body).digest('hex'), e.fileSha, info.url)

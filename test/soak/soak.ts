@@ -13,10 +13,10 @@
  */
 import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { encodeNix32, narFileName, parseNarInfo, parsePublicKey, validSigners, type Compression, type NarInfo } from '../../src/protocol/index.js'
+import { getOnce, seededRandom } from '../helpers/http.js'
 import { hashPartOf, readCacheNarInfo } from '../helpers/caches.js'
 import { NarthexProcess } from '../helpers/narthex.js'
 import { NixEnv, nixAvailable } from '../helpers/nix.js'
@@ -40,31 +40,10 @@ const SMALL_PATHS = Number(args.paths)
 const SEED = Number(args.seed ?? Math.floor(Math.random() * 2 ** 31))
 const SAMPLE_MS = 2000
 
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 2 ** 32
-  }
-}
-const random = rng(SEED)
+const random = seededRandom(SEED)
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
 const log = (msg: string) => process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 
-function get(url: string): Promise<{ status: number; body: Buffer; complete: boolean }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, headers: { connection: 'close' } }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      for (const ev of ['end', 'error', 'aborted', 'close']) res.on(ev, () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), complete: res.complete }))
-    })
-    req.on('error', reject)
-    req.setTimeout(60_000, () => req.destroy(new Error(`no answer from ${url} within 60 s`)))
-    req.end()
-  })
-}
 
 interface Path {
   storePath: string
@@ -92,7 +71,7 @@ function sample(pid: number, t0: number): Sample {
 }
 
 async function heapUsedMiB(url: string): Promise<number> {
-  const metrics = (await get(`${url}/metrics`)).body.toString()
+  const metrics = (await getOnce(`${url}/metrics`, 60_000)).body.toString()
   return Number(/^narthex_nodejs_heap_size_used_bytes (\S+)/m.exec(metrics)?.[1] ?? NaN) / 2 ** 20
 }
 
@@ -268,7 +247,7 @@ async function main(): Promise<number> {
         const hashPart = typeof target === 'string' ? target : target.hashPart
         try {
           stats.requests++
-          const ni = await get(`${narthex.url}/${hashPart}.narinfo`)
+          const ni = await getOnce(`${narthex.url}/${hashPart}.narinfo`, 60_000)
           bump(stats.narinfo, ni.status)
           if (typeof target === 'string') {
             if (ni.status !== 404 && ni.status !== 503) fail(`absent ${hashPart}.narinfo: ${ni.status}`)
@@ -292,7 +271,7 @@ async function main(): Promise<number> {
           stats.requests++
           // A download that fails before any byte of this response went out closes the connection
           // without a response (the last byte is held back, so not even the headers were flushed).
-          const nar = await get(`${narthex.url}/${info.url}`).catch((err: Error) => {
+          const nar = await getOnce(`${narthex.url}/${info.url}`, 60_000).catch((err: Error) => {
             if (err.message !== 'socket hang up') throw err
             return { status: 200, body: Buffer.alloc(0), complete: false }
           })
@@ -328,7 +307,7 @@ async function main(): Promise<number> {
     faulting = false
     const quietDeadline = Date.now() + 30_000
     while (Date.now() < quietDeadline) {
-      const metrics = await get(`${narthex.url}/metrics`)
+      const metrics = await getOnce(`${narthex.url}/metrics`, 60_000)
       const inFlight = Number(/^narthex_nar_downloads_in_flight(?:\{[^}]*\})? (\d+)/m.exec(metrics.body.toString())?.[1] ?? 0)
       if (inFlight === 0) break
       await new Promise((r) => setTimeout(r, 250))
@@ -351,12 +330,12 @@ async function main(): Promise<number> {
     const badBytesFrom = (storePath: string) =>
       new Set(narthex.logged('NAR failed verification').filter((l) => l.path === storePath).map((l) => l.upstream as string))
     for (const p of paths) {
-      let ni = await get(`${narthex.url}/${p.hashPart}.narinfo`)
-      let nar = ni.status === 200 ? await get(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8')).url}`) : undefined
+      let ni = await getOnce(`${narthex.url}/${p.hashPart}.narinfo`, 60_000)
+      let nar = ni.status === 200 ? await getOnce(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8', 60_000)).url}`) : undefined
       for (const retryUntil = Date.now() + 10_000; (ni.status === 503 || nar?.status === 503 || nar?.status === 404) && Date.now() < retryUntil; ) {
         await new Promise((r) => setTimeout(r, 500))
-        ni = await get(`${narthex.url}/${p.hashPart}.narinfo`)
-        nar = ni.status === 200 ? await get(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8')).url}`) : undefined
+        ni = await getOnce(`${narthex.url}/${p.hashPart}.narinfo`, 60_000)
+        nar = ni.status === 200 ? await getOnce(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8', 60_000)).url}`) : undefined
       }
       if (nar?.status === 503 && badBytesFrom(p.storePath).size === 2) heldOut++
       else if (!nar || nar.status !== 200 || !nar.complete || createHash('sha256').update(nar.body).digest('hex') !== p.fileSha) fail(`final fetch of ${p.storePath}: ${ni.status}/${nar?.status}`)
