@@ -331,11 +331,11 @@ async function main(): Promise<number> {
       new Set(narthex.logged('NAR failed verification').filter((l) => l.path === storePath).map((l) => l.upstream as string))
     for (const p of paths) {
       let ni = await getOnce(`${narthex.url}/${p.hashPart}.narinfo`, 60_000)
-      let nar = ni.status === 200 ? await getOnce(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8', 60_000)).url}`) : undefined
+      let nar = ni.status === 200 ? await getOnce(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8')).url}`, 60_000) : undefined
       for (const retryUntil = Date.now() + 10_000; (ni.status === 503 || nar?.status === 503 || nar?.status === 404) && Date.now() < retryUntil; ) {
         await new Promise((r) => setTimeout(r, 500))
         ni = await getOnce(`${narthex.url}/${p.hashPart}.narinfo`, 60_000)
-        nar = ni.status === 200 ? await getOnce(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8', 60_000)).url}`) : undefined
+        nar = ni.status === 200 ? await getOnce(`${narthex.url}/${parseNarInfo(ni.body.toString('utf8')).url}`, 60_000) : undefined
       }
       if (nar?.status === 503 && badBytesFrom(p.storePath).size === 2) heldOut++
       else if (!nar || nar.status !== 200 || !nar.complete || createHash('sha256').update(nar.body).digest('hex') !== p.fileSha) fail(`final fetch of ${p.storePath}: ${ni.status}/${nar?.status}`)
