@@ -2,6 +2,7 @@
 // Decompress-and-hash benchmark for narthex NAR verification.
 //
 //   node bench/decompress/run.mjs [--runs N] [--keep] [--only REGEX] [--skip-big] [--skip-small]
+//   node bench/decompress/run.mjs --report /tmp/narbench/results.json   (re-print tables)
 //   env: NARBENCH_DIR (default /tmp/narbench), NARBENCH_BIG_MIB (default 256),
 //        NARBENCH_SRC=/usr/bin (dump a real tree as the big NAR instead),
 //        UNBZIP2_PREFIX (default /tmp/bzt)
@@ -157,7 +158,7 @@ async function prepare() {
   }
   // small (~4 KiB .xz) and mid sizes for the fixed-cost / crossover test
   const sized = { small: null, '256K': 0.25, '1M': 1, '16M': 16 };
-  for (const [name, mib] of Object.entries(sized)) {
+  for (const [name, mib] of Object.entries(flag('--skip-small') ? {} : sized)) {
     const nar = path.join(DIR, `${name}.nar`);
     if (!fs.existsSync(nar)) {
       const src = path.join(DIR, `src-${name}`);
@@ -296,72 +297,100 @@ function table(headers, rows) {
 
 function sizeOf(f) { return fs.statSync(f).size; }
 
+const busyCol = (rs) => `${rs.filter((r) => (r.others ?? 0) > RETRY_OTHERS).length}/${rs.length}`;
+// Each raw result carries inputBytes/narBytes so --report can re-render it.
+const withSizes = (r, nar, ext) => Object.assign(r, { inputBytes: sizeOf(fileFor(nar, ext)), narBytes: sizeOf(nar) });
+
+function renderBig(res, kinds) {
+  const rows = Object.entries(res).map(([label, rs]) => {
+    const ms = median(rs.map((r) => r.ms));
+    const node = kinds[label] === 'node';
+    const narBytes = rs[0].narBytes;
+    return [
+      label,
+      (rs[0].inputBytes / MiB).toFixed(1),
+      fmt(ms / 1000), `${fmt(Math.min(...rs.map((r) => r.ms)) / 1000)}–${fmt(Math.max(...rs.map((r) => r.ms)) / 1000)}`,
+      fmt(narBytes / MiB / (ms / 1000), 0),
+      node ? fmt(median(rs.map((r) => r.cpuMs)) / 1000) : '–',
+      node ? fmt(median(rs.map((r) => r.lag.p99))) : '–',
+      node ? fmt(Math.max(...rs.map((r) => r.lag.max))) : '–',
+      node ? fmt(Math.max(...rs.map((r) => r.eld.max))) : '–',
+      busyCol(rs),
+    ];
+  });
+  const n = Object.values(res)[0]?.length ?? RUNS;
+  return table(['method', 'input MiB', `wall s (median of ${n})`, 'min–max s', 'MiB/s (NAR)', 'node CPU s', 'lag p99 ms', 'lag max ms', 'ELD max ms', 'contended'], rows);
+}
+
+function renderSized(res, iters) {
+  const rows = Object.entries(res).map(([label, rs]) => [
+    label,
+    `${rs[0].inputBytes}`,
+    fmt(median(rs.map((r) => r.ms))),
+    fmt(median(rs.map((r) => r.perFileMs)), 3),
+    fmt(median(rs.map((r) => r.cpuMs)) / iters, 3),
+    fmt(median(rs.map((r) => r.lag.p99))),
+    fmt(Math.max(...rs.map((r) => r.lag.max))),
+    busyCol(rs),
+  ]);
+  const n = Object.values(res)[0]?.length ?? RUNS;
+  return table(['method', 'input bytes', `total ms (${iters} files, median of ${n})`, 'ms / file', 'node CPU ms / file', 'lag p99 ms', 'lag max ms', 'contended'], rows);
+}
+
+const BIG_KINDS = Object.fromEntries(BIG_METHODS.map(([l, k]) => [l, k]));
+
 async function benchBig(nar) {
   const expected = createHash('sha256').update(fs.readFileSync(nar)).digest('hex');
-  const narSize = sizeOf(nar);
   const methods = BIG_METHODS.filter(([label, , m]) => !ONLY || ONLY.test(label) || ONLY.test(String(m)));
-  const res = new Map(methods.map(([l]) => [l, []]));
+  const res = Object.fromEntries(methods.map(([l]) => [l, []]));
   for (let round = 0; round < RUNS; round++) {
     for (const [label, kind, m, ext] of methods) {
       const f = fileFor(nar, ext);
       const r = measured(label, () => (kind === 'shell' ? runShell(m(nar)) : runWorker(['big', m, f])));
       if (r.digest !== expected) throw new Error(`${label}: digest mismatch ${r.digest} != ${expected}`);
-      res.get(label).push(r);
+      res[label].push(withSizes(r, nar, ext));
       log(`big round ${round + 1}/${RUNS} ${label}: ${(r.ms / 1000).toFixed(2)} s`);
     }
   }
-  const rows = methods.map(([label, kind, , ext]) => {
-    const rs = res.get(label);
-    const ms = median(rs.map((r) => r.ms));
-    const node = kind === 'node';
-    return [
-      label,
-      ext ? `${(sizeOf(fileFor(nar, ext)) / MiB).toFixed(1)}` : `${(narSize / MiB).toFixed(1)}`,
-      fmt(ms / 1000), `${fmt(Math.min(...rs.map((r) => r.ms)) / 1000)}–${fmt(Math.max(...rs.map((r) => r.ms)) / 1000)}`,
-      fmt(narSize / MiB / (ms / 1000), 0),
-      node ? fmt(median(rs.map((r) => r.cpuMs)) / 1000) : '–',
-      node ? fmt(median(rs.map((r) => r.lag.p99))) : '–',
-      node ? fmt(Math.max(...rs.map((r) => r.lag.max))) : '–',
-      node ? fmt(Math.max(...rs.map((r) => r.eld.max))) : '–',
-    ];
-  });
-  return {
-    raw: Object.fromEntries(res),
-    text: table(['method', 'input MiB', `wall s (median of ${RUNS})`, 'min–max s', 'MiB/s (NAR)', 'node CPU s', 'lag p99 ms', 'lag max ms', 'ELD max ms'], rows),
-  };
+  return { raw: res, text: renderBig(res, BIG_KINDS) };
 }
 
 async function benchSized(name, nar) {
   const iters = SIZED_ITERS[name];
   const expected = createHash('sha256').update(fs.readFileSync(nar)).digest('hex');
   const methods = SMALL_METHODS.filter(([label, m]) => !ONLY || ONLY.test(label) || ONLY.test(m));
-  const res = new Map(methods.map(([l]) => [l, []]));
+  const res = Object.fromEntries(methods.map(([l]) => [l, []]));
   for (let round = 0; round < RUNS; round++) {
     for (const [label, m, ext] of methods) {
       const r = measured(`${name} ${label}`, () => runWorker(['small', m, fileFor(nar, ext), String(iters)]));
       if (r.digest !== expected) throw new Error(`${label}: digest mismatch`);
-      res.get(label).push(r);
+      res[label].push(withSizes(r, nar, ext));
       log(`${name} round ${round + 1}/${RUNS} ${label}: ${r.perFileMs.toFixed(3)} ms/file`);
     }
   }
-  const rows = methods.map(([label, , ext]) => {
-    const rs = res.get(label);
-    return [
-      label,
-      `${sizeOf(fileFor(nar, ext))}`,
-      fmt(median(rs.map((r) => r.ms))),
-      fmt(median(rs.map((r) => r.perFileMs)), 3),
-      fmt(median(rs.map((r) => r.cpuMs)) / iters, 3),
-      fmt(median(rs.map((r) => r.lag.p99))),
-      fmt(Math.max(...rs.map((r) => r.lag.max))),
-    ];
-  });
-  return {
-    raw: Object.fromEntries(res),
-    text: table(['method', 'input bytes', `total ms (${iters} files, median of ${RUNS})`, 'ms / file', 'node CPU ms / file', 'lag p99 ms', 'lag max ms'], rows),
-    narBytes: sizeOf(nar),
-    iters,
-  };
+  return { raw: res, text: renderSized(res, iters), narBytes: sizeOf(nar), iters };
+}
+
+function printHeader(name, narBytes, iters) {
+  if (name === 'big') {
+    console.log(`\n## ${SRC ? `NAR of ${SRC}` : 'synthetic NAR'} (${(narBytes / MiB).toFixed(1)} MiB): decompress + sha256 (wall = whole pipeline)\n`);
+    console.log('xz -6 -T1, zstd -3, bzip2 -9, brotli q5/lgwin22 (node zlib). "contended" = runs during which other processes');
+    console.log(`still used > ${RETRY_OTHERS * 100}% of the machine after retries.\n`);
+  } else {
+    console.log(`\n## ${name} NAR (${narBytes} bytes uncompressed): ${iters} sequential decompress+sha256 in one process\n`);
+  }
+}
+
+// --report FILE: re-render the tables of an earlier results.json
+function report(file) {
+  const out = JSON.parse(fs.readFileSync(file, 'utf8'));
+  console.log('## Machine / versions\n');
+  for (const [k, val] of Object.entries(out.env)) console.log(`- ${k}: ${val}`);
+  for (const [name, res] of Object.entries(out.results)) {
+    const first = Object.values(res)[0][0];
+    if (name === 'big') { printHeader(name, first.narBytes); console.log(renderBig(res, BIG_KINDS)); }
+    else { printHeader(name, first.narBytes, SIZED_ITERS[name]); console.log(renderSized(res, SIZED_ITERS[name])); }
+  }
 }
 
 function versions() {
@@ -394,6 +423,7 @@ function versions() {
 }
 
 async function main() {
+  if (opt('--report')) return report(opt('--report'));
   const env = versions();
   console.log('## Machine / versions\n');
   for (const [k, val] of Object.entries(env)) console.log(`- ${k}: ${val}`);
@@ -403,8 +433,7 @@ async function main() {
     log('big NAR benchmark…');
     const r = await benchBig(sets.big);
     out.results.big = r.raw;
-    console.log(`\n## ${SRC ? `NAR of ${SRC}` : `${BIG_MIB} MiB synthetic NAR`}: decompress + sha256 (wall = whole pipeline)\n`);
-    console.log(`NAR ${(sizeOf(sets.big) / MiB).toFixed(1)} MiB; xz -6 -T1, zstd -3, bzip2 -9, brotli q5/lgwin22 (node zlib)\n`);
+    printHeader('big', sizeOf(sets.big));
     console.log(r.text);
   }
   if (!flag('--skip-small')) {
@@ -412,7 +441,7 @@ async function main() {
       log(`${name} NAR benchmark…`);
       const r = await benchSized(name, sets[name]);
       out.results[name] = r.raw;
-      console.log(`\n## ${name} NAR (${r.narBytes} bytes uncompressed): ${r.iters} sequential decompress+sha256 in one process\n`);
+      printHeader(name, r.narBytes, r.iters);
       console.log(r.text);
     }
   }
