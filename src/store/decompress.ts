@@ -1,11 +1,11 @@
 /**
  * Decompression of NAR files as streams, for every compression upstreams use.
- * The choice per format was measured (bench/decompress/README.md): large xz,
+ * The choice per format was measured (bench/decompress/README.md): xz, large
  * zstd and bzip2 files go through the system's `xz`, `zstd` and `bzip2` in a
  * child process (the reference decoders, on the other core, never stalling the
- * event loop); small xz and zstd files through lzma-native and zstd-napi
- * in-process (no process start-up); brotli and gzip through node:zlib's thread
- * pool. Without the commands, the bindings decode everything.
+ * event loop); small zstd files through zstd-napi in-process (no process
+ * start-up); brotli and gzip through node:zlib's thread pool. Without the
+ * commands, the bindings (lzma-native, zstd-napi) decode everything.
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { createRequire } from 'node:module'
@@ -65,11 +65,10 @@ export function supportedCompressions(): string[] {
 }
 
 /**
- * Below this compressed size, xz and zstd are decoded in-process: starting a
- * child process (about 5 ms) costs more than decoding a small NAR, and the
- * bindings decode small inputs fast (bench/decompress/README.md). Above it the
- * child process wins: faster for xz, and zstd-napi's synchronous chunks would
- * stall the event loop by tens of milliseconds on large files.
+ * Below this compressed size, zstd is decoded in-process: starting a child
+ * process (about 5 ms) costs more than decoding a small NAR (bench/decompress/
+ * README.md). Above it the child process wins: zstd-napi's synchronous chunks
+ * would stall the event loop by tens of milliseconds on large files.
  */
 export const IN_PROCESS_MAX_BYTES = 512 * 1024
 
@@ -86,7 +85,10 @@ export function createDecompressor(compression: string, compressedSize?: number)
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 })
     case 'xz':
-      if (!small && hasCommand('xz')) return spawnFilter('xz', ['-dc', '-T1'], 'xz')
+      // Always a child process when `xz` exists: liblzma allocates the whole dictionary (8 MiB
+      // at Nix's default preset) per decoder, which in-process would count against narthex's
+      // memory for every concurrent download, however small the NAR.
+      if (hasCommand('xz')) return spawnFilter('xz', ['-dc', '-T1'], 'xz')
       return (require('lzma-native') as { createDecompressor(): Duplex }).createDecompressor()
     case 'zstd':
       if (!small && hasCommand('zstd')) return spawnFilter('zstd', ['-dc', '-q'], 'zstd')
