@@ -15,7 +15,7 @@
 // Needs: xz, zstd, bzip2, sha256sum, nix-store (only for the NAR dump; a
 // hand-written NAR serialiser is used if nix-store is absent).  Optional:
 // unbzip2-stream installed with `npm install --prefix /tmp/bzt unbzip2-stream`.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -371,9 +371,9 @@ async function benchSized(name, nar) {
   return { raw: res, text: renderSized(res, iters), narBytes: sizeOf(nar), iters };
 }
 
-function printHeader(name, narBytes, iters) {
+function printHeader(name, narBytes, iters, src = SRC) {
   if (name === 'big') {
-    console.log(`\n## ${SRC ? `NAR of ${SRC}` : 'synthetic NAR'} (${(narBytes / MiB).toFixed(1)} MiB): decompress + sha256 (wall = whole pipeline)\n`);
+    console.log(`\n## ${src ? `NAR of ${src}` : 'synthetic NAR'} (${(narBytes / MiB).toFixed(1)} MiB): decompress + sha256 (wall = whole pipeline)\n`);
     console.log('xz -6 -T1, zstd -3, bzip2 -9, brotli q5/lgwin22 (node zlib). "contended" = runs during which other processes');
     console.log(`still used > ${RETRY_OTHERS * 100}% of the machine after retries.\n`);
   } else {
@@ -388,7 +388,7 @@ function report(file) {
   for (const [k, val] of Object.entries(out.env)) console.log(`- ${k}: ${val}`);
   for (const [name, res] of Object.entries(out.results)) {
     const first = Object.values(res)[0][0];
-    if (name === 'big') { printHeader(name, first.narBytes); console.log(renderBig(res, BIG_KINDS)); }
+    if (name === 'big') { printHeader(name, first.narBytes, undefined, out.src); console.log(renderBig(res, BIG_KINDS)); }
     else { printHeader(name, first.narBytes, SIZED_ITERS[name]); console.log(renderSized(res, SIZED_ITERS[name])); }
   }
 }
@@ -428,7 +428,7 @@ async function main() {
   console.log('## Machine / versions\n');
   for (const [k, val] of Object.entries(env)) console.log(`- ${k}: ${val}`);
   const sets = await prepare();
-  const out = { env, results: {} };
+  const out = { env, src: SRC ?? null, results: {} };
   if (sets.big) {
     log('big NAR benchmark…');
     const r = await benchBig(sets.big);
