@@ -3,6 +3,7 @@
  *
  *   npm --prefix bench run bench [-- --quick] [-- --only narinfo,warmnar,coldnar,herd,closure,xz]
  *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree] [-- --workers N]
+ *        [-- --narthex-node-args "FLAGS"]
  *
  * See bench/README.md for what each scenario measures and bench/RESULTS.md for results.
  */
@@ -56,6 +57,8 @@ type Scenario = (typeof SCENARIOS)[number]
 const ONLY = new Set((opt('--only') ?? SCENARIOS.join(',')).split(',') as Scenario[])
 for (const s of ONLY) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}; one of ${SCENARIOS.join(', ')}`)
 const CPU_PROF = flag('--cpu-prof')
+/** Extra node flags for every narthex (an A/B test of a runtime setting), e.g. "--max-semi-space-size=2". */
+const NARTHEX_NODE_ARGS = (opt('--narthex-node-args') ?? '').split(' ').filter(Boolean)
 /** narthex's `workers` for the extra target `narthex-w` in scenarios 1 and 2 (0: leave it out). */
 const WORKERS = Number(opt('--workers') ?? 2)
 if (!Number.isInteger(RUNS) || RUNS < 1 || RUNS > 20) throw new Error('--runs takes 1..20')
@@ -112,7 +115,7 @@ async function stopServer(s: Narthex | Nginx | undefined): Promise<void> {
 async function freshNarthex(label: string): Promise<Narthex> {
   await stopServer(narthex)
   const dir = join(RUN_DIR, 'narthex')
-  const nodeArgs = CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', join(DIRS.root, 'profiles', label)] : []
+  const nodeArgs = [...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', join(DIRS.root, 'profiles', label)] : []), ...NARTHEX_NODE_ARGS]
   narthex = await Narthex.start({
     bin: build.bin,
     dir,
@@ -147,6 +150,7 @@ async function freshNarthexW(): Promise<Narthex> {
     upstreamUrl: upstream.url,
     upstreamPublicKey: manifest.upstreamPublicKey,
     workers: WORKERS,
+    nodeArgs: NARTHEX_NODE_ARGS,
   })
   watch('narthex (workers)', narthexW.child)
   return narthexW
@@ -652,7 +656,7 @@ async function main(): Promise<void> {
     command: `npm --prefix bench run bench -- ${argv.join(' ')}`.trim(),
     machine: `${cpus().length} CPUs (nproc ${version('nproc', [])}), ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM`,
     versions: `node ${process.version}; ${version('nginx', ['-v'])}; ${version('wrk', ['--version'])}; ${version('nix', ['--version'])}; ${version('xz', ['--version'])}; ${version('curl', ['--version'])}`,
-    narthex: build.label,
+    narthex: `${build.label}${NARTHEX_NODE_ARGS.length ? `, run with node ${NARTHEX_NODE_ARGS.join(' ')}` : ''}`,
     'runs per scenario': String(RUNS),
     'wall time': `${((Date.now() - t0) / 1000).toFixed(0)} s`,
     'load average at the end': (await readFile('/proc/loadavg', 'utf8')).trim(),

@@ -130,6 +130,8 @@ export interface NarthexOptions {
   nodeArgs?: string[]
   /** The config's `workers` (0: one process). */
   workers?: number
+  /** Keep the directory (and so the data dir) of an earlier start instead of starting fresh. */
+  keepData?: boolean
 }
 
 /** A narthex process with a fresh data directory. */
@@ -155,8 +157,9 @@ export class Narthex {
 
   async #start(): Promise<void> {
     const { dir, bin } = this.opts
-    await rm(dir, { recursive: true, force: true })
+    if (!this.opts.keepData) await rm(dir, { recursive: true, force: true })
     await mkdir(dir, { recursive: true })
+    await rm(this.logFile, { force: true })
     const config = {
       listen: '127.0.0.1:0',
       dataDir: join(dir, 'data'),
