@@ -545,7 +545,7 @@ function table(): Row[] {
   if (has('xz')) {
     const n = med('xz', 'fetch', 'narthex')
     const ref = med('xz', 'fetch', 'reference')
-    rows.push({ what: '6. xz NAR cold fetch (s) vs xz -dc | sha256sum', narthex: f(n), nginx: f(med('xz', 'fetch', 'nginx')), other: `xz|sha256sum ${f(ref)}`, ratio: `${f(ref / n)} of xz|sha256sum`, target: '≥ 0.9', met: ref / n >= 0.9 })
+    rows.push({ what: '6. xz NAR cold fetch (s) vs `xz -dc \\| sha256sum`', narthex: f(n), nginx: f(med('xz', 'fetch', 'nginx')), other: `xz \\| sha256sum ${f(ref)}`, ratio: `${f(ref / n)} of xz \\| sha256sum`, target: '≥ 0.9', met: ref / n >= 0.9 })
     rows.push({
       what: '6. narinfo p99 idle → while verifying the xz NAR (ms)',
       narthex: `${f(med('xz', 'p99idle', 'narthex'))} → ${f(med('xz', 'p99busy', 'narthex'))}`,
