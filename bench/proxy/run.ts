@@ -33,6 +33,7 @@ import {
 import { dataDirs, prepare, type Manifest } from './prepare.js'
 import { buildNarthex, type NarthexBuild } from './build.js'
 import { Narthex, Nginx } from './servers.js'
+import { NIX_TEST_CONFIG } from '../../test/helpers/nix.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const BENCH = dirname(HERE)
@@ -364,14 +365,7 @@ async function nixEnv(): Promise<NodeJS.ProcessEnv> {
   await mkdir(xdg, { recursive: true })
   return {
     ...process.env,
-    NIX_CONFIG: [
-      'experimental-features = nix-command',
-      'sandbox = false',
-      'build-users-group =',
-      'substituters =',
-      'narinfo-cache-negative-ttl = 0',
-      'narinfo-cache-positive-ttl = 0',
-    ].join('\n'),
+    NIX_CONFIG: NIX_TEST_CONFIG,
     XDG_CACHE_HOME: xdg,
   }
 }

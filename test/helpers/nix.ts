@@ -113,6 +113,16 @@ const DEFAULT_TIMEOUT_MS = 120_000
  * Store paths built here land in the machine's real /nix/store; chroot stores (`substitute`,
  * `copyToStore`) live under {@link NixEnv.dir}. Call {@link NixEnv.cleanup} when done.
  */
+/** The settings NIX-TESTING.md gives for driving nix as root without a daemon or remembered answers. */
+export const NIX_TEST_CONFIG = [
+  'experimental-features = nix-command',
+  'sandbox = false',
+  'build-users-group =',
+  'substituters =',
+  'narinfo-cache-negative-ttl = 0',
+  'narinfo-cache-positive-ttl = 0',
+].join('\n')
+
 export class NixEnv {
   /** Environment for child processes. */
   readonly env: NodeJS.ProcessEnv
@@ -121,14 +131,7 @@ export class NixEnv {
   private constructor(readonly dir: string) {
     this.env = {
       ...process.env,
-      NIX_CONFIG: [
-        'experimental-features = nix-command',
-        'sandbox = false',
-        'build-users-group =',
-        'substituters =',
-        'narinfo-cache-negative-ttl = 0',
-        'narinfo-cache-positive-ttl = 0',
-      ].join('\n'),
+      NIX_CONFIG: NIX_TEST_CONFIG,
       XDG_CACHE_HOME: join(dir, 'xdg-cache'),
     }
   }
