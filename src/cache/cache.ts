@@ -77,6 +77,9 @@ const DONE_LINGER_MS = 10_000
 // How long a source that failed for a transient reason (timeout, reset) is skipped.
 const TRANSIENT_SKIP_MS = 5_000
 
+// Failures that prove a source's bytes wrong (as opposed to it being unreachable).
+const VERIFICATION_FAILURES = new Set(['HASH_MISMATCH', 'SIZE_MISMATCH', 'NAR_INVALID'])
+
 /** The narthex cache: store, upstreams and policy behind the two questions clients ask. */
 export class Cache {
   readonly #d: CacheDeps
@@ -393,7 +396,46 @@ export class Cache {
       }
     }
     if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
+    if (await this.#switchCompression(hashParts[0]!, record, fileName)) return { kind: 'unavailable', retryAfterS: 1 }
     return allGone ? { kind: 'absent' } : { kind: 'unavailable', retryAfterS: 10 }
+  }
+
+  /**
+   * When every source of the served compression delivered bytes that failed
+   * verification (their unsigned `Compression`, `URL` or `FileHash` was wrong),
+   * but a source describes the same fingerprint in another compression, the
+   * record switches to that one: the narinfo served from now on names the other
+   * file. Clients that still hold the old narinfo get 503 for the old file.
+   * @returns true when the record was switched.
+   */
+  async #switchCompression(hashPart: string, record: NarInfoRecord, fileName: string): Promise<boolean> {
+    const info = parseNarInfo(record.narinfo)
+    if (info.compression !== parseNarFileName(fileName)?.compression) return false
+    const nix32 = encodeNix32(info.narHash.digest)
+    const rejected = (compression: string, upstream: string) =>
+      VERIFICATION_FAILURES.has(this.#failedSources.get(`${narFileName(nix32, compression as never)} ${upstream}`) ?? '')
+    const same = record.sources.filter((s) => s.compression === info.compression)
+    if (same.length === 0 || !same.every((s) => rejected(s.compression, s.upstream))) return false
+    const other = record.sources.find(
+      (s) => s.compression !== info.compression && this.#supported.has(s.compression) && this.#upstreams.has(s.upstream) && !rejected(s.compression, s.upstream),
+    )
+    if (!other) return false
+    const { fileHash: _h, fileSize: _s, ...signed } = info
+    const switched: NarInfo = {
+      ...signed,
+      url: other.url,
+      compression: other.compression,
+      ...(other.fileHash ? { fileHash: parseNixHash(other.fileHash) } : {}),
+      ...(other.fileSize !== undefined ? { fileSize: other.fileSize } : {}),
+    }
+    const newFile = narFileName(nix32, other.compression as never)
+    await this.#d.store.putNarInfo(hashPart, newFile, formatNixHash(info.narHash), { ...record, narinfo: formatNarInfo(switched) })
+    this.#served.delete(hashPart)
+    this.#d.log.warn(
+      { path: formatStorePath(info.storePath), from: fileName, to: newFile, upstream: other.upstream },
+      'every source of the served compression failed verification; serving another compression from now on',
+    )
+    return true
   }
 
   /**
@@ -476,7 +518,7 @@ export class Cache {
         if (this.#downloads.get(fileName) === download) this.#downloads.delete(fileName)
         metrics.upstreamRequests.inc({ upstream: upstream.name, kind: 'nar', outcome: err.code })
         if (err.code === 'SHUTTING_DOWN') return
-        const verification = ['HASH_MISMATCH', 'SIZE_MISMATCH', 'NAR_INVALID'].includes(err.code)
+        const verification = VERIFICATION_FAILURES.has(err.code)
         // Bad bytes keep a source out for failedSourceTtlMs; a transient failure briefly.
         this.#failedSources.set(`${fileName} ${source.upstream}`, err.code, verification ? {} : { ttl: TRANSIENT_SKIP_MS })
         if (verification) {

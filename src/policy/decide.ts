@@ -20,6 +20,7 @@ import {
   formatNixHash,
   nixHashEquals,
   signatureKeyName,
+  urlAgreesWithCompression,
   validSignatures,
   type NarInfo,
   type NixHash,
@@ -170,7 +171,20 @@ export function decide(
       candidate.info,
     )
   }
-  return { kind: 'admit', rule, info: { ...candidate.info, sigs: [...sigs].sort() }, sources, signers }
+  // The unsigned fields (URL, Compression, FileHash, FileSize) come from the first source whose
+  // narinfo is consistent: a damaged `Compression` line (Nix then assumes bzip2) must not decide
+  // how the NAR is stored and served when another source describes the same NAR coherently.
+  const presenter = sources.find((s) => urlAgreesWithCompression(s.info.url, s.info.compression)) ?? sources[0]!
+  const { fileHash: _h, fileSize: _s, ...signed } = candidate.info
+  const info: NarInfo = {
+    ...signed,
+    url: presenter.info.url,
+    compression: presenter.info.compression,
+    ...(presenter.info.fileHash ? { fileHash: presenter.info.fileHash } : {}),
+    ...(presenter.info.fileSize !== undefined ? { fileSize: presenter.info.fileSize } : {}),
+    sigs: [...sigs].sort(),
+  }
+  return { kind: 'admit', rule, info, sources, signers }
 }
 
 function refuse(rule: Rule | undefined, reason: RefusalReason, message: string, narHashes: string[], info?: NarInfo): Decision {

@@ -8,6 +8,7 @@ export {
   isCompression,
   narFileName,
   parseNarFileName,
+  urlAgreesWithCompression,
   type Compression,
 } from './compression.js'
 export {

@@ -163,3 +163,26 @@ test('an admitted quorum lists every source offering the same fingerprint, in ru
   assert.equal(d.kind, 'admit')
   if (d.kind === 'admit') assert.deepEqual(d.sources.map((s) => s.upstream), ['nixos', 'third'])
 })
+
+test('unsigned fields come from the first source whose URL and Compression agree', () => {
+  // nixos's Compression line was damaged (Nix's default bzip2), its URL still ends in .nar.xz.
+  const damaged: NarInfo = { ...info('hello-1.0', 1, ['nixos']), compression: 'bzip2', fileSize: 7 }
+  const intact: NarInfo = { ...info('hello-1.0', 1, ['third']), url: 'nar/intact.nar.xz', fileSize: 99 }
+  const d = decide(policy, HASH, new Map<string, UpstreamAnswer>([
+    ['nixos', { upstream: 'nixos', kind: 'present', info: damaged }],
+    ['third', { upstream: 'third', kind: 'present', info: intact }],
+  ]))
+  assert.equal(d.kind, 'admit')
+  if (d.kind !== 'admit') return
+  assert.deepEqual([d.info.compression, d.info.url, d.info.fileSize], ['xz', 'nar/intact.nar.xz', 99])
+  assert.deepEqual(d.info.narHash, damaged.narHash, 'signed fields are the candidate’s')
+  assert.deepEqual(d.sources.map((s) => s.upstream), ['nixos', 'third'], 'sources keep the rule order')
+  assert.deepEqual(d.signers, ['nixos-1', 'third-1'])
+
+  // When no source is coherent the first one's description stands.
+  const alone = decide(policy, HASH, new Map<string, UpstreamAnswer>([
+    ['nixos', { upstream: 'nixos', kind: 'present', info: damaged }],
+    ['third', { upstream: 'third', kind: 'absent' }],
+  ]))
+  assert.equal(alone.kind === 'admit' && alone.info.compression, 'bzip2')
+})

@@ -7,6 +7,7 @@ import {
   formatNarInfo,
   formatNixHash,
   parseNarInfo,
+  urlAgreesWithCompression,
   type NarInfo,
 } from '../../src/protocol/index.js'
 
@@ -150,4 +151,18 @@ test('the narinfo parser never throws anything but NARINFO_INVALID on arbitrary 
     }),
     { numRuns: 20000 },
   )
+})
+
+test('urlAgreesWithCompression: a known extension must name the Compression', () => {
+  const rows: Array<[string, string, boolean]> = [
+    ['nar/abc.nar.xz', 'xz', true],
+    ['nar/abc.nar.xz', 'bzip2', false],
+    ['nar/abc.nar', 'none', true],
+    ['nar/abc.nar', 'xz', false],
+    ['nar/abc.nar.zst?x=1', 'zstd', true],
+    ['nar/abc.nar.bz2', 'bzip2', true],
+    ['download/abc', 'xz', true],
+    ['nar/abc.nar.weird', 'xz', true],
+  ]
+  for (const [url, compression, expected] of rows) assert.equal(urlAgreesWithCompression(url, compression), expected, `${url} ${compression}`)
 })

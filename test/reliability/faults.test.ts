@@ -44,7 +44,7 @@ before(async () => {
   if (skip !== undefined) return
   nix = await NixEnv.create()
   const spec: Record<string, { bigBytes?: number }> = { warm: {} }
-  for (let i = 0; i < 72; i++) spec[`s${i}`] = {}
+  for (let i = 0; i < 74; i++) spec[`s${i}`] = {}
   for (let i = 0; i < 30; i++) spec[`z${i}`] = { bigBytes: BIG_BYTES }
   for (let i = 0; i < 4; i++) spec[`x${i}`] = { bigBytes: BIG_BYTES }
   const paths = await nix.buildClosure(spec)
@@ -484,6 +484,42 @@ describe('narthex under upstream faults', { skip }, () => {
     for (const [i, answer] of answers.entries()) await assertCorrectNar(answer, p, `client ${i}`)
     assert.equal(b.count(upstreamUrl), 1, 'one download from the second upstream')
     faultsA.delete(upstreamUrl)
+  })
+
+  test('unsigned narinfo fields damaged at the first upstream: the coherent description is served, or narthex switches to it', async () => {
+    faultsTried += 2
+    // A garbled `Compression` key: the line is ignored and, as in Nix, bzip2 assumed; the URL still says .xz.
+    const p = take('small')
+    faultsA.set(narinfoPath(p), { kind: 'body', body: (await realNarInfoText(p)).replace('Compression: xz', 'Compressjon: xz') })
+    const served = await admit(p)
+    assert.match(served, /\.nar\.xz$/, 'the NAR is served as the coherent source describes it')
+    await assertCorrectNar(await narthexGet(served), p, 'garbled Compression key')
+    faultsA.delete(narinfoPath(p))
+
+    // A coherent but false description: `Compression: zstd` and a .zst URL whose bytes are the xz file.
+    const q = take('small')
+    const real = await realNarInfo(q)
+    const fakeUrl = `/${real.url.replace(/\.xz$/, '.zst')}`
+    const text = (await realNarInfoText(q)).replace('Compression: xz', 'Compression: zstd').replace(real.url, fakeUrl.slice(1))
+    faultsA.set(narinfoPath(q), { kind: 'body', body: text })
+    faultsA.set(fakeUrl, { kind: 'body', body: await readFile(join(cacheDir, real.url)) })
+    const first = await admit(q)
+    assert.match(first, /\.nar\.zst$/)
+    // The zstd description fails verification; narthex then serves the other source's compression.
+    let answer = await narthexGet(first)
+    // Cut off (no response, or a 200 that never completes) while the source fails; then 503.
+    for (let i = 0; (answer.status === 0 || answer.status === 200) && i < 2; i++) {
+      assert.equal(answer.complete && answer.status === 200, false, 'a NAR that failed verification was completed')
+      answer = await narthexGet(first)
+    }
+    assertUnavailable(answer, 'the NAR whose only zstd source delivered xz bytes')
+    const switched = await admit(q)
+    assert.match(switched, /\.nar\.xz$/, 'the narinfo now names the xz file')
+    await assertCorrectNar(await narthexGet(switched), q, 'after the switch')
+    const old = await narthexGet(first)
+    assertUnavailable(old, 'the old file name, for clients holding the old narinfo')
+    faultsA.delete(narinfoPath(q))
+    faultsA.delete(fakeUrl)
   })
 
   test('while upstreams hang, stored paths are answered at once', async (t) => {
