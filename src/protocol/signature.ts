@@ -6,16 +6,71 @@
  * key is `name:base64(seed32 ‖ pub32)`, a public key `name:base64(pub32)`, and a
  * signature `name:base64(sig64)`. A signature covers only StorePath, NarHash,
  * NarSize and References.
+ *
+ * The ed25519 work is node:crypto's (OpenSSL, native): a raw 32-byte seed or
+ * public key is wrapped in the RFC 8410 DER envelope to make a KeyObject, and
+ * KeyObjects are cached per key so hot paths (verification at admission,
+ * signing every served narinfo) do not rebuild them.
  */
-import { createHash, randomBytes } from 'node:crypto'
-import * as ed from '@noble/ed25519'
+import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto'
 import { NarthexError } from '../errors.js'
 import { formatNixHash } from './hash.js'
 import type { NarInfo } from './narinfo.js'
 import { formatStorePath, STORE_DIR } from './store-path.js'
 
-// noble's synchronous API needs a sha512; node:crypto's is the fastest at hand.
-ed.hashes.sha512 = (message: Uint8Array) => new Uint8Array(createHash('sha512').update(message).digest())
+// RFC 8410 DER prefixes: PKCS#8 PrivateKeyInfo around a 32-byte ed25519 seed,
+// SubjectPublicKeyInfo around a 32-byte ed25519 public key.
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
+const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+
+/** A cached KeyObject, with a copy of the bytes it was made from (undefined: they are no usable key). */
+interface CachedKeyObject {
+  readonly bytes: Buffer
+  readonly keyObject: KeyObject | undefined
+}
+
+// Keyed by the Uint8Array itself (a SecretKey's seed, a PublicKey's key), so an
+// entry lives exactly as long as the key it belongs to. The bytes are compared
+// on every hit: a caller that mutates a key's bytes gets a new KeyObject, never
+// a stale one (a stale public key would verify under the wrong key).
+const privateKeyObjects = new WeakMap<Uint8Array, CachedKeyObject>()
+const publicKeyObjects = new WeakMap<Uint8Array, CachedKeyObject>()
+
+/** The private KeyObject of a 32-byte seed; throws when the seed is not 32 bytes. */
+function privateKeyObject(seed: Uint8Array): KeyObject {
+  const hit = privateKeyObjects.get(seed)
+  if (hit?.keyObject && hit.bytes.equals(seed)) return hit.keyObject
+  const bytes = Buffer.from(seed)
+  if (bytes.length !== 32) throw new NarthexError('KEY_INVALID', `an ed25519 seed is 32 bytes, not ${bytes.length}`)
+  const keyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, bytes]), format: 'der', type: 'pkcs8' })
+  privateKeyObjects.set(seed, { bytes, keyObject })
+  return keyObject
+}
+
+/** The public KeyObject of 32 key bytes, or undefined when node:crypto refuses them (such a key verifies nothing). */
+function publicKeyObject(key: Uint8Array): KeyObject | undefined {
+  const hit = publicKeyObjects.get(key)
+  if (hit && hit.bytes.equals(key)) return hit.keyObject
+  const bytes = Buffer.from(key)
+  let keyObject: KeyObject | undefined
+  try {
+    keyObject =
+      bytes.length === 32
+        ? createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, bytes]), format: 'der', type: 'spki' })
+        : undefined
+  } catch {
+    keyObject = undefined
+  }
+  publicKeyObjects.set(key, { bytes, keyObject })
+  return keyObject
+}
+
+/** The 32-byte public key of a 32-byte seed. */
+function derivePublicKey(seed: Uint8Array): Uint8Array {
+  // The JWK export is the raw key in base64url, and far cheaper than the SPKI one.
+  const { x } = createPublicKey(privateKeyObject(seed)).export({ format: 'jwk' })
+  return new Uint8Array(Buffer.from(x ?? '', 'base64url'))
+}
 
 /** A public key: the name clients look it up by, and its 32 bytes. */
 export interface PublicKey {
@@ -74,7 +129,7 @@ export function parseSecretKey(text: string): SecretKey {
   const { name, value } = splitNamed(text.trim(), 'secret key', 64)
   const seed = new Uint8Array(value.subarray(0, 32))
   const publicKey = new Uint8Array(value.subarray(32))
-  if (!Buffer.from(ed.getPublicKey(seed)).equals(publicKey)) {
+  if (!Buffer.from(derivePublicKey(seed)).equals(publicKey)) {
     throw new NarthexError('KEY_INVALID', `secret key ${JSON.stringify(name)}: its public half does not match its seed`)
   }
   return { name, seed, publicKey }
@@ -97,7 +152,7 @@ export function toPublicKey(key: SecretKey): PublicKey {
 export function generateSecretKey(name: string): SecretKey {
   if (!KEY_NAME.test(name)) throw new NarthexError('KEY_INVALID', `invalid key name ${JSON.stringify(name)}`)
   const seed = new Uint8Array(randomBytes(32))
-  return { name, seed, publicKey: ed.getPublicKey(seed) }
+  return { name, seed, publicKey: derivePublicKey(seed) }
 }
 
 /**
@@ -131,10 +186,14 @@ export function fingerprintNarInfo(info: Pick<NarInfo, 'storePath' | 'narHash' |
   return `1;${formatStorePath(info.storePath)};${formatNixHash(info.narHash)};${info.narSize};${refs}`
 }
 
-/** Signs a fingerprint, returning the `Sig:` value `name:base64`. */
+/**
+ * Signs a fingerprint, returning the `Sig:` value `name:base64` (ed25519 is
+ * deterministic: the same key and fingerprint always give the same signature).
+ * @throws NarthexError KEY_INVALID when the key's seed is not 32 bytes.
+ */
 export function signFingerprint(fingerprint: string, key: SecretKey): string {
-  const sig = ed.sign(Buffer.from(fingerprint, 'utf8'), key.seed)
-  return `${key.name}:${Buffer.from(sig).toString('base64')}`
+  const sig = sign(null, Buffer.from(fingerprint, 'utf8'), privateKeyObject(key.seed))
+  return `${key.name}:${sig.toString('base64')}`
 }
 
 /**
@@ -153,10 +212,13 @@ export function verifyFingerprint(fingerprint: string, sigText: string, keys: re
 }
 
 function verifyBytes(sig: Uint8Array, message: Uint8Array, key: Uint8Array): boolean {
+  const keyObject = publicKeyObject(key)
+  if (keyObject === undefined || sig.length !== 64) return false
   try {
-    return ed.verify(sig, message, key)
+    return verify(null, message, keyObject, sig)
   } catch {
-    // noble throws on points that do not decode; such a signature is just invalid.
+    // OpenSSL answers false for a key that is not a curve point; should a
+    // version throw on such a key or signature instead, it is still just invalid.
     return false
   }
 }
