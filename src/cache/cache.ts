@@ -27,7 +27,7 @@ import { supportedCompressions, type AuditLog, type NarInfoRecord, type SourceRe
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
 import { askUpstreams } from './ask.js'
-import { NarDownload } from './nar-download.js'
+import { NarDownload, type NarFollower } from './nar-download.js'
 
 /** The answer to a narinfo request. */
 export type NarInfoAnswer =
@@ -39,6 +39,8 @@ export type NarInfoAnswer =
 export type NarAnswer =
   | { readonly kind: 'stored'; readonly path: string; readonly size: number }
   | { readonly kind: 'streaming'; readonly stream: Readable; readonly size: number | undefined }
+  /** A download in progress, followed from its temp file; `close()` it when not sending it. */
+  | { readonly kind: 'following'; readonly follower: NarFollower; readonly size: number | undefined }
   | { readonly kind: 'absent' }
   | { readonly kind: 'unavailable'; readonly retryAfterS: number }
 
@@ -85,6 +87,8 @@ export class Cache {
   readonly #d: CacheDeps
   readonly #upstreams: Map<string, Upstream>
   readonly #served: LRUCache<string, string>
+  /** NAR file name → the hash part admitted with it and its record: a NAR request after its narinfo reads no index. */
+  readonly #admitted: LRUCache<string, { hashPart: string; record: NarInfoRecord }>
   readonly #negative: LRUCache<string, Negative>
   readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
   readonly #downloads = new Map<string, NarDownload>()
@@ -101,6 +105,7 @@ export class Cache {
     this.#upstreams = new Map(deps.upstreams.map((u) => [u.name, u]))
     this.#served = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
     this.#negative = new LRUCache({ max: 100_000, ttlAutopurge: false })
+    this.#admitted = new LRUCache({ max: 10_000 })
     this.#supported = new Set(supportedCompressions())
     this.#failedSources = new LRUCache({ max: 10_000, ttl: deps.settings.failedSourceTtlMs ?? 600_000 })
   }
@@ -180,6 +185,7 @@ export class Cache {
           origin: decision.sources[0]!.upstream,
         }
         await this.#d.store.putNarInfo(hashPart, fileName, narHash, record)
+        this.#admitted.set(fileName, { hashPart, record })
         await this.#d.audit.append({
           decision: 'admit',
           storePath: formatStorePath(info.storePath),
@@ -323,7 +329,7 @@ export class Cache {
           if (answer.kind === 'found' && settings.prefetchNars) {
             const info = parseNarInfo(answer.text)
             const nar = await this.getNar(info.url.slice('nar/'.length))
-            if (nar.kind === 'streaming') nar.stream.destroy()
+            if (nar.kind === 'following') nar.follower.close()
           }
         })
         .catch((err) => log.debug({ hashPart, err: (err as Error).message }, 'prefetch failed'))
@@ -355,11 +361,10 @@ export class Cache {
       this.#d.store.touch(fileName)
       return { kind: 'stored', path: this.#d.store.narPath(fileName), size: stored.fileSize }
     }
-    const hashParts = await this.#d.store.narInfosForFile(fileName)
-    if (hashParts.length === 0) return { kind: 'absent' }
-    const admitted = await this.#d.store.getNarInfo(hashParts[0]!)
-    if (!admitted) return { kind: 'absent' }
-    let record: NarInfoRecord = admitted
+    const known = this.#admitted.get(fileName) ?? (await this.#admittedFromIndex(fileName))
+    if (!known) return { kind: 'absent' }
+    const hashParts = [known.hashPart]
+    let record: NarInfoRecord = known.record
     const info = parseNarInfo(record.narinfo)
     let allGone = true
     const tried = new Set<string>()
@@ -431,11 +436,19 @@ export class Cache {
     const newFile = narFileName(nix32, other.compression as never)
     await this.#d.store.putNarInfo(hashPart, newFile, formatNixHash(info.narHash), { ...record, narinfo: formatNarInfo(switched) })
     this.#served.delete(hashPart)
+    this.#admitted.delete(fileName)
     this.#d.log.warn(
       { path: formatStorePath(info.storePath), from: fileName, to: newFile, upstream: other.upstream },
       'every source of the served compression failed verification; serving another compression from now on',
     )
     return true
+  }
+
+  async #admittedFromIndex(fileName: string): Promise<{ hashPart: string; record: NarInfoRecord } | undefined> {
+    const hashParts = await this.#d.store.narInfosForFile(fileName)
+    if (hashParts.length === 0) return undefined
+    const record = await this.#d.store.getNarInfo(hashParts[0]!)
+    return record ? { hashPart: hashParts[0]!, record } : undefined
   }
 
   /**
@@ -463,6 +476,7 @@ export class Cache {
     if (added.length === 0) return undefined
     const updated: NarInfoRecord = { ...record, sources: [...record.sources, ...added] }
     await this.#d.store.putNarInfo(hashPart, fileName, formatNixHash(info.narHash), updated)
+    this.#admitted.set(fileName, { hashPart, record: updated })
     this.#d.log.info({ path: formatStorePath(info.storePath), added: added.map((s) => s.upstream) }, 'found new sources for a NAR')
     return updated
   }
@@ -483,7 +497,7 @@ export class Cache {
       this.#d.store.touch(download.fileName)
       return { kind: 'stored', path: download.finalPath, size: download.written }
     }
-    return { kind: 'streaming', stream: download.createReader(), size: download.expectedSize }
+    return { kind: 'following', follower: download.follow(), size: download.expectedSize }
   }
 
   #start(fileName: string, info: NarInfo, source: SourceRecord, upstream: Upstream): NarDownload {

@@ -7,8 +7,6 @@
 import { constants as fsConstants } from 'node:fs'
 import { copyFile, mkdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
 import { formatCacheInfo, parseNarInfo, parseStorePathBase, STORE_DIR } from '../protocol/index.js'
 import type { Store } from '../store/index.js'
@@ -87,9 +85,8 @@ export async function mirrorClosures(
       if (answer.kind === 'unavailable') throw new NarthexError('UPSTREAM_UNAVAILABLE', `${hashPart}: an eligible upstream could not be asked`)
       const url = parseNarInfo(answer.text).url
       const nar = await cache.getNar(url.slice('nar/'.length))
-      if (nar.kind === 'streaming') {
-        // Reading it to the end waits for verification and commit; a failure errors the stream.
-        await pipeline(nar.stream, new Writable({ write: (_c, _e, cb) => cb() }))
+      if (nar.kind === 'following') {
+        await nar.follower.completed()
       } else if (nar.kind !== 'stored') {
         throw new NarthexError('UPSTREAM_UNAVAILABLE', `${hashPart}: its NAR could not be fetched (${nar.kind})`)
       }

@@ -4,7 +4,7 @@
  *
  * The bytes go to a temp file as they arrive while FileHash/FileSize are hashed
  * and, through the decompressor, NarHash/NarSize and the NAR grammar are
- * checked. Clients read the temp file behind the writer ({@link TailReader}), so
+ * checked. Clients read the temp file behind the writer ({@link NarFollower}), so
  * each has its own pace and memory stays flat however many there are, and the
  * slowest client never slows the download. The last byte is held back from
  * every client until the whole NAR is verified and committed: a NAR that fails
@@ -14,14 +14,18 @@
  * other clients may be waiting or may ask soon.
  */
 import { EventEmitter } from 'node:events'
-import { closeSync, openSync, read as fsRead } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
 import { open, unlink, type FileHandle } from 'node:fs/promises'
-import { Readable, Writable } from 'node:stream'
+import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
-import { formatNixHash, HashingPassThrough, NarSink, type NarInfo } from '../protocol/index.js'
+import { formatNixHash, HashingPassThrough, NarSink, nixHashEquals, type NarInfo } from '../protocol/index.js'
+import { copyFileTo } from '../file-copy.js'
 import { createDecompressor, type NarFileRecord, type Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
+
+// Bytes written between two background flushes of the temp file to disk.
+const SYNC_EVERY = 64 * 1024 * 1024
 
 /** The outcome of a finished download. */
 export interface DownloadResult {
@@ -52,6 +56,8 @@ function classify(err: unknown, upstream: string): NarthexError {
 export class NarDownload extends EventEmitter {
   /** Bytes written to the temp file so far. */
   written = 0
+  /** Bytes received from the upstream so far (ahead of {@link NarDownload.written}). */
+  received = 0
   /** 'running' until committed ('done') or abandoned ('failed'). */
   state: 'running' | 'done' | 'failed' = 'running'
   error: NarthexError | undefined
@@ -85,9 +91,13 @@ export class NarDownload extends EventEmitter {
     this.#abort.abort(reason)
   }
 
-  /** True once at least one byte is on disk, or the download has ended either way. */
+  /**
+   * True once the upstream sent a first byte, or the download has ended either
+   * way. Clients may be answered from then on: they only ever read what is on
+   * disk, and never the last byte before the commit.
+   */
   get started(): boolean {
-    return this.written > 0 || this.state !== 'running'
+    return this.received > 0 || this.state !== 'running'
   }
 
   /** Resolves when {@link NarDownload.started} becomes true. */
@@ -112,28 +122,55 @@ export class NarDownload extends EventEmitter {
         res.body.on('error', () => undefined).destroy()
         throw new NarthexError('SIZE_MISMATCH', `upstream ${this.upstream.name} announces ${res.contentLength} bytes for a ${this.info.fileSize}-byte NAR file`)
       }
-      const fileCheck = new HashingPassThrough(
-        { ...(this.info.fileHash ? { hash: this.info.fileHash } : {}), ...(this.info.fileSize !== undefined ? { size: this.info.fileSize } : {}) },
-        'NAR file',
-      )
+      // An uncompressed file is the NAR itself: its FileHash and FileSize must be the NarHash and
+      // NarSize, so the bytes are hashed once (by the NarSink) instead of twice.
+      const single = this.info.compression === 'none' && (!this.info.fileHash || nixHashEquals(this.info.fileHash, this.info.narHash))
+      if (single && this.info.fileSize !== undefined && this.info.fileSize !== this.info.narSize) {
+        throw new NarthexError('SIZE_MISMATCH', `an uncompressed NAR file of ${this.info.fileSize} bytes cannot hold a ${this.info.narSize}-byte NAR`)
+      }
+      const fileCheck = single
+        ? undefined
+        : new HashingPassThrough(
+            { ...(this.info.fileHash ? { hash: this.info.fileHash } : {}), ...(this.info.fileSize !== undefined ? { size: this.info.fileSize } : {}) },
+            'NAR file',
+          )
       const decompressor = createDecompressor(this.info.compression, this.info.fileSize)
       const narSink = new NarSink({ hash: this.info.narHash, size: this.info.narSize })
       const signal = this.#abort.signal
       const file = fh
-      // Writes each chunk to disk, tells readers, then feeds the decompressor,
-      // waiting for both: disk and verification pace the download.
+      let syncing: Promise<void> | undefined
+      let unsynced = 0
+      // Each chunk goes to disk and to the decompressor at once; both must be done before the
+      // next: disk and verification pace the download. Readers learn of bytes once on disk.
       const writer = new Writable({
         highWaterMark: 1 << 20,
         write: (chunk: Buffer, _enc, cb) => {
-          file.write(chunk).then(
-            () => {
-              this.written += chunk.length
-              this.emit('progress')
-              if (decompressor.write(chunk)) cb()
-              else decompressor.once('drain', () => cb())
-            },
-            (err) => cb(err as Error),
-          )
+          if (this.received === 0) {
+            this.received = chunk.length
+            this.emit('progress')
+          } else this.received += chunk.length
+          let pending = 2
+          let failed = false
+          const settle = (err?: Error | null) => {
+            if (failed) return
+            if (err) {
+              failed = true
+              cb(err)
+            } else if (--pending === 0) cb()
+          }
+          file.write(chunk).then(() => {
+            this.written += chunk.length
+            unsynced += chunk.length
+            // Flushed to disk along the way, so the commit's fsync only has the tail left.
+            if (unsynced >= SYNC_EVERY && !syncing) {
+              unsynced = 0
+              syncing = file.datasync().finally(() => (syncing = undefined))
+            }
+            this.emit('progress')
+            settle()
+          }, settle)
+          if (decompressor.write(chunk)) settle()
+          else decompressor.once('drain', () => settle())
         },
         final: (cb) => {
           decompressor.end()
@@ -141,11 +178,12 @@ export class NarDownload extends EventEmitter {
         },
       })
       const verifying = pipeline(decompressor, narSink, { signal }).catch(fail)
-      await pipeline(res.body, this.upstream.speedGuard(), fileCheck, writer, { signal }).catch(fail)
+      await pipeline(res.body, this.upstream.speedGuard(), ...(fileCheck ? [fileCheck] : []), writer, { signal }).catch(fail)
       await verifying
+      await syncing
       if (firstError) throw firstError
-      const file_ = fileCheck.result!
       const nar = narSink.result!
+      const file_ = fileCheck ? fileCheck.result! : nar
       await fh.sync()
       await fh.close()
       fh = undefined
@@ -172,31 +210,26 @@ export class NarDownload extends EventEmitter {
     }
   }
 
-  /** A stream of the file's bytes for one client, following the download as it grows. */
-  createReader(): Readable {
-    return new TailReader(this)
+  /**
+   * Opens the file for one client, following the download as it grows. Opened
+   * at once, so the temp file cannot be renamed between a check and the open;
+   * if it already was, the committed file is the same inode.
+   */
+  follow(): NarFollower {
+    return new NarFollower(this)
   }
 }
 
-// Small enough that many clients following one download hold little memory each.
-const READ_CHUNK = 64 * 1024
-
 /**
- * Reads a file while a {@link NarDownload} writes it: up to all bytes but the
- * last until the download is committed, then to the end. Errors (and so aborts
- * the client's response) when the download fails.
+ * One client's view of a {@link NarDownload}: sends all bytes but the last
+ * until the download is committed, then the rest; fails (and so cuts the
+ * client off) when the download fails.
  */
-class TailReader extends Readable {
-  readonly #download: NarDownload
-  #fd: number
-  #pos = 0
-  #waiting = false
+export class NarFollower {
+  readonly #fd: number
+  #closed = false
 
-  constructor(download: NarDownload) {
-    super({ highWaterMark: READ_CHUNK })
-    this.#download = download
-    // Opened synchronously so the temp file cannot be renamed between a check
-    // and the open; if it already was, the committed file is the same inode.
+  constructor(readonly download: NarDownload) {
     try {
       this.#fd = openSync(download.tempPath, 'r')
     } catch {
@@ -204,42 +237,44 @@ class TailReader extends Readable {
     }
   }
 
-  override _read(size: number): void {
-    const d = this.#download
-    if (d.state === 'failed') {
-      this.destroy(d.error)
-      return
-    }
-    const limit = d.state === 'done' ? d.written : d.written - 1
-    if (this.#pos < limit) {
-      const len = Math.min(size, READ_CHUNK, limit - this.#pos)
-      const buf = Buffer.allocUnsafe(len)
-      fsRead(this.#fd, buf, 0, len, this.#pos, (err, n) => {
-        if (err) return this.destroy(err)
-        this.#pos += n
-        this.push(n === len ? buf : buf.subarray(0, n))
+  /** The size clients are told, when known. */
+  get size(): number | undefined {
+    return this.download.expectedSize
+  }
+
+  /**
+   * Writes the NAR file to `out` as it arrives (does not end `out`), then closes the file.
+   * @returns the bytes written.
+   * @throws the download's error when it fails.
+   */
+  async sendTo(out: Writable): Promise<number> {
+    const d = this.download
+    try {
+      return await copyFileTo(out, this.#fd, 0, Number.MAX_SAFE_INTEGER, {
+        readable: () => (d.state === 'done' ? d.written : Math.max(0, d.written - 1)),
+        complete: () => d.state === 'done',
+        failure: () => (d.state === 'failed' ? (d.error ?? new NarthexError('UPSTREAM_UNAVAILABLE', 'the download failed')) : undefined),
+        changed: () => new Promise((r) => d.once('progress', r)),
       })
-      return
-    }
-    if (d.state === 'done') {
-      this.push(null)
-      return
-    }
-    if (!this.#waiting) {
-      this.#waiting = true
-      d.once('progress', () => {
-        this.#waiting = false
-        if (!this.destroyed) this._read(size)
-      })
+    } finally {
+      this.close()
     }
   }
 
-  override _destroy(err: Error | null, cb: (error: Error | null) => void): void {
+  /** Resolves when the download is verified and stored (closing the file); rejects when it fails. */
+  async completed(): Promise<void> {
+    this.close()
+    await this.download.done
+  }
+
+  /** Releases the file without sending it. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
     try {
       closeSync(this.#fd)
     } catch {
       // already closed
     }
-    cb(err)
   }
 }

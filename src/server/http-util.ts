@@ -2,10 +2,12 @@
  * Pieces of HTTP handling shared by the core server and the worker front:
  * the route patterns, and sending NAR files and streams.
  */
-import { createReadStream } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import type { NarFollower } from '../cache/index.js'
+import { copyFileTo } from '../file-copy.js'
 import { respondStatus } from './respond-error.js'
 
 /** `/<hashPart>.narinfo`. */
@@ -61,7 +63,34 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, path: 
     res.end()
     return 0
   }
-  return sendStream(createReadStream(path, { start, end, highWaterMark: 1 << 20 }), res)
+  let fh: FileHandle | undefined
+  let sent = 0
+  try {
+    fh = await open(path, 'r')
+    sent = await copyFileTo(res, fh.fd, start, end + 1)
+    res.end()
+  } catch {
+    res.destroy()
+  } finally {
+    await fh?.close().catch(() => undefined)
+  }
+  return sent
+}
+
+/**
+ * Sends a NAR that is still being downloaded, as it arrives. If the download
+ * fails, the connection is cut, so the response can never look complete.
+ * @returns the bytes sent.
+ */
+export async function sendFollower(follower: NarFollower, res: ServerResponse): Promise<number> {
+  let sent = 0
+  try {
+    sent = await follower.sendTo(res)
+    res.end()
+  } catch {
+    res.destroy()
+  }
+  return sent
 }
 
 /** Parses a single `bytes=a-b` range; undefined when absent or not a plain single range. */

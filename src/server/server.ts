@@ -9,7 +9,7 @@ import type { Logger } from 'pino'
 import type { Cache, Metrics, NarAnswer, PushReceiver } from '../cache/index.js'
 import { NarthexError } from '../errors.js'
 import { formatCacheInfo, MAX_NARINFO_BYTES, STORE_DIR } from '../protocol/index.js'
-import { LOG_ROUTE, NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendStream, SUSPICIOUS_PATH } from './http-util.js'
+import { LOG_ROUTE, NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendFollower, sendStream, SUSPICIOUS_PATH } from './http-util.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { renderStatusPage } from './status-page.js'
 
@@ -156,18 +156,19 @@ export function createNarthexServer(deps: ServerDeps): Server {
     if (answer.kind === 'absent') return respondStatus(res, 404)
     if (answer.kind === 'unavailable') return respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
     const headers: Record<string, string | number> = { 'content-type': 'application/x-nix-nar' }
-    if (answer.kind === 'streaming') {
+    if (answer.kind === 'following' || answer.kind === 'streaming') {
       // Still downloading: no ranges; the last byte waits for verification.
       if (answer.size !== undefined) headers['content-length'] = answer.size
       res.writeHead(200, headers)
       // Headers go out at once: the client sees the answer start while the bytes are still coming.
       res.flushHeaders()
       if (head) {
-        answer.stream.destroy()
+        if (answer.kind === 'following') answer.follower.close()
+        else answer.stream.destroy()
         res.end()
         return
       }
-      deps.metrics.bytesServed.inc(await sendStream(answer.stream, res))
+      deps.metrics.bytesServed.inc(answer.kind === 'following' ? await sendFollower(answer.follower, res) : await sendStream(answer.stream, res))
       return
     }
     deps.metrics.bytesServed.inc(await sendFile(req, res, answer.path, answer.size))

@@ -1,0 +1,115 @@
+/**
+ * Copies stored NAR files (or a temp file still being written) into a
+ * Writable, usually an HTTP response, through a few reused buffers.
+ *
+ * `fs.createReadStream` allocates a fresh buffer per chunk; at gigabytes per
+ * second those short-lived buffers are external memory that V8 gives back only
+ * in full collections, which then run every few dozen megabytes and halve the
+ * throughput (bench/RESULTS.md). Here each copy borrows at most
+ * {@link BUFFERS_PER_COPY} buffers from a small process-wide pool, and a buffer
+ * is read into again only once the socket has taken its bytes (the write
+ * callback), so memory per client is bounded and nothing is left for the GC.
+ */
+import { read as fsRead } from 'node:fs'
+import type { Writable } from 'node:stream'
+
+/** Bytes per read and per socket write. */
+export const COPY_CHUNK = 256 * 1024
+/** Buffers in flight per copy: one being read while the others drain to the socket. */
+export const BUFFERS_PER_COPY = 4
+// Buffers kept for reuse across copies; more in use at once are allocated and dropped.
+const POOL_MAX = 64
+
+const pool: Buffer[] = []
+
+function borrow(size: number): Buffer {
+  // Small files get a buffer of their own size; they are not worth a pooled chunk.
+  if (size < COPY_CHUNK) return Buffer.allocUnsafe(size)
+  return pool.pop() ?? Buffer.allocUnsafeSlow(COPY_CHUNK)
+}
+
+function giveBack(buf: Buffer): void {
+  if (buf.length === COPY_CHUNK && pool.length < POOL_MAX) pool.push(buf)
+}
+
+/** A file that is still growing: how far it may be read, and how to wait for more. */
+export interface GrowingFile {
+  /** Bytes that may be read now. */
+  readable(): number
+  /** True once {@link GrowingFile.readable} is the file's final size. */
+  complete(): boolean
+  /** Why the file will never complete, once that is known: the copy then fails with it. */
+  failure(): Error | undefined
+  /** Resolves at the next change of the three above. */
+  changed(): Promise<void>
+}
+
+function readAt(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fsRead(fd, buf, 0, len, pos, (err, n) => (err ? reject(err) : resolve(n))))
+}
+
+/**
+ * Writes bytes `start` (inclusive) to `end` (exclusive) of the open file `fd`
+ * to `out`, or, with `growing`, from `start` as far as the file grows. Does not
+ * end `out`. Stops early when `out` is destroyed (a client gone).
+ * @returns the bytes handed to `out`.
+ * @throws the growing file's failure, or a read error.
+ */
+export async function copyFileTo(out: Writable, fd: number, start: number, end: number, growing?: GrowingFile): Promise<number> {
+  let pos = start
+  let sent = 0
+  let inFlight = 0
+  let writeError: Error | undefined
+  const free: Buffer[] = []
+  let released: (() => void) | undefined
+  const waitForRelease = () => new Promise<void>((r) => (released = r))
+  // A destroyed socket may never call back for writes still queued: stop waiting then.
+  const onClose = () => {
+    released?.()
+    released = undefined
+  }
+  out.on('close', onClose)
+  try {
+    for (;;) {
+      if (out.destroyed || writeError) break
+      let limit = end
+      if (growing) {
+        const failure = growing.failure()
+        if (failure) throw failure
+        limit = growing.readable()
+        if (pos >= limit) {
+          if (growing.complete()) break
+          await growing.changed()
+          continue
+        }
+      } else if (pos >= end) break
+      let buf = free.pop()
+      if (!buf) {
+        if (inFlight >= BUFFERS_PER_COPY) {
+          await waitForRelease()
+          continue
+        }
+        buf = borrow(growing ? COPY_CHUNK : Math.min(COPY_CHUNK, end - pos))
+      }
+      const n = await readAt(fd, buf, Math.min(buf.length, limit - pos), pos)
+      if (n === 0) throw new Error(`the file ended at byte ${pos}, before ${limit}`)
+      pos += n
+      sent += n
+      inFlight++
+      const chunk = buf
+      out.write(n === chunk.length ? chunk : chunk.subarray(0, n), (err) => {
+        inFlight--
+        if (err) writeError ??= err
+        free.push(chunk)
+        released?.()
+        released = undefined
+      })
+    }
+    // Every buffer must be back (written or failed) before it is reused elsewhere.
+    while (inFlight > 0 && !out.destroyed) await waitForRelease()
+    return sent
+  } finally {
+    out.off('close', onClose)
+    if (inFlight === 0) for (const b of free) giveBack(b)
+  }
+}
