@@ -174,14 +174,20 @@ export function decide(
   // The unsigned fields (URL, Compression, FileHash, FileSize) come from the first source whose
   // narinfo is consistent: a damaged `Compression` line (Nix then assumes bzip2) must not decide
   // how the NAR is stored and served when another source describes the same NAR coherently.
-  const presenter = sources.find((s) => urlAgreesWithCompression(s.info.url, s.info.compression)) ?? sources[0]!
+  const presenter = sources.find((s) => urlAgreesWithCompression(s.info.url, s.info.compression))
+  if (!presenter) {
+    // Only incoherent descriptions so far: an upstream that could not be asked may have a coherent one.
+    const down = unavailableAmong(answers, rule.upstreams)
+    if (down.length > 0) return { kind: 'unavailable', rule, upstreams: down }
+  }
+  const described = (presenter ?? sources[0]!).info
   const { fileHash: _h, fileSize: _s, ...signed } = candidate.info
   const info: NarInfo = {
     ...signed,
-    url: presenter.info.url,
-    compression: presenter.info.compression,
-    ...(presenter.info.fileHash ? { fileHash: presenter.info.fileHash } : {}),
-    ...(presenter.info.fileSize !== undefined ? { fileSize: presenter.info.fileSize } : {}),
+    url: described.url,
+    compression: described.compression,
+    ...(described.fileHash ? { fileHash: described.fileHash } : {}),
+    ...(described.fileSize !== undefined ? { fileSize: described.fileSize } : {}),
     sigs: [...sigs].sort(),
   }
   return { kind: 'admit', rule, info, sources, signers }

@@ -42,14 +42,15 @@ export function parseNarFileName(fileName: string): { nix32: string; compression
 /**
  * False when a NAR URL's extension names another compression than `compression`
  * (`nar/….nar.xz` with `Compression: bzip2`): one of the two unsigned fields was
- * damaged. URLs whose extension narthex does not recognise are given the benefit
- * of the doubt.
+ * damaged. A bare `.nar` or an extension narthex does not recognise is given the
+ * benefit of the doubt (some caches serve compressed NARs under `nar/<hash>.nar`).
  */
 export function urlAgreesWithCompression(url: string, compression: string): boolean {
   const path = url.split(/[?#]/, 1)[0]!
   const dot = path.lastIndexOf('.nar')
   if (dot < 0) return true
   const ext = path.slice(dot + 4)
+  if (ext === '') return true
   const named = Object.entries(COMPRESSION_EXTENSIONS).find(([, e]) => e === ext)?.[0]
   return named === undefined || named === compression
 }

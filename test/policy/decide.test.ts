@@ -179,7 +179,13 @@ test('unsigned fields come from the first source whose URL and Compression agree
   assert.deepEqual(d.sources.map((s) => s.upstream), ['nixos', 'third'], 'sources keep the rule order')
   assert.deepEqual(d.signers, ['nixos-1', 'third-1'])
 
-  // When no source is coherent the first one's description stands.
+  // Only an incoherent description, and an upstream that could not be asked: try again later.
+  const waiting = decide(policy, HASH, new Map<string, UpstreamAnswer>([
+    ['nixos', { upstream: 'nixos', kind: 'present', info: damaged }],
+    ['third', { upstream: 'third', kind: 'unavailable', reason: 'test' }],
+  ]))
+  assert.deepEqual(waiting.kind === 'unavailable' && waiting.upstreams, ['third'])
+  // When every upstream answered and none is coherent, the first one's description stands.
   const alone = decide(policy, HASH, new Map<string, UpstreamAnswer>([
     ['nixos', { upstream: 'nixos', kind: 'present', info: damaged }],
     ['third', { upstream: 'third', kind: 'absent' }],
