@@ -3,8 +3,15 @@
  * and cross-field rules (upstream names, keys, reachable rules, quorum sizes) are
  * checked here so that a bad config never starts a server.
  */
+import { availableParallelism } from 'node:os'
 import { z } from 'zod'
 import { isHashPart, parsePublicKey, parseStorePath } from '../protocol/index.js'
+
+/** `workers: auto`: one worker per core, up to 16; none on a single core, where they would only add a hop. */
+function autoWorkers(): number {
+  const cores = availableParallelism()
+  return cores > 1 ? Math.min(cores, 16) : 0
+}
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1, B: 1,
@@ -154,7 +161,11 @@ export const configSchema = z
     log: z
       .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .default({ level: 'info' }),
-    workers: z.number().int().min(0).max(64).default(0),
+    /** Worker processes for the hot path; `auto`: one per core (none on a single core). */
+    workers: z
+      .union([z.literal('auto'), z.number().int().min(0).max(64)])
+      .default(0)
+      .transform((w) => (w === 'auto' ? autoWorkers() : w)),
   })
   .superRefine((cfg, ctx) => {
     const names = new Set<string>()

@@ -73,3 +73,13 @@ test('sizes', () => {
   assert.equal(parseByteSize(1024), 1024)
   assert.equal(parseByteSize('10 furlongs'), undefined)
 })
+
+test('workers: a number, or auto (one per core, none on one core); 0 by default', async () => {
+  const { availableParallelism } = await import('node:os')
+  const cores = availableParallelism()
+  assert.equal(buildConfig({ upstreams: [up('x')] }, '/srv').workers, 0)
+  assert.equal(buildConfig({ upstreams: [up('x')], workers: 3 }, '/srv').workers, 3)
+  assert.equal(buildConfig({ upstreams: [up('x')], workers: 'auto' }, '/srv').workers, cores > 1 ? Math.min(cores, 16) : 0)
+  assert.throws(() => buildConfig({ upstreams: [up('x')], workers: 'many' }, '/srv'), /workers/)
+  assert.throws(() => buildConfig({ upstreams: [up('x')], workers: -1 }, '/srv'), /workers/)
+})
