@@ -13,23 +13,31 @@
 import { read as fsRead } from 'node:fs'
 import type { Writable } from 'node:stream'
 
-/** Bytes per read and per socket write. */
+/** Bytes per read and per socket write of a stored file. */
 export const COPY_CHUNK = 256 * 1024
+/**
+ * Bytes per read of a file still being downloaded: it grows by the upstream's
+ * socket reads (about 64 KiB), and many clients may follow one download.
+ */
+export const FOLLOW_CHUNK = 64 * 1024
 /** Buffers in flight per copy: one being read while the others drain to the socket. */
 export const BUFFERS_PER_COPY = 4
-// Buffers kept for reuse across copies; more in use at once are allocated and dropped.
-const POOL_MAX = 64
+// Memory kept for reuse across copies, per buffer size; beyond it buffers are dropped.
+const POOL_MAX_BYTES = 8 * 1024 * 1024
 
-const pool: Buffer[] = []
+const pools = new Map<number, Buffer[]>()
 
-function borrow(size: number): Buffer {
+function borrow(size: number, chunk: number): Buffer {
   // Small files get a buffer of their own size; they are not worth a pooled chunk.
-  if (size < COPY_CHUNK) return Buffer.allocUnsafe(size)
-  return pool.pop() ?? Buffer.allocUnsafeSlow(COPY_CHUNK)
+  if (size < chunk) return Buffer.allocUnsafe(size)
+  return pools.get(chunk)?.pop() ?? Buffer.allocUnsafeSlow(chunk)
 }
 
-function giveBack(buf: Buffer): void {
-  if (buf.length === COPY_CHUNK && pool.length < POOL_MAX) pool.push(buf)
+function giveBack(buf: Buffer, chunk: number): void {
+  if (buf.length !== chunk) return
+  let pool = pools.get(chunk)
+  if (!pool) pools.set(chunk, (pool = []))
+  if ((pool.length + 1) * chunk <= POOL_MAX_BYTES) pool.push(buf)
 }
 
 /** A file that is still growing: how far it may be read, and how to wait for more. */
@@ -56,6 +64,7 @@ function readAt(fd: number, buf: Buffer, len: number, pos: number): Promise<numb
  * @throws the growing file's failure, or a read error.
  */
 export async function copyFileTo(out: Writable, fd: number, start: number, end: number, growing?: GrowingFile): Promise<number> {
+  const chunkSize = growing ? FOLLOW_CHUNK : COPY_CHUNK
   let pos = start
   let sent = 0
   let inFlight = 0
@@ -89,7 +98,7 @@ export async function copyFileTo(out: Writable, fd: number, start: number, end: 
           await waitForRelease()
           continue
         }
-        buf = borrow(growing ? COPY_CHUNK : Math.min(COPY_CHUNK, end - pos))
+        buf = borrow(growing ? chunkSize : Math.min(chunkSize, end - pos), chunkSize)
       }
       const n = await readAt(fd, buf, Math.min(buf.length, limit - pos), pos)
       if (n === 0) throw new Error(`the file ended at byte ${pos}, before ${limit}`)
@@ -110,6 +119,6 @@ export async function copyFileTo(out: Writable, fd: number, start: number, end: 
     return sent
   } finally {
     out.off('close', onClose)
-    if (inFlight === 0) for (const b of free) giveBack(b)
+    if (inFlight === 0) for (const b of free) giveBack(b, chunkSize)
   }
 }

@@ -42,12 +42,18 @@ function forwardable(headers: IncomingHttpHeaders | Record<string, string | stri
   return out
 }
 
+function sendNarInfo(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+  res.writeHead(200, ['content-type', 'text/x-nix-narinfo', 'content-length', String(body.length)])
+  res.end(req.method === 'HEAD' ? undefined : body)
+}
+
 /** Creates a worker's front server (not yet listening) and the pool it closes with. */
 export function createFrontServer(deps: FrontDeps): { server: Server; close(): Promise<void> } {
   const core = new Pool(deps.coreUrl, { connections: 64, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 60_000 })
-  const narinfos = new LRUCache<string, string>({ max: Math.max(1, deps.lruEntries), ttl: deps.lruTtlMs })
+  // Kept encoded: a hit is answered with one write of a ready buffer.
+  const narinfos = new LRUCache<string, Buffer>({ max: Math.max(1, deps.lruEntries), ttl: deps.lruTtlMs })
 
-  async function proxy(req: IncomingMessage, res: ServerResponse, onText?: (text: string) => void): Promise<void> {
+  async function proxy(req: IncomingMessage, res: ServerResponse, onText?: (text: Buffer) => void): Promise<void> {
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
     const upstream = await core.request({
       path: req.url ?? '/',
@@ -64,10 +70,9 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
         if (size > MAX_NARINFO_BYTES) throw new Error('narinfo from the core is too large')
         chunks.push(c as Buffer)
       }
-      const text = Buffer.concat(chunks).toString('utf8')
+      const text = Buffer.concat(chunks)
       onText(text)
-      res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(text) })
-      res.end(req.method === 'HEAD' ? undefined : text)
+      sendNarInfo(req, res, text)
       return
     }
     res.writeHead(upstream.statusCode, forwardable(upstream.headers))
@@ -93,8 +98,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
         const hashPart = m[1]!
         const hot = narinfos.get(hashPart)
         if (hot !== undefined) {
-          res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(hot) })
-          res.end(req.method === 'HEAD' ? undefined : hot)
+          sendNarInfo(req, res, hot)
           return
         }
         await proxy(req, res, (text) => narinfos.set(hashPart, text))
