@@ -1,5 +1,12 @@
 #!/usr/bin/env node
 // Entry point installed as `narthex`: runs the compiled CLI (npm run build produces dist/).
-import { main } from '../dist/cli/main.js'
+// A cluster worker (config `workers`) loads only the front server, not the whole command line.
+import cluster from 'node:cluster'
 
-process.exitCode = await main(process.argv.slice(2))
+if (cluster.isWorker && process.env.NARTHEX_WORKER_CORE_URL !== undefined) {
+  const { runClusterWorker } = await import('../dist/cli/worker.js')
+  await runClusterWorker()
+} else {
+  const { main } = await import('../dist/cli/main.js')
+  process.exitCode = await main(process.argv.slice(2))
+}

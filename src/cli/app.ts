@@ -4,7 +4,7 @@
  */
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
-import { pino, type Logger } from 'pino'
+import type { Logger } from 'pino'
 import { Cache, Metrics, PushReceiver } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { compilePolicy } from '../policy/index.js'
@@ -13,6 +13,10 @@ import { createNarthexServer } from '../server/index.js'
 import { AuditLog, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKey } from './keys.js'
+
+import { splitListen } from './log.js'
+
+export { createLogger, splitListen } from './log.js'
 
 /** A running narthex. */
 export interface Narthex {
@@ -25,17 +29,6 @@ export interface Narthex {
   readonly publicKey: string
   /** Stops accepting, aborts downloads, waits for responses (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>
-}
-
-/** Creates the logger narthex uses: JSON lines on stderr. */
-export function createLogger(level: string): Logger {
-  return pino({ level, base: undefined }, pino.destination({ dest: 2, sync: false }))
-}
-
-/** Splits `host:port` (or `[v6]:port`). */
-export function splitListen(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':')
-  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) }
 }
 
 /** The parts of narthex below the HTTP server, opened on one data directory. */

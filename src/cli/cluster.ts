@@ -9,15 +9,8 @@ import cluster, { type Worker } from 'node:cluster'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Config } from '../config/index.js'
-import { createFrontServer } from '../server/index.js'
-import { createLogger, splitListen, startNarthex, type Narthex } from './app.js'
-
-const ROLE_ENV = 'NARTHEX_WORKER_CORE_URL'
-
-/** True in a worker process forked by {@link startCluster}. */
-export function isClusterWorker(): boolean {
-  return cluster.isWorker && process.env[ROLE_ENV] !== undefined
-}
+import { startNarthex, type Narthex } from './app.js'
+import { ROLE_ENV } from './worker.js'
 
 /** A running cluster, from the primary's side. */
 export interface ClusterHandle {
@@ -83,54 +76,4 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
       await core.close()
     },
   }
-}
-
-/** Runs a worker: the front server on the shared public address, until SIGTERM. */
-export async function runClusterWorker(): Promise<void> {
-  const log = createLogger(process.env.NARTHEX_WORKER_LOG_LEVEL ?? 'info')
-  // Stored NARs served here are reported to the core in batches, for its eviction order.
-  const touched = new Set<string>()
-  const report = setInterval(() => {
-    if (touched.size === 0) return
-    process.send?.({ touched: [...touched] })
-    touched.clear()
-  }, 5_000)
-  report.unref()
-  const { server, close } = createFrontServer({
-    coreUrl: process.env[ROLE_ENV]!,
-    narDir: process.env.NARTHEX_WORKER_NAR_DIR!,
-    lruEntries: Number(process.env.NARTHEX_WORKER_LRU ?? 50_000),
-    lruTtlMs: 60_000,
-    log,
-    onServedFile: (name) => touched.add(name),
-  })
-  const { host, port } = splitListen(process.env.NARTHEX_WORKER_LISTEN!)
-  await new Promise<void>((resolve) => {
-    server.once('error', (err) => {
-      process.send?.({ error: err.message })
-      process.exit(1)
-    })
-    server.listen(port, host, () => {
-      const addr = server.address() as { address: string; port: number; family: string }
-      const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
-      process.send?.({ listening: `http://${shown}:${addr.port}` })
-      resolve()
-    })
-  })
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      server.close(() => resolve())
-      server.closeIdleConnections()
-      setTimeout(() => server.closeAllConnections(), 10_000).unref()
-    }
-    process.once('SIGTERM', stop)
-    // Ctrl-C reaches the whole process group: the primary decides, then sends SIGTERM.
-    process.on('SIGINT', () => undefined)
-  })
-  clearInterval(report)
-  if (touched.size > 0) process.send?.({ touched: [...touched] })
-  await close()
-  log.flush()
-  // The IPC channel to the primary would keep this process alive.
-  process.disconnect?.()
 }

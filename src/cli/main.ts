@@ -11,11 +11,12 @@ import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, to
 import { createLogger, splitListen, startNarthex } from './app.js'
 import { runAudit } from './audit.js'
 import { runExport, runImport, runMirror } from './closures.js'
-import { isClusterWorker, runClusterWorker, startCluster } from './cluster.js'
+import { startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
 import { runGc } from './gc.js'
 import { loadOrCreateSigningKey } from './keys.js'
 import { runVerify } from './verify.js'
+import { isClusterWorker, runClusterWorker } from './worker.js'
 
 /** The default configuration file, relative to the working directory. */
 export const DEFAULT_CONFIG = 'config/narthex.yaml'
