@@ -2,9 +2,9 @@
  * One upstream download of a NAR file, shared by every client that asks for it
  * while it runs.
  *
- * The bytes go to a temp file as they arrive while FileHash/FileSize are hashed
- * and, through the decompressor, NarHash/NarSize and the NAR grammar are
- * checked. Clients read the temp file behind the writer ({@link NarFollower}), so
+ * The bytes go to a temp file as they arrive; a verification thread follows
+ * the file (store/verifier.ts), hashing FileHash/FileSize and, through the
+ * decompressor, checking NarHash/NarSize and the NAR grammar. Clients read the temp file behind the writer ({@link NarFollower}), so
  * each has its own pace and memory stays flat however many there are, and the
  * slowest client never slows the download. The last byte is held back from
  * every client until the whole NAR is verified and committed: a NAR that fails
@@ -19,9 +19,9 @@ import { open, unlink, type FileHandle } from 'node:fs/promises'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
-import { formatNixHash, HashingPassThrough, NarSink, nixHashEquals, type NarInfo } from '../protocol/index.js'
+import { formatNixHash, nixHashEquals, type NarInfo } from '../protocol/index.js'
 import { copyFileTo } from '../file-copy.js'
-import { createDecompressor, type NarFileRecord, type Store } from '../store/index.js'
+import { Verification, type NarFileRecord, type Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 
 // Bytes written between two background flushes of the temp file to disk.
@@ -123,40 +123,39 @@ export class NarDownload extends EventEmitter {
         throw new NarthexError('SIZE_MISMATCH', `upstream ${this.upstream.name} announces ${res.contentLength} bytes for a ${this.info.fileSize}-byte NAR file`)
       }
       // An uncompressed file is the NAR itself: its FileHash and FileSize must be the NarHash and
-      // NarSize, so the bytes are hashed once (by the NarSink) instead of twice.
+      // NarSize, so the bytes are hashed once.
       const single = this.info.compression === 'none' && (!this.info.fileHash || nixHashEquals(this.info.fileHash, this.info.narHash))
       if (single && this.info.fileSize !== undefined && this.info.fileSize !== this.info.narSize) {
         throw new NarthexError('SIZE_MISMATCH', `an uncompressed NAR file of ${this.info.fileSize} bytes cannot hold a ${this.info.narSize}-byte NAR`)
       }
-      const fileCheck = single
-        ? undefined
-        : new HashingPassThrough(
-            { ...(this.info.fileHash ? { hash: this.info.fileHash } : {}), ...(this.info.fileSize !== undefined ? { size: this.info.fileSize } : {}) },
-            'NAR file',
-          )
-      const decompressor = createDecompressor(this.info.compression, this.info.fileSize)
-      const narSink = new NarSink({ hash: this.info.narHash, size: this.info.narSize })
+      // Hashing, decompression and the NAR checks run on a verification thread that reads the
+      // temp file behind the writer; a failure there ends the download at once.
+      const verification = new Verification({
+        path: this.tempPath,
+        compression: this.info.compression,
+        fileHash: this.info.fileHash ? formatNixHash(this.info.fileHash) : undefined,
+        fileSize: this.info.fileSize,
+        narHash: formatNixHash(this.info.narHash),
+        narSize: this.info.narSize,
+        single,
+      })
+      verification.result.catch(fail)
+      // More bytes than the file can have fail at once, not at the end.
+      const maxBytes = this.info.fileSize ?? (single ? this.info.narSize : Number.MAX_SAFE_INTEGER)
       const signal = this.#abort.signal
       const file = fh
       let syncing: Promise<void> | undefined
       let unsynced = 0
-      // Each chunk goes to disk and to the decompressor at once; both must be done before the
-      // next: disk and verification pace the download. Readers learn of bytes once on disk.
+      // Each chunk goes to disk; readers and the verifier learn of it once it is there.
       const writer = new Writable({
         highWaterMark: 1 << 20,
         write: (chunk: Buffer, _enc, cb) => {
-          if (this.received === 0) {
-            this.received = chunk.length
-            this.emit('progress')
-          } else this.received += chunk.length
-          let pending = 2
-          let failed = false
-          const settle = (err?: Error | null) => {
-            if (failed) return
-            if (err) {
-              failed = true
-              cb(err)
-            } else if (--pending === 0) cb()
+          const first = this.received === 0
+          this.received += chunk.length
+          if (first) this.emit('progress')
+          if (this.received > maxBytes) {
+            cb(new NarthexError('SIZE_MISMATCH', `NAR file from ${this.upstream.name} is larger than the expected ${maxBytes} bytes`))
+            return
           }
           file.write(chunk).then(() => {
             this.written += chunk.length
@@ -166,32 +165,31 @@ export class NarDownload extends EventEmitter {
               unsynced = 0
               syncing = file.datasync().finally(() => (syncing = undefined))
             }
+            verification.grow(this.written)
             this.emit('progress')
-            settle()
-          }, settle)
-          if (decompressor.write(chunk)) settle()
-          else decompressor.once('drain', () => settle())
-        },
-        final: (cb) => {
-          decompressor.end()
-          cb()
+            cb()
+          }, cb)
         },
       })
-      const verifying = pipeline(decompressor, narSink, { signal }).catch(fail)
-      await pipeline(res.body, this.upstream.speedGuard(), ...(fileCheck ? [fileCheck] : []), writer, { signal }).catch(fail)
-      await verifying
+      await pipeline(res.body, this.upstream.speedGuard(), writer, { signal }).catch(fail)
+      if (firstError) {
+        verification.abort()
+        throw firstError
+      }
+      verification.end(this.written)
+      const verified = await verification.result.catch((err: unknown) => {
+        fail(err)
+        throw firstError
+      })
       await syncing
-      if (firstError) throw firstError
-      const nar = narSink.result!
-      const file_ = fileCheck ? fileCheck.result! : nar
       await fh.sync()
       await fh.close()
       fh = undefined
       const record: NarFileRecord = {
-        fileHash: formatNixHash(file_.hash),
-        fileSize: file_.size,
-        narHash: formatNixHash(nar.hash),
-        narSize: nar.size,
+        fileHash: verified.fileHash,
+        fileSize: verified.fileSize,
+        narHash: verified.narHash,
+        narSize: verified.narSize,
         compression: this.info.compression,
         storedAt: Date.now(),
       }
