@@ -28,12 +28,12 @@ const say = (m: string) => process.stderr.write(`[profile] ${m}\n`)
 
 const WORKLOADS = ['narinfo', 'warmnar', 'coldnar', 'herd', 'closure', 'xz'] as const
 type Workload = (typeof WORKLOADS)[number]
-const asked = process.argv.slice(2) as Workload[]
+const asked = process.argv.slice(2).filter((a) => a !== '--worktree') as Workload[]
 for (const w of asked) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; one of ${WORKLOADS.join(', ')}`)
 
 if (!existsSync(DIRS.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
 const manifest = JSON.parse(await readFile(DIRS.manifest, 'utf8')) as Manifest
-const build = await buildNarthex(ROOT, DIRS.root, {}, say)
+const build = await buildNarthex(ROOT, DIRS.root, { worktree: process.argv.includes('--worktree') }, say)
 await rm(RUN_DIR, { recursive: true, force: true })
 await mkdir(RUN_DIR, { recursive: true })
 const upstream = await Nginx.start({ template: join(HERE, 'nginx', 'upstream.conf'), prefix: join(RUN_DIR, 'upstream'), vars: { ROOT: DIRS.cache } })

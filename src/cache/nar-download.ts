@@ -146,32 +146,40 @@ export class NarDownload extends EventEmitter {
       const file = fh
       let syncing: Promise<void> | undefined
       let unsynced = 0
-      // Each chunk goes to disk; readers and the verifier learn of it once it is there.
-      const writer = new Writable({
-        highWaterMark: 1 << 20,
-        write: (chunk: Buffer, _enc, cb) => {
-          const first = this.received === 0
-          this.received += chunk.length
-          if (first) this.emit('progress')
-          if (this.received > maxBytes) {
-            cb(new NarthexError('SIZE_MISMATCH', `NAR file from ${this.upstream.name} is larger than the expected ${maxBytes} bytes`))
-            return
+      // Chunks go to disk; readers and the verifier learn of them once they are there. Chunks that
+      // arrive while a write is running go to disk together in one writev.
+      const store = (chunks: Buffer[], cb: (err?: Error | null) => void) => {
+        const first = this.received === 0
+        let bytes = 0
+        for (const c of chunks) bytes += c.length
+        this.received += bytes
+        speed.add(bytes)
+        if (first) this.emit('progress')
+        if (this.received > maxBytes) {
+          cb(new NarthexError('SIZE_MISMATCH', `NAR file from ${this.upstream.name} is larger than the expected ${maxBytes} bytes`))
+          return
+        }
+        file.writev(chunks).then(() => {
+          this.written += bytes
+          unsynced += bytes
+          // Flushed to disk along the way, so the commit's fsync only has the tail left.
+          if (unsynced >= SYNC_EVERY && !syncing) {
+            unsynced = 0
+            syncing = file.datasync().finally(() => (syncing = undefined))
           }
-          file.write(chunk).then(() => {
-            this.written += chunk.length
-            unsynced += chunk.length
-            // Flushed to disk along the way, so the commit's fsync only has the tail left.
-            if (unsynced >= SYNC_EVERY && !syncing) {
-              unsynced = 0
-              syncing = file.datasync().finally(() => (syncing = undefined))
-            }
-            verification.grow(this.written)
-            this.emit('progress')
-            cb()
-          }, cb)
-        },
+          verification.grow(this.written)
+          this.emit('progress')
+          cb()
+        }, cb)
+      }
+      const writer = new Writable({
+        highWaterMark: 4 << 20,
+        write: (chunk: Buffer, _enc, cb) => store([chunk], cb),
+        writev: (chunks, cb) => store(chunks.map((c) => c.chunk as Buffer), cb),
       })
-      await pipeline(res.body, this.upstream.speedGuard(), writer, { signal }).catch(fail)
+      const speed = this.upstream.watchSpeed(fail)
+      await pipeline(res.body, writer, { signal }).catch(fail)
+      speed.stop()
       if (firstError) {
         verification.abort()
         throw firstError

@@ -80,7 +80,7 @@ class VerifyThread {
 }
 
 /** How far the file grows between two messages to the thread: few messages, little lag. */
-export const GROW_STEP = 512 * 1024
+export const GROW_STEP = 4 * 1024 * 1024
 
 /** Starts dist/store/verify-thread.js, or the .ts source when narthex runs from its sources (tests, under tsx). */
 function startThread(): Worker {

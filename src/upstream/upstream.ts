@@ -4,7 +4,7 @@
  * a simple health state so a dead upstream fails fast instead of stalling every
  * request for its full timeout.
  */
-import { Transform, type Readable, type TransformCallback } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import { NarthexError } from '../errors.js'
 import { MAX_NARINFO_BYTES, parseNarInfo, type NarInfo } from '../protocol/index.js'
@@ -261,9 +261,9 @@ export class Upstream {
     }
   }
 
-  /** A Transform that aborts a download slower than `minBytesPerSecond` over the speed window. */
-  speedGuard(): Transform {
-    return new SpeedGuard(this.#options.minBytesPerSecond, this.#options.speedWindowMs ?? 30_000, this.name)
+  /** Watches a download's pace against `minBytesPerSecond` (see {@link SpeedWatch}). */
+  watchSpeed(onSlow: (err: NarthexError) => void): SpeedWatch {
+    return watchSpeed(this.#options.minBytesPerSecond, this.#options.speedWindowMs ?? 30_000, this.name, onSlow)
   }
 
   /** Counts a failed download (bad bytes, stall) against the upstream's health. */
@@ -291,45 +291,39 @@ async function readCapped(body: Readable, maxBytes: number, upstream: string): P
   return Buffer.concat(chunks).toString('utf8')
 }
 
+/** Counts a download's bytes; see {@link Upstream.watchSpeed}. */
+export interface SpeedWatch {
+  /** `bytes` more arrived. */
+  add(bytes: number): void
+  /** The download ended: stop watching. */
+  stop(): void
+}
+
 /**
- * Passes bytes through and fails with UPSTREAM_TIMEOUT when fewer than
- * `minBytesPerSecond × window` arrived in the last window: a trickle (1 byte/s)
- * never trips an idle timeout, so it needs a rate limit of its own.
+ * Calls `onSlow` with UPSTREAM_TIMEOUT when fewer than `minBytesPerSecond ×
+ * window` bytes arrived in the last window: a trickle (1 byte/s) never trips an
+ * idle timeout, so it needs a rate limit of its own.
  */
-class SpeedGuard extends Transform {
-  #windowBytes = 0
-  #timer: NodeJS.Timeout | undefined
-
-  constructor(minBytesPerSecond: number, windowMs: number, upstream: string) {
-    super()
-    if (minBytesPerSecond > 0) {
-      const needed = (minBytesPerSecond * windowMs) / 1000
-      this.#timer = setInterval(() => {
-        if (this.#windowBytes < needed) {
-          this.destroy(
-            new NarthexError('UPSTREAM_TIMEOUT', `upstream ${upstream} sent ${this.#windowBytes} bytes in ${windowMs} ms, below ${minBytesPerSecond} bytes/s`, {
-              detail: { upstream },
-            }),
-          )
-        }
-        this.#windowBytes = 0
-      }, windowMs)
-      this.#timer.unref()
+function watchSpeed(minBytesPerSecond: number, windowMs: number, upstream: string, onSlow: (err: NarthexError) => void): SpeedWatch {
+  let windowBytes = 0
+  if (minBytesPerSecond <= 0) return { add: () => undefined, stop: () => undefined }
+  const needed = (minBytesPerSecond * windowMs) / 1000
+  const timer = setInterval(() => {
+    if (windowBytes < needed) {
+      clearInterval(timer)
+      onSlow(
+        new NarthexError('UPSTREAM_TIMEOUT', `upstream ${upstream} sent ${windowBytes} bytes in ${windowMs} ms, below ${minBytesPerSecond} bytes/s`, {
+          detail: { upstream },
+        }),
+      )
     }
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.#windowBytes += chunk.length
-    cb(null, chunk)
-  }
-
-  override _destroy(err: Error | null, cb: (error: Error | null) => void): void {
-    clearInterval(this.#timer)
-    cb(err)
-  }
-
-  override _flush(cb: TransformCallback): void {
-    clearInterval(this.#timer)
-    cb()
+    windowBytes = 0
+  }, windowMs)
+  timer.unref()
+  return {
+    add: (bytes) => {
+      windowBytes += bytes
+    },
+    stop: () => clearInterval(timer),
   }
 }

@@ -89,6 +89,8 @@ test('verification thread: damaged bytes, wrong sizes and hashes fail with the r
   flipped[Math.floor(file.length / 2)]! ^= 0x40
   await expectCode('a flipped byte', feed(info!, flipped), ['HASH_MISMATCH', 'NAR_INVALID'])
   await expectCode('flipped, no FileHash', feed(info!, flipped, { fileHash: undefined, fileSize: undefined }), ['HASH_MISMATCH', 'NAR_INVALID'])
+  // A truncated xz file can still decode to the whole NAR: the decoder's exit status must count.
+  await expectCode('truncated', feed(info!, file.subarray(0, file.length - 10), { fileHash: undefined, fileSize: undefined }), ['NAR_INVALID', 'SIZE_MISMATCH'])
   await expectCode('NarSize off by one', feed(info!, file, { narSize: info!.narSize - 1 }), ['SIZE_MISMATCH'])
   await expectCode('another NarHash', feed(info!, file, { narHash: formatNixHash({ ...info!.narHash, digest: Buffer.alloc(32, 7) }) }), ['HASH_MISMATCH'])
   await expectCode('the wrong decompressor', feed(info!, file, { compression: 'zstd' }), ['NAR_INVALID'])
