@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js'
 import { compilePolicy } from '../policy/index.js'
 import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
 import { createNarthexServer } from '../server/index.js'
-import { AuditLog, Store } from '../store/index.js'
+import { AuditLog, startVerifyThreads, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKey } from './keys.js'
 
@@ -54,6 +54,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   const publicKey = formatPublicKey(toPublicKey(signingKey))
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
   const { store, recovery } = await Store.open(config.dataDir)
+  startVerifyThreads()
   if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
     log.warn(recovery, 'repaired the store after an unclean stop')
   }

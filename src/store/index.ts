@@ -2,4 +2,4 @@
 export { Store, type NarInfoRecord, type NarFileRecord, type SourceRecord, type RecoveryReport } from './store.js'
 export { createDecompressor, supportedCompressions } from './decompress.js'
 export { AuditLog, auditLogPath, readAuditLog, verifyAuditLog, type AuditEntry, type AuditEvent, type AuditVerification } from './audit.js'
-export { Verification, stopVerifyThreads, type VerifiedNar } from './verifier.js'
+export { Verification, startVerifyThreads, stopVerifyThreads, type VerifiedNar } from './verifier.js'

@@ -100,12 +100,7 @@ function threadCount(): number {
 }
 
 function pickThread(): VerifyThread {
-  while (threads.length < threadCount()) {
-    const t: VerifyThread = new VerifyThread((dead) => {
-      threads = threads.filter((x) => x !== dead)
-    })
-    threads.push(t)
-  }
+  startVerifyThreads()
   return threads.reduce((a, b) => (b.pending.size < a.pending.size ? b : a))
 }
 
@@ -158,6 +153,19 @@ export class Verification {
   /** Gives up (the download failed); the result rejects. */
   abort(): void {
     if (!this.#settled) this.#thread.worker.postMessage({ type: 'abort', id: this.#id } satisfies ToVerifier)
+  }
+}
+
+/**
+ * Starts the verification threads ahead of the first download, so that a
+ * thread's start-up (tens of milliseconds) never delays a client's first byte.
+ */
+export function startVerifyThreads(): void {
+  while (threads.length < threadCount()) {
+    const t: VerifyThread = new VerifyThread((dead) => {
+      threads = threads.filter((x) => x !== dead)
+    })
+    threads.push(t)
   }
 }
 

@@ -90,6 +90,9 @@ test('copyFileTo: follows a growing file to its end, and fails with the file’s
       size += p.length
       events.emit('change')
     }
+    for (const deadline = Date.now() + 10_000; got().length < size - 1 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 5))
+    }
     await new Promise((r) => setTimeout(r, 20))
     // Everything but the last byte is out; the last waits for completion.
     assert.equal(got().length, size - 1)
@@ -101,7 +104,10 @@ test('copyFileTo: follows a growing file to its end, and fails with the file’s
     const second = recordingSink(0)
     complete = false
     const failing = copyFileTo(second.sink, fd, 0, Number.MAX_SAFE_INTEGER, growing)
-    await new Promise((r) => setTimeout(r, 10))
+    // Let it send all it may (everything but the last byte), however busy the machine is.
+    for (const deadline = Date.now() + 10_000; second.got().length < size - 1 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 5))
+    }
     failure = new Error('verification failed')
     events.emit('change')
     await assert.rejects(failing, /verification failed/)
