@@ -72,7 +72,7 @@ const say = (msg: string) => process.stderr.write(`[bench ${new Date().toISOStri
 interface Sample {
   scenario: Scenario
   metric: string
-  target: 'narthex' | 'narthex-w' | 'nginx' | 'upstream' | 'reference'
+  target: 'narthex' | 'narthex-w' | 'narthex-pn' | 'nginx' | 'upstream' | 'reference'
   run: number
   value: number
   unit: string
@@ -113,7 +113,7 @@ async function stopServer(s: Narthex | Nginx | undefined): Promise<void> {
   await s.stop()
 }
 
-async function freshNarthex(label: string): Promise<Narthex> {
+async function freshNarthex(label: string, extra: { prefetchNars?: boolean } = {}): Promise<Narthex> {
   await stopServer(narthex)
   const dir = join(RUN_DIR, 'narthex')
   const nodeArgs = [...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', join(DIRS.root, 'profiles', label)] : []), ...NARTHEX_NODE_ARGS]
@@ -124,6 +124,7 @@ async function freshNarthex(label: string): Promise<Narthex> {
     upstreamUrl: upstream.url,
     upstreamPublicKey: manifest.upstreamPublicKey,
     nodeArgs,
+    ...extra,
   })
   watch('narthex', narthex.child)
   counter++
@@ -380,11 +381,11 @@ async function scenarioClosure(): Promise<void> {
   const top = manifest.closureTop
   say(`5. nix copy of a cold closure of ${manifest.closureHashParts.length} paths`)
   await repeat('closure', async (r) => {
-    for (const target of order(r, ['narthex', 'nginx', 'upstream'] as const)) {
+    for (const target of order(r, ['narthex', 'narthex-pn', 'nginx', 'upstream'] as const)) {
       let base: string
       let key: string
-      if (target === 'narthex') {
-        const n = await freshNarthex('closure')
+      if (target === 'narthex' || target === 'narthex-pn') {
+        const n = await freshNarthex('closure', { prefetchNars: target === 'narthex-pn' })
         base = n.url
         key = n.publicKey
       } else if (target === 'nginx') {
@@ -535,6 +536,8 @@ function table(): Row[] {
     const n = med('closure', 'wall', 'narthex')
     const x = med('closure', 'wall', 'nginx')
     rows.push({ what: '5. nix copy, cold closure of 500 paths (s)', narthex: f(n), nginx: f(x), other: `upstream ${f(med('closure', 'wall', 'upstream'))}`, ratio: f(n / x), target: '≤ 0.8', met: n / x <= 0.8 })
+    const pn = med('closure', 'wall', 'narthex-pn')
+    if (Number.isFinite(pn)) rows.push({ what: '5. … narthex with `prefetch.nars: true`', narthex: f(pn), nginx: f(x), other: '', ratio: f(pn / x), target: '≤ 0.8', met: pn / x <= 0.8 })
   }
   if (has('xz')) {
     const n = med('xz', 'fetch', 'narthex')

@@ -132,6 +132,8 @@ export interface NarthexOptions {
   workers?: number
   /** Keep the directory (and so the data dir) of an earlier start instead of starting fresh. */
   keepData?: boolean
+  /** The config's `prefetch.nars`: fetch the NARs of admitted paths' references ahead of the client. */
+  prefetchNars?: boolean
 }
 
 /** A narthex process with a fresh data directory. */
@@ -167,6 +169,7 @@ export class Narthex {
       upstreams: [{ name: 'up', url: this.opts.upstreamUrl, publicKeys: [this.opts.upstreamPublicKey] }],
       rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
       ...(this.opts.workers ? { workers: this.opts.workers } : {}),
+      ...(this.opts.prefetchNars ? { prefetch: { references: true, nars: true } } : {}),
     }
     // YAML is a superset of JSON.
     const configFile = join(dir, 'narthex.yaml')

@@ -11,7 +11,7 @@
  * each on the least busy thread. A thread that dies fails its jobs and is
  * replaced.
  */
-import { cpus } from 'node:os'
+import { availableParallelism } from 'node:os'
 import { extname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
@@ -95,8 +95,11 @@ function startThread(): Worker {
 let threads: VerifyThread[] = []
 let nextId = 1
 
+// One thread per spare core (the main thread has one), at least one, at most four.
+const THREADS = Math.max(1, Math.min(4, availableParallelism() - 1))
+
 function threadCount(): number {
-  return Math.max(1, Math.min(4, cpus().length - 1))
+  return THREADS
 }
 
 function pickThread(): VerifyThread {
