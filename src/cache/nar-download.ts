@@ -114,6 +114,12 @@ export class NarDownload extends EventEmitter {
       if (!this.#abort.signal.aborted) this.#abort.abort(firstError)
     }
     try {
+      // An uncompressed file is the NAR itself: its FileHash and FileSize must be the NarHash and
+      // NarSize, so the bytes are hashed once.
+      const single = this.info.compression === 'none' && (!this.info.fileHash || nixHashEquals(this.info.fileHash, this.info.narHash))
+      if (single && this.info.fileSize !== undefined && this.info.fileSize !== this.info.narSize) {
+        throw new NarthexError('SIZE_MISMATCH', `an uncompressed NAR file of ${this.info.fileSize} bytes cannot hold a ${this.info.narSize}-byte NAR`)
+      }
       fh = await open(this.tempPath, 'wx', 0o644)
       const res = await this.upstream.openNar(this.sourceUrl, this.#abort.signal)
       if (this.info.fileSize !== undefined && res.contentLength !== undefined && res.contentLength !== this.info.fileSize) {
@@ -121,12 +127,6 @@ export class NarDownload extends EventEmitter {
         // process unless someone listens.
         res.body.on('error', () => undefined).destroy()
         throw new NarthexError('SIZE_MISMATCH', `upstream ${this.upstream.name} announces ${res.contentLength} bytes for a ${this.info.fileSize}-byte NAR file`)
-      }
-      // An uncompressed file is the NAR itself: its FileHash and FileSize must be the NarHash and
-      // NarSize, so the bytes are hashed once.
-      const single = this.info.compression === 'none' && (!this.info.fileHash || nixHashEquals(this.info.fileHash, this.info.narHash))
-      if (single && this.info.fileSize !== undefined && this.info.fileSize !== this.info.narSize) {
-        throw new NarthexError('SIZE_MISMATCH', `an uncompressed NAR file of ${this.info.fileSize} bytes cannot hold a ${this.info.narSize}-byte NAR`)
       }
       // Hashing, decompression and the NAR checks run on a verification thread that reads the
       // temp file behind the writer; a failure there ends the download at once.
@@ -165,7 +165,11 @@ export class NarDownload extends EventEmitter {
           // Flushed to disk along the way, so the commit's fsync only has the tail left.
           if (unsynced >= SYNC_EVERY && !syncing) {
             unsynced = 0
-            syncing = file.datasync().finally(() => (syncing = undefined))
+            // A disk that cannot flush fails the download (and is never an unhandled rejection).
+            syncing = file
+              .datasync()
+              .catch(fail)
+              .finally(() => (syncing = undefined))
           }
           verification.grow(this.written)
           this.emit('progress')

@@ -82,14 +82,21 @@ class VerifyThread {
 /** How far the file grows between two messages to the thread: few messages, little lag. */
 export const GROW_STEP = 4 * 1024 * 1024
 
+// A small young generation: the thread's garbage (decoder output chunks) is collected early
+// instead of growing the process's memory.
+const THREAD_LIMITS = { maxYoungGenerationSizeMb: 4 }
+
 /** Starts dist/store/verify-thread.js, or the .ts source when narthex runs from its sources (tests, under tsx). */
 function startThread(): Worker {
   const ext = extname(fileURLToPath(import.meta.url))
   const entry = new URL(`./verify-thread${ext}`, import.meta.url)
-  if (ext !== '.ts') return new Worker(entry)
+  if (ext !== '.ts') return new Worker(entry, { resourceLimits: THREAD_LIMITS })
   // Loader hooks (`--import tsx`) do not reach worker threads: register tsx in the thread first.
   const tsx = import.meta.resolve('tsx/esm/api')
-  return new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}) })`, { eval: true })
+  return new Worker(`import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}) })`, {
+    eval: true,
+    resourceLimits: THREAD_LIMITS,
+  })
 }
 
 let threads: VerifyThread[] = []

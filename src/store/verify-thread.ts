@@ -49,39 +49,50 @@ class Job {
       fh = await open(spec.path, 'r')
       const expectedFile = spec.fileHash ? parseNixHash(spec.fileHash) : undefined
       const fileHash: Hash | undefined = spec.single ? undefined : createHash(expectedFile?.algorithm ?? 'sha256')
-      const decompressor = createDecompressor(spec.compression, spec.fileSize)
       const narSink = new NarSink({ hash: parseNixHash(spec.narHash), size: spec.narSize })
-      streams.push(decompressor, narSink)
-      // The decompressor's output goes to the NarSink; the first error of either ends the job.
+      // Uncompressed: the bytes go straight to the NarSink's synchronous check, through one
+      // reused buffer. Otherwise the decompressor's output goes to the NarSink; the first error
+      // of either ends the job.
+      const plain = spec.compression === 'none'
+      const decompressor = plain ? undefined : createDecompressor(spec.compression, spec.fileSize)
       let failure: unknown
-      const verifying = pipeline(decompressor, narSink).catch((err: unknown) => {
-        failure ??= err
-      })
+      let verifying: Promise<void> = Promise.resolve()
+      if (decompressor) {
+        streams.push(decompressor, narSink)
+        verifying = pipeline(decompressor, narSink).catch((err: unknown) => {
+          failure ??= err
+        })
+      }
+      const reused = plain ? Buffer.allocUnsafe(READ_CHUNK) : undefined
       let pos = 0
       for (;;) {
         if (failure) throw failure
         if (this.#aborted) throw new NarthexError('SHUTTING_DOWN', 'verification aborted')
         if (pos < this.#available) {
           const len = Math.min(READ_CHUNK, this.#available - pos)
-          const buf = Buffer.allocUnsafe(len)
+          const buf = reused ?? Buffer.allocUnsafe(len)
           const { bytesRead } = await fh.read(buf, 0, len, pos)
           if (bytesRead === 0) throw new NarthexError('STORE_IO', `the temp file ended at byte ${pos}`)
-          const chunk = bytesRead === len ? buf : buf.subarray(0, bytesRead)
+          const chunk = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead)
           pos += bytesRead
           if (spec.fileSize !== undefined && pos > spec.fileSize) {
             throw new NarthexError('SIZE_MISMATCH', `NAR file is larger than the expected ${spec.fileSize} bytes`)
           }
           fileHash?.update(chunk)
-          if (!decompressor.write(chunk)) await Promise.race([once(decompressor, 'drain'), once(decompressor, 'close')])
+          if (!decompressor) narSink.check(chunk)
+          else if (!decompressor.write(chunk)) await Promise.race([once(decompressor, 'drain'), once(decompressor, 'close')])
           continue
         }
         if (this.#ended) break
         await new Promise<void>((r) => (this.#wake = r))
       }
-      decompressor.end()
-      await verifying
-      if (failure) throw failure
-      const nar = narSink.result
+      let nar = narSink.result
+      if (decompressor) {
+        decompressor.end()
+        await verifying
+        if (failure) throw failure
+        nar = narSink.result
+      } else nar = narSink.finish()
       if (!nar) throw new NarthexError('NAR_INVALID', 'the NAR did not verify')
       let file = nar
       if (fileHash) {

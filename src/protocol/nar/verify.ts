@@ -81,12 +81,33 @@ export class NarSink extends Writable {
     return this.#parser.stats
   }
 
+  /**
+   * Checks a chunk at once, without the stream machinery; the chunk is not kept,
+   * so callers may reuse its buffer. Do not mix with `write()`.
+   * @throws NarthexError SIZE_MISMATCH, NAR_INVALID
+   */
+  check(chunk: Uint8Array): void {
+    this.#size += chunk.length
+    checkSize('NAR', this.#size, this.expected)
+    this.#parser.push(chunk)
+    this.#hash.update(chunk)
+  }
+
+  /**
+   * Ends a NAR fed by {@link NarSink.check} and returns NarHash and NarSize.
+   * @throws NarthexError NAR_INVALID, SIZE_MISMATCH, HASH_MISMATCH
+   */
+  finish(): Measured {
+    this.#parser.end()
+    const measured = { hash: { algorithm: this.expected.hash?.algorithm ?? 'sha256', digest: this.#hash.digest() }, size: this.#size }
+    checkFinal('NAR', measured, this.expected)
+    this.#result = measured
+    return measured
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     try {
-      this.#size += chunk.length
-      checkSize('NAR', this.#size, this.expected)
-      this.#parser.push(chunk)
-      this.#hash.update(chunk)
+      this.check(chunk)
       callback()
     } catch (err) {
       callback(err as Error)
@@ -95,10 +116,7 @@ export class NarSink extends Writable {
 
   override _final(callback: (error?: Error | null) => void): void {
     try {
-      this.#parser.end()
-      const measured = { hash: { algorithm: this.expected.hash?.algorithm ?? 'sha256', digest: this.#hash.digest() }, size: this.#size }
-      checkFinal('NAR', measured, this.expected)
-      this.#result = measured
+      this.finish()
       callback()
     } catch (err) {
       callback(err as Error)
