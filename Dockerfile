@@ -26,5 +26,5 @@ USER node
 VOLUME /var/lib/narthex
 EXPOSE 5557
 HEALTHCHECK --interval=30s --timeout=5s CMD node -e "fetch('http://127.0.0.1:5557/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-ENTRYPOINT ["node", "bin/narthex.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "bin/narthex.js"]
 CMD ["serve", "--config", "config/docker.yaml"]

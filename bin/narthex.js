@@ -1,5 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 // Entry point installed as `narthex`: runs the compiled CLI (npm run build produces dist/).
+// --max-semi-space-size=2 (MiB; also in `npm start` and the Dockerfile): a small young generation
+// is collected often, and with it the short-lived socket buffers of downloads, whose memory V8
+// otherwise gives back only after tens of megabytes (bench/RESULTS.md, scenario 4).
 // A cluster worker (config `workers`) loads only the front server, not the whole command line.
 import cluster from 'node:cluster'
 

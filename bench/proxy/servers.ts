@@ -177,7 +177,9 @@ export class Narthex {
     const err = openSync(this.logFile, 'a')
     // narthex writes nothing on stdout; node's diagnostics (--trace-gc) do.
     const out = openSync(join(dir, 'stdout.log'), 'a')
-    this.child = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), bin, 'serve', '--config', configFile], {
+    // Started as `npm start`, the Dockerfile and bin/narthex.js's shebang start it.
+    const shipped = ['--max-semi-space-size=2']
+    this.child = spawn(process.execPath, [...shipped, ...(this.opts.nodeArgs ?? []), bin, 'serve', '--config', configFile], {
       cwd: dir,
       stdio: ['ignore', out, err],
     })
