@@ -12,6 +12,9 @@ import type { Config } from '../config/index.js'
 import { startNarthex, type Narthex } from './app.js'
 import { ROLE_ENV } from './worker.js'
 
+// How long a worker may take to finish its requests after SIGTERM before it is killed.
+const WORKER_STOP_MS = 15_000
+
 /** A running cluster, from the primary's side. */
 export interface ClusterHandle {
   readonly url: string
@@ -68,7 +71,14 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
         workers.map(
           (w) =>
             new Promise<void>((resolve) => {
-              w.once('exit', () => resolve())
+              // A signal sent to the whole process group (Ctrl-C, systemd's default KillMode) may
+              // have stopped the worker already: its 'exit' came and went.
+              if (w.isDead()) return resolve()
+              const force = setTimeout(() => w.process.kill('SIGKILL'), WORKER_STOP_MS)
+              w.once('exit', () => {
+                clearTimeout(force)
+                resolve()
+              })
               w.process.kill('SIGTERM')
             }),
         ),

@@ -3,6 +3,7 @@
  * process, with hot narinfos and stored NARs served by the workers.
  */
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { after, before, describe, test } from 'node:test'
 import { parseNarInfo } from '../../src/protocol/index.js'
 import { hashPartOf } from '../helpers/caches.js'
@@ -63,5 +64,14 @@ describe('narthex with two worker processes', { skip }, () => {
     await narthex.restart()
     const { store } = await nix.substitute(narthex.url, [paths.w3!], [narthex.publicKey])
     await nix.verifyPath(store, paths.w3!)
+  })
+
+  test('SIGTERM to the whole process group (Ctrl-C, systemd) stops it too', async () => {
+    const core = narthex.child!.pid!
+    const workers = execFileSync('pgrep', ['-P', String(core)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number)
+    assert.equal(workers.length, 2, 'two worker processes')
+    for (const pid of [core, ...workers]) process.kill(pid, 'SIGTERM')
+    const exited = await Promise.race([narthex.stop('SIGTERM'), new Promise((r) => setTimeout(() => r('hung'), 20_000))])
+    assert.notEqual(exited, 'hung', 'the core did not exit within 20 s')
   })
 })
