@@ -12,26 +12,11 @@
 import { spawn, spawnSync } from 'node:child_process'
 import type { EventEmitter } from 'node:events'
 import { createRequire } from 'node:module'
-import { setPriority } from 'node:os'
 import { Duplex, PassThrough } from 'node:stream'
 import { createBrotliDecompress, createGunzip } from 'node:zlib'
 import { NarthexError } from '../errors.js'
 
 const require = createRequire(import.meta.url)
-
-/**
- * Decoding is background work: on a busy machine the processes and threads that
- * answer clients go first. Lowers the nice value of `pid` (0: the calling thread,
- * on Linux); where that is not allowed, nothing changes.
- */
-export function lowerPriority(pid: number | undefined): void {
-  if (pid === undefined) return
-  try {
-    setPriority(pid, 10)
-  } catch {
-    // not permitted here: run at the normal priority
-  }
-}
 
 const commandCache = new Map<string, boolean>()
 
@@ -52,7 +37,6 @@ function hasCommand(cmd: string): boolean {
  */
 function spawnFilter(cmd: string, args: string[], what: string): Duplex {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-  lowerPriority(child.pid)
   let stderr = ''
   child.stderr.setEncoding('utf8')
   child.stderr.on('data', (d: string) => {

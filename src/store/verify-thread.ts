@@ -11,7 +11,7 @@ import { once } from 'node:events'
 import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
 import { formatNixHash, NarSink, nixHashEquals, parseNixHash } from '../protocol/index.js'
-import { createDecompressor, lowerPriority } from './decompress.js'
+import { createDecompressor } from './decompress.js'
 import type { FromVerifier, ToVerifier, VerifyJob } from './verifier.js'
 
 const READ_CHUNK = 1024 * 1024
@@ -133,9 +133,6 @@ function toError(id: number, err: unknown): FromVerifier {
 }
 
 const jobs = new Map<number, Job>()
-
-// Hashing and decoding yield to the main thread, which answers clients.
-lowerPriority(0)
 
 parentPort?.on('message', (msg: ToVerifier) => {
   switch (msg.type) {
