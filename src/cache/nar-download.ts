@@ -24,6 +24,9 @@ import { copyFileTo } from '../file-copy.js'
 import { Verification, type NarFileRecord, type Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 
+// How far a download may run ahead of its verification thread.
+const MAX_UNVERIFIED = 32 * 1024 * 1024
+
 // Bytes written between two background flushes of the temp file to disk.
 const SYNC_EVERY = 64 * 1024 * 1024
 
@@ -173,7 +176,9 @@ export class NarDownload extends EventEmitter {
           }
           verification.grow(this.written)
           this.emit('progress')
-          cb()
+          // Never far ahead of the verification (a slow decoder paces the download).
+          if (this.written - MAX_UNVERIFIED > 0) verification.caughtUp(this.written, MAX_UNVERIFIED).then(() => cb(), cb)
+          else cb()
         }, cb)
       }
       const writer = new Writable({

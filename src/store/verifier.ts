@@ -39,6 +39,7 @@ export type ToVerifier =
 
 /** Messages from a verification thread. */
 export type FromVerifier =
+  | { readonly type: 'read'; readonly id: number; readonly pos: number }
   | { readonly type: 'done'; readonly id: number; readonly fileHash: string; readonly fileSize: number; readonly narHash: string; readonly narSize: number }
   | { readonly type: 'error'; readonly id: number; readonly code: ErrorCode; readonly message: string }
 
@@ -53,6 +54,7 @@ export interface VerifiedNar {
 interface Pending {
   resolve(v: VerifiedNar): void
   reject(e: NarthexError): void
+  read(pos: number): void
 }
 
 class VerifyThread {
@@ -66,6 +68,7 @@ class VerifyThread {
     this.worker.on('message', (msg: FromVerifier) => {
       const p = this.pending.get(msg.id)
       if (!p) return
+      if (msg.type === 'read') return p.read(msg.pos)
       this.pending.delete(msg.id)
       if (msg.type === 'done') p.resolve(msg)
       else p.reject(new NarthexError(msg.code, msg.message))
@@ -125,14 +128,25 @@ export class Verification {
   readonly #id: number
   #settled = false
   #sent = 0
+  /** How far the thread has read the file. */
+  #readPos = 0
+  #onRead: (() => void) | undefined
 
   constructor(job: Omit<VerifyJob, 'id'>) {
     this.#id = nextId++
     this.#thread = pickThread()
     this.result = new Promise<VerifiedNar>((resolve, reject) => {
-      this.#thread.pending.set(this.#id, { resolve, reject })
+      this.#thread.pending.set(this.#id, {
+        resolve,
+        reject,
+        read: (pos) => {
+          this.#readPos = pos
+          this.#wakeReader()
+        },
+      })
     }).finally(() => {
       this.#settled = true
+      this.#wakeReader()
     })
     // Callers may look at the result only at the end; an early failure is not unhandled.
     this.result.catch(() => undefined)
@@ -153,6 +167,28 @@ export class Verification {
     if (this.#settled || written - this.#sent < GROW_STEP) return
     this.#sent = written
     this.#thread.worker.postMessage({ type: 'grow', id: this.#id, written, ended: false } satisfies ToVerifier)
+  }
+
+  /**
+   * Resolves once the thread has read the file to within `maxLag` bytes of
+   * `written` (or the verification ended): a download waits on it so that it
+   * never runs far ahead of its verification. Unverified bytes do not pile up
+   * on disk, and the main thread's work for a download is spread over its
+   * verification instead of coming in one burst.
+   */
+  async caughtUp(written: number, maxLag: number): Promise<void> {
+    while (!this.#settled && written - this.#readPos > maxLag) {
+      // The thread may be waiting for news of bytes it has not been told of yet.
+      this.#thread.worker.postMessage({ type: 'grow', id: this.#id, written, ended: false } satisfies ToVerifier)
+      this.#sent = written
+      await new Promise<void>((r) => (this.#onRead = r))
+    }
+  }
+
+  #wakeReader(): void {
+    const wake = this.#onRead
+    this.#onRead = undefined
+    wake?.()
   }
 
   /** The file is complete at `written` bytes. */

@@ -15,6 +15,8 @@ import { createDecompressor } from './decompress.js'
 import type { FromVerifier, ToVerifier, VerifyJob } from './verifier.js'
 
 const READ_CHUNK = 1024 * 1024
+// How often the main thread hears how far a job has read (it paces its download by it).
+const READ_REPORT_STEP = 4 * 1024 * 1024
 
 class Job {
   #available = 0
@@ -65,6 +67,7 @@ class Job {
       }
       const reused = plain ? Buffer.allocUnsafe(READ_CHUNK) : undefined
       let pos = 0
+      let reported = 0
       for (;;) {
         if (failure) throw failure
         if (this.#aborted) throw new NarthexError('SHUTTING_DOWN', 'verification aborted')
@@ -75,6 +78,10 @@ class Job {
           if (bytesRead === 0) throw new NarthexError('STORE_IO', `the temp file ended at byte ${pos}`)
           const chunk = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead)
           pos += bytesRead
+          if (pos - reported >= READ_REPORT_STEP) {
+            reported = pos
+            parentPort!.postMessage({ type: 'read', id: spec.id, pos } satisfies FromVerifier)
+          }
           if (spec.fileSize !== undefined && pos > spec.fileSize) {
             throw new NarthexError('SIZE_MISMATCH', `NAR file is larger than the expected ${spec.fileSize} bytes`)
           }
