@@ -63,8 +63,6 @@ class VerifyThread {
 
   constructor(onExit: (t: VerifyThread) => void) {
     this.worker = startThread()
-    // Idle threads do not keep the process alive; running jobs keep their callers waiting.
-    this.worker.unref()
     this.worker.on('message', (msg: FromVerifier) => {
       const p = this.pending.get(msg.id)
       if (!p) return
@@ -79,6 +77,9 @@ class VerifyThread {
       this.pending.clear()
       onExit(this)
     })
+    // Idle threads do not keep the process alive; running jobs keep their callers waiting. After
+    // the listeners: adding a 'message' listener refs the thread's port again.
+    this.worker.unref()
   }
 }
 

@@ -123,3 +123,17 @@ test('verification threads are replaced after they stop', async () => {
   const r = await feed(info!, file)
   assert.equal(r.narHash, formatNixHash(info!.narHash))
 })
+
+test('idle verification threads do not keep the process alive', async () => {
+  const { spawn } = await import('node:child_process')
+  const module = new URL('../../src/store/verifier.ts', import.meta.url).href
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `const m = await import(${JSON.stringify(module)}); m.startVerifyThreads()`], {
+    stdio: 'ignore',
+  })
+  const code = await Promise.race([
+    new Promise((r) => child.once('exit', (c) => r(c))),
+    new Promise((r) => setTimeout(() => r('still running after 15 s'), 15_000)),
+  ])
+  if (code === 'still running after 15 s') child.kill('SIGKILL')
+  assert.equal(code, 0)
+})
