@@ -48,7 +48,10 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
         reject(new Error(`worker exited with ${code ?? signal} before listening`))
         if (!stopping) {
           log.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another')
-          setTimeout(() => void fork().catch((err) => log.error({ err: (err as Error).message }, 'cannot restart a worker')), 500).unref()
+          setTimeout(() => {
+            // The signal that stopped this worker may be on its way to the primary too.
+            if (!stopping) void fork().catch((err) => log.error({ err: (err as Error).message }, 'cannot restart a worker'))
+          }, 500).unref()
         }
       })
     })
