@@ -38,9 +38,14 @@ export type NarInfoAnswer =
 /** The answer to a NAR request. */
 export type NarAnswer =
   | { readonly kind: 'stored'; readonly path: string; readonly size: number }
-  | { readonly kind: 'streaming'; readonly stream: Readable; readonly size: number | undefined }
   /** A download in progress, followed from its temp file; `close()` it when not sending it. */
   | { readonly kind: 'following'; readonly follower: NarFollower; readonly size: number | undefined }
+  | { readonly kind: 'absent' }
+  | { readonly kind: 'unavailable'; readonly retryAfterS: number }
+
+/** The answer to a build-log request: an upstream's body passed through. */
+export type LogAnswer =
+  | { readonly kind: 'streaming'; readonly stream: Readable; readonly size: number | undefined }
   | { readonly kind: 'absent' }
   | { readonly kind: 'unavailable'; readonly retryAfterS: number }
 
@@ -81,6 +86,17 @@ const TRANSIENT_SKIP_MS = 5_000
 
 // Failures that prove a source's bytes wrong (as opposed to it being unreachable).
 const VERIFICATION_FAILURES = new Set(['HASH_MISMATCH', 'SIZE_MISMATCH', 'NAR_INVALID'])
+
+/** The admitted narinfo with a source's unsigned fields: its URL, compression, FileHash and FileSize. */
+function describedBy(info: NarInfo, source: SourceRecord): NarInfo {
+  return {
+    ...info,
+    url: source.url,
+    compression: source.compression,
+    fileHash: source.fileHash ? parseNixHash(source.fileHash) : undefined,
+    fileSize: source.fileSize,
+  }
+}
 
 /** The narthex cache: store, upstreams and policy behind the two questions clients ask. */
 export class Cache {
@@ -264,7 +280,7 @@ export class Cache {
    * log, streamed through and not kept. Logs are not signed, so no policy
    * applies; every upstream is asked in config order.
    */
-  async getLog(drvName: string): Promise<NarAnswer> {
+  async getLog(drvName: string): Promise<LogAnswer> {
     let unavailable = false
     for (const upstream of this.#d.upstreams) {
       try {
@@ -363,7 +379,7 @@ export class Cache {
     }
     const known = this.#admitted.get(fileName) ?? (await this.#admittedFromIndex(fileName))
     if (!known) return { kind: 'absent' }
-    const hashParts = [known.hashPart]
+    const { hashPart } = known
     let record: NarInfoRecord = known.record
     const info = parseNarInfo(record.narinfo)
     let allGone = true
@@ -372,7 +388,7 @@ export class Cache {
       if (round === 1) {
         // Every known source failed: upstreams that could not be asked when the path was
         // admitted may offer the same fingerprint now.
-        const refreshed: NarInfoRecord | undefined = this.#closed ? undefined : await this.#refreshSources(hashParts[0]!, record, fileName)
+        const refreshed: NarInfoRecord | undefined = this.#closed ? undefined : await this.#refreshSources(hashPart, record, fileName)
         if (!refreshed) break
         record = refreshed
       }
@@ -401,7 +417,7 @@ export class Cache {
       }
     }
     if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
-    if (await this.#switchCompression(hashParts[0]!, record, fileName)) return { kind: 'unavailable', retryAfterS: 1 }
+    if (await this.#switchCompression(hashPart, record, fileName)) return { kind: 'unavailable', retryAfterS: 1 }
     return allGone ? { kind: 'absent' } : { kind: 'unavailable', retryAfterS: 10 }
   }
 
@@ -425,14 +441,7 @@ export class Cache {
       (s) => s.compression !== info.compression && this.#supported.has(s.compression) && this.#upstreams.has(s.upstream) && !rejected(s.compression, s.upstream),
     )
     if (!other) return false
-    const { fileHash: _h, fileSize: _s, ...signed } = info
-    const switched: NarInfo = {
-      ...signed,
-      url: other.url,
-      compression: other.compression,
-      ...(other.fileHash ? { fileHash: parseNixHash(other.fileHash) } : {}),
-      ...(other.fileSize !== undefined ? { fileSize: other.fileSize } : {}),
-    }
+    const switched = describedBy(info, other)
     const newFile = narFileName(nix32, other.compression as never)
     await this.#d.store.putNarInfo(hashPart, newFile, formatNixHash(info.narHash), { ...record, narinfo: formatNarInfo(switched) })
     this.#served.delete(hashPart)
@@ -502,14 +511,7 @@ export class Cache {
 
   #start(fileName: string, info: NarInfo, source: SourceRecord, upstream: Upstream): NarDownload {
     const { metrics, log } = this.#d
-    const sourceInfo: NarInfo = {
-      ...info,
-      url: source.url,
-      compression: source.compression,
-      ...(source.fileHash ? { fileHash: parseNixHash(source.fileHash) } : { fileHash: undefined }),
-      ...(source.fileSize !== undefined ? { fileSize: source.fileSize } : { fileSize: undefined }),
-    }
-    const download = new NarDownload(fileName, sourceInfo, source.url, upstream, this.#d.store)
+    const download = new NarDownload(fileName, describedBy(info, source), source.url, upstream, this.#d.store)
     this.#downloads.set(fileName, download)
     metrics.downloadsInFlight.inc()
     const path = formatStorePath(info.storePath)

@@ -13,7 +13,6 @@ import { createNarthexServer } from '../server/index.js'
 import { AuditLog, startVerifyThreads, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKey } from './keys.js'
-
 import { splitListen } from './log.js'
 
 export { createLogger, splitListen } from './log.js'
@@ -54,7 +53,6 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   const publicKey = formatPublicKey(toPublicKey(signingKey))
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
   const { store, recovery } = await Store.open(config.dataDir)
-  startVerifyThreads()
   if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
     log.warn(recovery, 'repaired the store after an unclean stop')
   }
@@ -98,6 +96,9 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
 /** Opens everything and starts listening. */
 export async function startNarthex(config: Config, log: Logger, options: { announce?: boolean } = {}): Promise<Narthex> {
   const core = await openCore(config, log)
+  // Started ahead of the first download, so a thread's start-up never delays a client's first
+  // byte (other commands start them on first use, if ever).
+  startVerifyThreads()
   const { store, cache, audit, upstreams, metrics, signingKey, publicKey } = core
   const push = config.push && {
     tokens: config.push.tokens,

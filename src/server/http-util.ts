@@ -64,17 +64,30 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, path: 
     return 0
   }
   let fh: FileHandle | undefined
-  let sent = 0
   try {
-    fh = await open(path, 'r')
-    sent = await copyFileTo(res, fh.fd, start, end + 1)
-    res.end()
-  } catch {
-    res.destroy()
+    return await sendOrCut(res, async () => {
+      fh = await open(path, 'r')
+      return copyFileTo(res, fh.fd, start, end + 1)
+    })
   } finally {
     await fh?.close().catch(() => undefined)
   }
-  return sent
+}
+
+/**
+ * Runs `send` (which writes the body) and ends the response; if it fails, the
+ * connection is cut instead, so the response can never look complete.
+ * @returns the bytes `send` reported, 0 when it failed.
+ */
+async function sendOrCut(res: ServerResponse, send: () => Promise<number>): Promise<number> {
+  try {
+    const sent = await send()
+    res.end()
+    return sent
+  } catch {
+    res.destroy()
+    return 0
+  }
 }
 
 /**
@@ -82,15 +95,8 @@ export async function sendFile(req: IncomingMessage, res: ServerResponse, path: 
  * fails, the connection is cut, so the response can never look complete.
  * @returns the bytes sent.
  */
-export async function sendFollower(follower: NarFollower, res: ServerResponse): Promise<number> {
-  let sent = 0
-  try {
-    sent = await follower.sendTo(res)
-    res.end()
-  } catch {
-    res.destroy()
-  }
-  return sent
+export function sendFollower(follower: NarFollower, res: ServerResponse): Promise<number> {
+  return sendOrCut(res, () => follower.sendTo(res))
 }
 
 /** Parses a single `bytes=a-b` range; undefined when absent or not a plain single range. */

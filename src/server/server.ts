@@ -156,19 +156,18 @@ export function createNarthexServer(deps: ServerDeps): Server {
     if (answer.kind === 'absent') return respondStatus(res, 404)
     if (answer.kind === 'unavailable') return respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
     const headers: Record<string, string | number> = { 'content-type': 'application/x-nix-nar' }
-    if (answer.kind === 'following' || answer.kind === 'streaming') {
+    if (answer.kind === 'following') {
       // Still downloading: no ranges; the last byte waits for verification.
       if (answer.size !== undefined) headers['content-length'] = answer.size
       res.writeHead(200, headers)
       // Headers go out at once: the client sees the answer start while the bytes are still coming.
       res.flushHeaders()
       if (head) {
-        if (answer.kind === 'following') answer.follower.close()
-        else answer.stream.destroy()
+        answer.follower.close()
         res.end()
         return
       }
-      deps.metrics.bytesServed.inc(answer.kind === 'following' ? await sendFollower(answer.follower, res) : await sendStream(answer.stream, res))
+      deps.metrics.bytesServed.inc(await sendFollower(answer.follower, res))
       return
     }
     deps.metrics.bytesServed.inc(await sendFile(req, res, answer.path, answer.size))

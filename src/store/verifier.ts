@@ -109,10 +109,6 @@ let nextId = 1
 // One thread per spare core (the main thread has one), at least one, at most four.
 const THREADS = Math.max(1, Math.min(4, availableParallelism() - 1))
 
-function threadCount(): number {
-  return THREADS
-}
-
 function pickThread(): VerifyThread {
   startVerifyThreads()
   return threads.reduce((a, b) => (b.pending.size < a.pending.size ? b : a))
@@ -208,7 +204,7 @@ export class Verification {
  * thread's start-up (tens of milliseconds) never delays a client's first byte.
  */
 export function startVerifyThreads(): void {
-  while (threads.length < threadCount()) {
+  while (threads.length < THREADS) {
     const t: VerifyThread = new VerifyThread((dead) => {
       threads = threads.filter((x) => x !== dead)
     })
