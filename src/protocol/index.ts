@@ -29,7 +29,7 @@ export {
   type NarInfo,
 } from './narinfo.js'
 export { NarParser, DEFAULT_NAR_LIMITS, type NarLimits, type NarStats } from './nar/parser.js'
-export { NarSink, HashingPassThrough, sha256Of, type Expected, type Measured } from './nar/verify.js'
+export { NarSink, HashingPassThrough, checkFinal, checkSize, sha256Of, type Expected, type Measured } from './nar/verify.js'
 export {
   NIX32_ALPHABET,
   encodeNix32,

@@ -10,7 +10,7 @@ import { createHash, type Hash } from 'node:crypto'
 import { once } from 'node:events'
 import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
-import { formatNixHash, NarSink, nixHashEquals, parseNixHash } from '../protocol/index.js'
+import { checkFinal, checkSize, formatNixHash, NarSink, parseNixHash, type Expected } from '../protocol/index.js'
 import { createDecompressor } from './decompress.js'
 import type { FromVerifier, ToVerifier, VerifyJob } from './verifier.js'
 
@@ -49,8 +49,10 @@ class Job {
     const streams: Array<{ destroy(): void }> = []
     try {
       fh = await open(spec.path, 'r')
-      const expectedFile = spec.fileHash ? parseNixHash(spec.fileHash) : undefined
-      const fileHash: Hash | undefined = spec.single ? undefined : createHash(expectedFile?.algorithm ?? 'sha256')
+      const expectedHash = spec.fileHash ? parseNixHash(spec.fileHash) : undefined
+      const expectedFile: Expected = { ...(expectedHash ? { hash: expectedHash } : {}), ...(spec.fileSize !== undefined ? { size: spec.fileSize } : {}) }
+      const fileAlgorithm = expectedHash?.algorithm ?? 'sha256'
+      const fileHash: Hash | undefined = spec.single ? undefined : createHash(fileAlgorithm)
       const narSink = new NarSink({ hash: parseNixHash(spec.narHash), size: spec.narSize })
       // Uncompressed: the bytes go straight to the NarSink's synchronous check, through one
       // reused buffer. Otherwise the decompressor's output goes to the NarSink; the first error
@@ -82,9 +84,7 @@ class Job {
             reported = pos
             parentPort!.postMessage({ type: 'read', id: spec.id, pos } satisfies FromVerifier)
           }
-          if (spec.fileSize !== undefined && pos > spec.fileSize) {
-            throw new NarthexError('SIZE_MISMATCH', `NAR file is larger than the expected ${spec.fileSize} bytes`)
-          }
+          checkSize('NAR file', pos, expectedFile)
           fileHash?.update(chunk)
           if (!decompressor) narSink.check(chunk)
           else if (!decompressor.write(chunk)) await Promise.race([once(decompressor, 'drain'), once(decompressor, 'close')])
@@ -93,26 +93,16 @@ class Job {
         if (this.#ended) break
         await new Promise<void>((r) => (this.#wake = r))
       }
-      let nar = narSink.result
       if (decompressor) {
         decompressor.end()
         await verifying
         if (failure) throw failure
-        nar = narSink.result
-      } else nar = narSink.finish()
-      if (!nar) throw new NarthexError('NAR_INVALID', 'the NAR did not verify')
-      let file = nar
-      if (fileHash) {
-        file = { hash: { algorithm: expectedFile?.algorithm ?? 'sha256', digest: fileHash.digest() }, size: pos }
-        if (spec.fileSize !== undefined && pos !== spec.fileSize) {
-          throw new NarthexError('SIZE_MISMATCH', `NAR file has ${pos} bytes, expected ${spec.fileSize}`)
-        }
-        if (expectedFile && !nixHashEquals(expectedFile, file.hash)) {
-          throw new NarthexError('HASH_MISMATCH', `NAR file hash ${formatNixHash(file.hash)} does not match the expected ${spec.fileHash}`)
-        }
-      } else if (spec.fileSize !== undefined && nar.size !== spec.fileSize) {
-        throw new NarthexError('SIZE_MISMATCH', `NAR file has ${nar.size} bytes, expected ${spec.fileSize}`)
       }
+      const nar = decompressor ? narSink.result : narSink.finish()
+      if (!nar) throw new NarthexError('NAR_INVALID', 'the NAR did not verify')
+      // Uncompressed and hashed once, the file is the NAR.
+      const file = fileHash ? { hash: { algorithm: fileAlgorithm, digest: fileHash.digest() }, size: pos } : nar
+      checkFinal('NAR file', file, expectedFile)
       return {
         type: 'done',
         id: spec.id,

@@ -22,7 +22,11 @@ export interface Measured {
   readonly size: number
 }
 
-function checkSize(what: string, size: number, expected: Expected): void {
+/**
+ * Fails as soon as `size` bytes are more than expected.
+ * @throws NarthexError SIZE_MISMATCH
+ */
+export function checkSize(what: string, size: number, expected: Expected): void {
   if (expected.size !== undefined && size > expected.size) {
     throw new NarthexError('SIZE_MISMATCH', `${what} is larger than the expected ${expected.size} bytes`, {
       detail: { expectedSize: expected.size },
@@ -30,7 +34,11 @@ function checkSize(what: string, size: number, expected: Expected): void {
   }
 }
 
-function checkFinal(what: string, measured: Measured, expected: Expected): void {
+/**
+ * Compares what was measured with what was expected, once all bytes are in.
+ * @throws NarthexError SIZE_MISMATCH, HASH_MISMATCH
+ */
+export function checkFinal(what: string, measured: Measured, expected: Expected): void {
   if (expected.size !== undefined && measured.size !== expected.size) {
     throw new NarthexError('SIZE_MISMATCH', `${what} has ${measured.size} bytes, expected ${expected.size}`, {
       detail: { expectedSize: expected.size, size: measured.size },
