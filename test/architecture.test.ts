@@ -1,5 +1,5 @@
 /**
- * The layering of DESIGN.md, enforced: each src/ folder may import only the
+ * The layering of docs/DESIGN.md, enforced: each src/ folder may import only the
  * layers below it, and only through their index.ts. Top-level files are leaves
  * every layer may use (they import nothing of narthex but errors.ts).
  */

@@ -360,7 +360,7 @@ async function scenarioHerd(): Promise<void> {
   }, undefined, Math.min(RUNS, 2)) // 64 × 512 MiB per run: at most 2 runs, no extra one
 }
 
-/** The environment nix runs with (NIX-TESTING.md) and a fresh client-side cache. */
+/** The environment nix runs with (docs/TESTING.md) and a fresh client-side cache. */
 async function nixEnv(): Promise<NodeJS.ProcessEnv> {
   const xdg = join(RUN_DIR, `xdg-${Date.now()}-${counter++}`)
   await mkdir(xdg, { recursive: true })

@@ -1,7 +1,7 @@
 /**
  * The HTTP front: node:http, a fixed set of routes matched against the raw
  * request path (never decoded, never joined onto a file system path), and the
- * answers of DESIGN.md's table.
+ * answers of docs/DESIGN.md's table.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'

@@ -1,6 +1,6 @@
 /**
  * Drives the real Nix client (Debian `nix-bin`, Nix 2.8, root, single-user, no daemon) for
- * end-to-end tests. Recipes follow /work/shared/NIX-TESTING.md; every command here was tried with
+ * end-to-end tests. Recipes follow docs/TESTING.md; every command here was tried with
  * Nix 2.8.
  *
  * @module
@@ -107,13 +107,13 @@ const DEFAULT_TIMEOUT_MS = 120_000
 
 /**
  * A scratch directory plus the environment the Nix tools run with: the test settings of
- * NIX-TESTING.md (no sandbox, no build users, no substituters, narinfo TTLs 0) and a private
+ * docs/TESTING.md (no sandbox, no build users, no substituters, narinfo TTLs 0) and a private
  * XDG_CACHE_HOME so no client-side narinfo cache leaks between environments.
  *
  * Store paths built here land in the machine's real /nix/store; chroot stores (`substitute`,
  * `copyToStore`) live under {@link NixEnv.dir}. Call {@link NixEnv.cleanup} when done.
  */
-/** The settings NIX-TESTING.md gives for driving nix as root without a daemon or remembered answers. */
+/** The settings docs/TESTING.md gives for driving nix as root without a daemon or remembered answers. */
 export const NIX_TEST_CONFIG = [
   'experimental-features = nix-command',
   'sandbox = false',
@@ -319,7 +319,7 @@ function storeArgs(store: string | undefined): string[] {
   return store === undefined ? [] : ['--store', resolve(store)]
 }
 
-/** The Nix expression of NIX-TESTING.md's `mk` pattern for `spec`, one attribute per entry. */
+/** The Nix expression of docs/TESTING.md's `mk` pattern for `spec`, one attribute per entry. */
 function closureExpression(spec: Record<string, DrvSpec>, salt: string): string {
   if (!SALT_RE.test(salt)) throw new Error(`bad salt ${JSON.stringify(salt)}`)
   const attrs = Object.entries(spec).map(([name, { deps = [], bigBytes = 0 }]) => {

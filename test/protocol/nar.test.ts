@@ -21,7 +21,7 @@ async function sink(data: Buffer, chunk = 7, expected = {}) {
   return s
 }
 
-test('the PROTOCOL.md vector: a regular file "hi\\n" is a 120-byte NAR with the known NarHash', async () => {
+test('the docs/PROTOCOL.md vector: a regular file "hi\\n" is a 120-byte NAR with the known NarHash', async () => {
   const nar = writeNar({ type: 'regular', contents: 'hi\n' })
   assert.equal(nar.length, 120)
   for (const chunk of [1, 3, 8, 1000]) {

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import fc from 'fast-check'
 import { decodeNix32, encodeNix32, isNix32 } from '../../src/protocol/index.js'
 
-// Vectors from PROTOCOL.md section 4 (taken from Nix's base-nix-32 tests).
+// Vectors from docs/PROTOCOL.md section 4 (taken from Nix's base-nix-32 tests).
 const VECTORS: Array<[string, string]> = [
   ['', ''],
   ['1f', '0z'],

@@ -2,7 +2,7 @@
  * Fault injection: the real narthex in front of two real upstream caches (made by real nix,
  * served by the fault-injecting static server), each fault applied to narinfo and NAR requests.
  *
- * What must hold, per DESIGN.md's "Answers to clients":
+ * What must hold, per docs/DESIGN.md's "Answers to clients":
  * - a narinfo is 404 only when every eligible upstream said absent (or policy refused the path,
  *   which narthex then logs); when an upstream that counts could not be asked it is 503 with
  *   Retry-After;

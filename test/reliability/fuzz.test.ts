@@ -2,7 +2,7 @@
  * Property-based fuzzing of every parser that reads untrusted input: narinfo, NAR, store paths,
  * nix32 and hashes, keys and signatures, and the configuration (object and YAML). Each property
  * holds for hundreds of thousands of generated inputs in total: the parser returns a value that
- * satisfies its contract (round-trips, agrees with an independent oracle written from PROTOCOL.md)
+ * satisfies its contract (round-trips, agrees with an independent oracle written from docs/PROTOCOL.md)
  * or throws a NarthexError with its documented code, nothing else, and no input takes long.
  *
  * test/protocol/*.test.ts holds the table-driven cases and the first properties (narinfo lines,
@@ -388,7 +388,7 @@ test('NAR: every strict prefix of a real NAR, and any trailing bytes after one, 
 })
 
 // ---------------------------------------------------------------------------------------------
-// Store paths: a differential test against PROTOCOL.md section 4, written independently.
+// Store paths: a differential test against docs/PROTOCOL.md section 4, written independently.
 
 const NIX32 = new Set(NIX32_ALPHABET)
 function oracleBase(base: string): boolean {
@@ -411,7 +411,7 @@ const nameish = fc.oneof(
 )
 const storePathish = fc.tuple(fc.constantFrom('/nix/store/', '', '/nix/store//', '/nix/store/../', '/nix/Store/', 'nix/store/'), hashPartish, fc.constantFrom('-', '', '_', '--'), nameish, fc.constantFrom('', '/bin/x', '/'))
 
-test('store paths: parseStorePath accepts exactly what PROTOCOL.md allows, and round-trips', () => {
+test('store paths: parseStorePath accepts exactly what docs/PROTOCOL.md allows, and round-trips', () => {
   fc.assert(
     fc.property(storePathish, ([prefix, hash, sep, name, suffix]) => {
       const text = `${prefix}${hash}${sep}${name}${suffix}`
