@@ -7,7 +7,7 @@ import type { Server } from 'node:http'
 import type { Logger } from 'pino'
 import { Cache, Metrics, PushReceiver } from '../cache/index.js'
 import type { Config } from '../config/index.js'
-import { compilePolicy } from '../policy/index.js'
+import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
 import { createNarthexServer } from '../server/index.js'
 import { AuditLog, startVerifyThreads, Store } from '../store/index.js'
@@ -37,6 +37,8 @@ export interface Core {
   readonly audit: AuditLog
   readonly upstreams: readonly Upstream[]
   readonly metrics: Metrics
+  /** The compiled trust policy (rules and deny lists). */
+  readonly policy: Policy
   readonly signingKey: SecretKey
   readonly publicKey: string
   /** Aborts downloads, closes the upstream pools and the store. */
@@ -59,10 +61,11 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   const audit = await AuditLog.open(config.dataDir)
   const upstreams = config.upstreams.map((u) => new Upstream(u))
   const metrics = new Metrics({ processMetrics: true })
+  const policy = compilePolicy(config)
   const cache = new Cache({
     store,
     upstreams,
-    policy: compilePolicy(config),
+    policy,
     signingKey,
     log,
     metrics,
@@ -83,6 +86,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
     audit,
     upstreams,
     metrics,
+    policy,
     signingKey,
     publicKey,
     async close() {
@@ -99,14 +103,14 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
   // Started ahead of the first download, so a thread's start-up never delays a client's first
   // byte (other commands start them on first use, if ever).
   startVerifyThreads()
-  const { store, cache, audit, upstreams, metrics, signingKey, publicKey } = core
+  const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey } = core
   const push = config.push && {
     tokens: config.push.tokens,
     receiver: new PushReceiver({
       store,
       audit,
       log,
-      settings: { publicKeys: config.push.publicKeys.map(parsePublicKey), minSignatures: config.push.minSignatures, maxNarBytes: config.push.maxNarSize },
+      settings: { publicKeys: withoutDeniedKeys(policy, config.push.publicKeys.map(parsePublicKey)), minSignatures: config.push.minSignatures, maxNarBytes: config.push.maxNarSize },
       onAdmitted: (hashPart) => cache.forget(hashPart),
     }),
   }

@@ -8,6 +8,7 @@ import { SingleBar, Presets } from 'cli-progress'
 import { exportClosures, importCache, mirrorClosures, PushReceiver, type PathFailure } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { NarthexError } from '../errors.js'
+import { withoutDeniedKeys } from '../policy/index.js'
 import { parsePublicKey, parseStorePathLoose } from '../protocol/index.js'
 import { createDecompressor } from '../store/index.js'
 import { createLogger, openCore } from './app.js'
@@ -94,7 +95,7 @@ export async function runImport(config: Config, dir: string, out: Out): Promise<
     store: core.store,
     audit: core.audit,
     log,
-    settings: { publicKeys: config.import.publicKeys.map(parsePublicKey), minSignatures: config.import.minSignatures, maxNarBytes: Number.MAX_SAFE_INTEGER },
+    settings: { publicKeys: withoutDeniedKeys(core.policy, config.import.publicKeys.map(parsePublicKey)), minSignatures: config.import.minSignatures, maxNarBytes: Number.MAX_SAFE_INTEGER },
     onAdmitted: (hashPart) => core.cache.forget(hashPart),
   })
   const bar = progress('importing')

@@ -5,7 +5,7 @@
  */
 import { askUpstreams } from '../cache/index.js'
 import type { Config } from '../config/index.js'
-import { compilePolicy, decide, describeRule, ruleFor, upstreamsToAsk } from '../policy/index.js'
+import { compilePolicy, decide, denyReason, describeRule, ruleFor, upstreamsToAsk } from '../policy/index.js'
 import { formatNixHash, formatPublicKey, parseStorePathLoose, validSigners } from '../protocol/index.js'
 import { supportedCompressions } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
@@ -21,6 +21,8 @@ export async function runExplain(
   const policy = compilePolicy(config)
   const rule = ruleFor(policy, path.hashPart, path.name || undefined)
   const report: Record<string, unknown> = { storePath: text }
+  const denied = denyReason(policy, path.hashPart, path.name || undefined)
+  if (denied) report.denied = denied
   if (!rule) {
     report.rule = null
     report.summary = path.name ? 'no rule matches: the path would be refused' : 'give a full store path or basename: rules match on the name'
@@ -29,6 +31,7 @@ export async function runExplain(
     report.upstreams = rule.upstreams.map((name) => ({ name, url: config.upstreams.find((u) => u.name === name)?.url }))
     report.trustedKeys = rule.trustedKeys.map(formatPublicKey)
     report.minSignatures = rule.minSignatures
+    report.onConflict = rule.onConflict
   }
   if (options.fetch) {
     const upstreams = new Map(config.upstreams.map((u) => [u.name, new Upstream({ ...u, retries: 0 })]))
@@ -50,7 +53,13 @@ export async function runExplain(
       const decision = decide(policy, path.hashPart, answers)
       report.decision =
         decision.kind === 'admit'
-          ? { decision: 'admit', from: decision.sources[0]?.upstream, signers: decision.signers, narHash: formatNixHash(decision.info.narHash) }
+          ? {
+              decision: 'admit',
+              from: decision.upstream,
+              signers: decision.signers,
+              narHash: decision.narHash,
+              ...(decision.conflicts.length ? { conflicts: decision.conflicts } : {}),
+            }
           : decision.kind === 'refuse'
             ? { decision: 'refuse', reason: decision.reason, message: decision.message }
             : decision.kind === 'unavailable'
@@ -65,13 +74,17 @@ export async function runExplain(
     return 0
   }
   out(`store path:     ${text}`)
+  if (denied) out(`denied:         ${denied}`)
   if (!rule) {
     out(`rule:           none (${report.summary as string})`)
   } else {
     out(`rule:           ${describeRule(rule)}`)
     out(`upstreams:      ${rule.upstreams.length ? rule.upstreams.map((u, i) => `${i + 1}. ${u}`).join('  ') : 'none: the rule denies the path'}`)
     out(`trusted keys:   ${rule.trustedKeys.map((k) => k.name).join(', ') || '(none)'}`)
-    out(`signatures:     at least ${rule.minSignatures} distinct trusted key(s) over the same fingerprint`)
+    if (rule.upstreams.length) {
+      out(`signatures:     at least ${rule.minSignatures} distinct trusted key(s) over the same fingerprint`)
+      out(`on conflict:    ${rule.onConflict === 'refuse' ? 'refuse the path' : 'the first upstream in order with a valid answer supplies it; the others are recorded'}`)
+    }
   }
   if (options.fetch) {
     for (const a of report.answers as Array<Record<string, unknown>>) {

@@ -38,7 +38,7 @@ function finishConfig(input: ConfigInput, baseDir: string, source?: string): Con
     dataDir,
     signingKeyFile: resolve(baseDir, input.signingKeyFile ?? `${dataDir}/narthex.key`),
     // Without rules, every upstream may supply every path, in config order, with one signature.
-    rules: input.rules ?? [{ match: ['*'], upstreams: input.upstreams.map((u) => u.name), minSignatures: 1 }],
+    rules: input.rules ?? [{ match: ['*'], upstreams: input.upstreams.map((u) => u.name), minSignatures: 1, onConflict: 'priority' }],
     ...(source ? { source } : {}),
   }
 }

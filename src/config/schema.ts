@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
-import { isHashPart, parsePublicKey, parseStorePath } from '../protocol/index.js'
+import { isHashPart, isKeyName, parsePublicKey, parseStorePath } from '../protocol/index.js'
 
 /** `workers: auto`: one worker per core, up to 16; none on a single core, where they would only add a hop. */
 function autoWorkers(): number {
@@ -85,11 +85,49 @@ const matchPattern = z.string().min(1).superRefine((v, ctx) => {
   }
 })
 
-const rule = z.strictObject({
-  match: z.union([matchPattern, z.array(matchPattern).min(1)]).transform((m) => (Array.isArray(m) ? m : [m])),
-  upstreams: z.array(name),
-  minSignatures: z.number().int().min(0).default(1),
-  trustedKeys: z.array(publicKey).optional(),
+const rule = z
+  .strictObject({
+    match: z.union([matchPattern, z.array(matchPattern).min(1)]).transform((m) => (Array.isArray(m) ? m : [m])),
+    upstreams: z.array(name),
+    /** Default 1; a deny rule (no upstreams) needs none, and any value means nothing there. */
+    minSignatures: z.number().int().min(0).optional(),
+    trustedKeys: z.array(publicKey).optional(),
+    /** What validly signed answers with different fingerprints do: `priority` admits the rule's choice, `refuse` refuses. */
+    onConflict: z.enum(['priority', 'refuse']).default('priority'),
+  })
+  .transform((r) => ({ ...r, minSignatures: r.minSignatures ?? (r.upstreams.length > 0 ? 1 : 0) }))
+
+/** A `deny.keys` entry: a public key `name:base64` (its bytes, under any name) or a bare key name. */
+const denyKey = z.string().superRefine((v, ctx) => {
+  if (!v.includes(':')) {
+    if (!isKeyName(v)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is neither a public key (name:base64) nor a key name` })
+    return
+  }
+  try {
+    parsePublicKey(v)
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
+
+/** A `deny.paths` entry: a store path or a bare 32-character hash part. */
+const denyPath = z.string().superRefine((v, ctx) => {
+  if (v.startsWith('/')) {
+    try {
+      parseStorePath(v)
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+    }
+  } else if (!isHashPart(v)) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is neither a store path (/nix/store/<hash>-<name>) nor a 32-character hash part` })
+  }
+})
+
+const deny = z.strictObject({
+  /** Keys whose signatures never count: not for any rule, push or import. */
+  keys: z.array(denyKey).default([]),
+  /** Paths refused whatever the rules say. */
+  paths: z.array(denyPath).default([]),
 })
 
 const push = z
@@ -156,6 +194,7 @@ export const configSchema = z
         maxInFlight: z.number().int().min(1).max(1024).default(16),
       })
       .default({ references: true, nars: false, maxInFlight: 16 }),
+    deny: deny.default({ keys: [], paths: [] }),
     push: push.optional(),
     import: importSettings.optional(),
     log: z
@@ -168,6 +207,7 @@ export const configSchema = z
       .transform((w) => (w === 'auto' ? autoWorkers() : w)),
   })
   .superRefine((cfg, ctx) => {
+    const counted = keyCounter(cfg.deny)
     const names = new Set<string>()
     cfg.upstreams.forEach((u, i) => {
       if (names.has(u.name)) ctx.addIssue({ code: 'custom', path: ['upstreams', i, 'name'], message: `duplicate upstream name ${JSON.stringify(u.name)}` })
@@ -185,15 +225,14 @@ export const configSchema = z
       if (new Set(r.upstreams).size !== r.upstreams.length) {
         ctx.addIssue({ code: 'custom', path: ['rules', i, 'upstreams'], message: 'an upstream is listed twice' })
       }
-      const keyNames = new Set(
-        r.trustedKeys?.map((k) => k.slice(0, k.indexOf(':'))) ??
-          cfg.upstreams.filter((u) => r.upstreams.includes(u.name)).flatMap((u) => u.publicKeys.map((k) => k.slice(0, k.indexOf(':')))),
-      )
-      if (r.minSignatures > keyNames.size) {
+      const keys = r.trustedKeys ?? cfg.upstreams.filter((u) => r.upstreams.includes(u.name)).flatMap((u) => u.publicKeys)
+      const { count, denied } = counted(keys)
+      // A deny rule asks no upstream: there is nothing to sign.
+      if (r.upstreams.length > 0 && r.minSignatures > count) {
         ctx.addIssue({
           code: 'custom',
           path: ['rules', i, 'minSignatures'],
-          message: `minSignatures ${r.minSignatures} exceeds the ${keyNames.size} distinct trusted key(s) of this rule`,
+          message: `minSignatures ${r.minSignatures} exceeds the ${count} distinct trusted key(s) of this rule${denied ? ` (${denied} on deny.keys)` : ''}`,
         })
       }
       // Refinements run even after an inner field failed: take nothing for granted.
@@ -204,7 +243,37 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['rules', i, 'match', j], message: 'a glob matches the name part only; it may not contain "/"' })
       })
     })
+    for (const section of ['push', 'import'] as const) {
+      const settings = cfg[section]
+      if (!settings) continue
+      const { count, denied } = counted(settings.publicKeys)
+      if (denied > 0 && settings.minSignatures > count) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [section, 'minSignatures'],
+          message: `minSignatures ${settings.minSignatures} exceeds the ${count} ${section} key(s) not on deny.keys`,
+        })
+      }
+    }
   })
+
+/**
+ * Counts the distinct key names among `keys` that `deny` leaves, and how many
+ * were denied. Tolerates malformed entries (reported at their own field).
+ */
+function keyCounter(deny: { keys: readonly string[] } | undefined) {
+  const names = new Set<string>()
+  const bytes = new Set<string>()
+  for (const k of Array.isArray(deny?.keys) ? deny.keys : []) {
+    if (!k.includes(':')) names.add(k)
+    else bytes.add(k.slice(k.indexOf(':') + 1).trim())
+  }
+  return (keys: readonly string[] | undefined): { count: number; denied: number } => {
+    const list = Array.isArray(keys) ? keys : []
+    const kept = list.filter((k) => !names.has(k.slice(0, k.indexOf(':'))) && !bytes.has(k.slice(k.indexOf(':') + 1).trim()))
+    return { count: new Set(kept.map((k) => k.slice(0, k.indexOf(':')))).size, denied: list.length - kept.length }
+  }
+}
 
 /** A validated configuration, relative paths not yet resolved. */
 export type ConfigInput = z.infer<typeof configSchema>
@@ -214,6 +283,8 @@ export type UpstreamConfig = ConfigInput['upstreams'][number]
 export type RuleConfig = z.infer<typeof rule>
 /** Push settings. */
 export type PushConfig = z.infer<typeof push>
+/** The deny lists. */
+export type DenyConfig = z.infer<typeof deny>
 
 /** A configuration ready to use: paths absolute, rules filled in. */
 export interface Config extends Omit<ConfigInput, 'rules' | 'signingKeyFile'> {

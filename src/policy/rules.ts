@@ -1,10 +1,19 @@
 /**
  * Policy rules, compiled from the configuration: which rule governs a store
- * path, which upstreams may supply it and in what order, which keys count, and
- * how many of them must sign. Pure: no I/O.
+ * path, which upstreams may supply it and in what order, which keys count, how
+ * many of them must sign, and what a disagreement between upstreams does. Pure:
+ * no I/O.
  */
 import picomatch from 'picomatch'
 import { isHashPart, parsePublicKey, parseStorePath, type PublicKey } from '../protocol/index.js'
+import { compileDenyList, withoutDeniedKeys, type DenyInput, type DenyList } from './deny.js'
+
+/**
+ * What a rule does when its upstreams offer validly signed answers with different
+ * fingerprints: `priority` admits the rule's choice and records the others as
+ * conflicts; `refuse` refuses the path.
+ */
+export type OnConflict = 'priority' | 'refuse'
 
 /** The parts of the config the policy needs (kept structural so tests can build them inline). */
 export interface PolicyInput {
@@ -12,9 +21,13 @@ export interface PolicyInput {
   readonly rules: ReadonlyArray<{
     readonly match: readonly string[]
     readonly upstreams: readonly string[]
-    readonly minSignatures: number
+    /** Default: 1, or 0 for a deny rule (no upstreams), where it means nothing. */
+    readonly minSignatures?: number | undefined
     readonly trustedKeys?: readonly string[] | undefined
+    /** Default: `priority`. */
+    readonly onConflict?: OnConflict | undefined
   }>
+  readonly deny?: DenyInput | undefined
 }
 
 /** A compiled rule. */
@@ -25,10 +38,12 @@ export interface Rule {
   readonly match: readonly string[]
   /** Upstreams allowed to supply matching paths, in priority order; empty denies. */
   readonly upstreams: readonly string[]
-  /** Keys whose signatures count for matching paths. */
+  /** Keys whose signatures count for matching paths (never one on `deny.keys`). */
   readonly trustedKeys: readonly PublicKey[]
-  /** Distinct trusted keys that must sign the same fingerprint (0 allows unsigned paths). */
+  /** Distinct trusted keys that must sign the same fingerprint (0 allows unsigned paths; 0 for deny rules). */
   readonly minSignatures: number
+  /** What a disagreement between the rule's upstreams does (see {@link OnConflict}). */
+  readonly onConflict: OnConflict
   /** True when the name part matches (globs) or the hash/full path matches (pins). */
   readonly matches: (hashPart: string, name: string | undefined) => boolean
   /** True when the rule can be chosen from the hash part alone (a pin). */
@@ -40,6 +55,8 @@ export interface Policy {
   readonly rules: readonly Rule[]
   /** Every upstream some rule may ask, in first-appearance order. */
   readonly upstreamsInUse: readonly string[]
+  /** Keys that never count and paths refused whatever the rules say. */
+  readonly deny: DenyList
 }
 
 function compileMatcher(patterns: readonly string[]): Pick<Rule, 'matches' | 'pinsHash'> {
@@ -64,8 +81,12 @@ function compileMatcher(patterns: readonly string[]): Pick<Rule, 'matches' | 'pi
   }
 }
 
-/** Compiles a validated configuration's rules. */
+/**
+ * Compiles a validated configuration's rules and deny lists.
+ * @throws NarthexError KEY_INVALID or STORE_PATH_INVALID for input the config validation rejects.
+ */
 export function compilePolicy(input: PolicyInput): Policy {
+  const deny = compileDenyList(input.deny)
   const keysOf = new Map(input.upstreams.map((u) => [u.name, u.publicKeys.map(parsePublicKey)]))
   const rules = input.rules.map((r, index): Rule => {
     const trustedKeys = r.trustedKeys ? r.trustedKeys.map(parsePublicKey) : r.upstreams.flatMap((u) => keysOf.get(u) ?? [])
@@ -73,13 +94,14 @@ export function compilePolicy(input: PolicyInput): Policy {
       index,
       match: r.match,
       upstreams: r.upstreams,
-      trustedKeys: dedupeKeys(trustedKeys),
-      minSignatures: r.minSignatures,
+      trustedKeys: withoutDeniedKeys({ deny }, dedupeKeys(trustedKeys)),
+      minSignatures: r.upstreams.length === 0 ? 0 : (r.minSignatures ?? 1),
+      onConflict: r.onConflict ?? 'priority',
       ...compileMatcher(r.match),
     }
   })
   const upstreamsInUse = [...new Set(rules.flatMap((r) => r.upstreams))]
-  return { rules, upstreamsInUse }
+  return { rules, upstreamsInUse, deny }
 }
 
 function dedupeKeys(keys: PublicKey[]): PublicKey[] {

@@ -38,6 +38,7 @@ export {
   nix32Length,
 } from './nixbase32.js'
 export {
+  isKeyName,
   parsePublicKey,
   formatPublicKey,
   parseSecretKey,

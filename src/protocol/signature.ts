@@ -93,6 +93,11 @@ export interface Signature {
 
 const KEY_NAME = /^[A-Za-z0-9._+\-]+$/
 
+/** True when `name` is a valid key name (the part of a key or `Sig:` value before the colon). */
+export function isKeyName(name: string): boolean {
+  return KEY_NAME.test(name)
+}
+
 function splitNamed(text: string, what: string, bytes: number): { name: string; value: Buffer } {
   const colon = text.indexOf(':')
   if (colon <= 0) throw new NarthexError('KEY_INVALID', `${what} ${JSON.stringify(text)} is not name:base64`)

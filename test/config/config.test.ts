@@ -7,6 +7,7 @@ import { buildConfig, loadConfig, parseByteSize } from '../../src/config/index.j
 
 const KEY_A = 'a-1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE='
 const KEY_B = 'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='
+const HASH = 'syd87l2rxw8cbsxmxl853h0r6pdwhwjr'
 const up = (name: string, key = KEY_A) => ({ name, url: `http://127.0.0.1:1/${name}`, publicKeys: [key] })
 
 test('the shipped configurations are valid', () => {
@@ -22,7 +23,8 @@ test('defaults: relative paths resolve from the base directory; no rules means e
   assert.equal(cfg.listen, '127.0.0.1:5557')
   assert.equal(cfg.dataDir, '/srv/narthex/var')
   assert.equal(cfg.signingKeyFile, '/srv/narthex/var/narthex.key')
-  assert.deepEqual(cfg.rules, [{ match: ['*'], upstreams: ['x', 'y'], minSignatures: 1 }])
+  assert.deepEqual(cfg.rules, [{ match: ['*'], upstreams: ['x', 'y'], minSignatures: 1, onConflict: 'priority' }])
+  assert.deepEqual(cfg.deny, { keys: [], paths: [] })
   assert.equal(cfg.upstreams[0]!.timeoutMs, 5000)
   assert.equal(cfg.upstreams[0]!.url, 'http://127.0.0.1:1/x')
 })
@@ -44,6 +46,17 @@ test('bad configurations are refused with CONFIG_INVALID naming the field', () =
     ['bad size', { storage: { maxSize: '12 parsecs' } }, 'storage.maxSize'],
     ['negative timeout', { upstreams: [{ ...up('x'), timeoutMs: -1 }] }, 'upstreams.0.timeoutMs'],
     ['short push token', { push: { tokens: ['short'] } }, 'push.tokens.0'],
+    ['unknown onConflict', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['x'], onConflict: 'ignore' }] }, 'rules.0.onConflict'],
+    ['deny key neither a key nor a name', { deny: { keys: ['not a key!'] } }, 'deny.keys.0'],
+    ['deny key with bad base64', { deny: { keys: ['a-1:short'] } }, 'deny.keys.0'],
+    ['deny path neither a store path nor a hash part', { deny: { paths: ['hello-1.0'] } }, 'deny.paths.0'],
+    ['deny path with a bad hash part', { deny: { paths: ['/nix/store/short-x'] } }, 'deny.paths.0'],
+    ['deny hash part of the wrong length', { deny: { paths: [HASH.slice(1)] } }, 'deny.paths.0'],
+    ['unknown deny key', { deny: { hashes: [] } }, 'deny.hashes'],
+    ['k larger than the keys deny.keys leaves (by key)', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['x'] }], deny: { keys: [KEY_A] } }, 'rules.0.minSignatures'],
+    ['k larger than the keys deny.keys leaves (by name)', { upstreams: [up('x'), up('y', KEY_B)], rules: [{ match: '*', upstreams: ['x', 'y'], minSignatures: 2 }], deny: { keys: ['a-1'] } }, 'rules.0.minSignatures'],
+    ['push keys all denied', { push: { tokens: ['0123456789abcdef'], publicKeys: [KEY_A] }, deny: { keys: [KEY_A] } }, 'push.minSignatures'],
+    ['import keys all denied', { import: { publicKeys: [KEY_A] }, deny: { keys: ['a-1'] } }, 'import.minSignatures'],
   ]
   for (const [why, raw, field] of rows) {
     assert.throws(
@@ -56,6 +69,41 @@ test('bad configurations are refused with CONFIG_INVALID naming the field', () =
       why,
     )
   }
+})
+
+test('rules: onConflict, deny rules without minSignatures, and the deny lists', () => {
+  const cfg = buildConfig(
+    {
+      upstreams: [up('x'), up('y', KEY_B)],
+      rules: [
+        { match: 'corp-*', upstreams: ['x', 'y'], onConflict: 'refuse' },
+        { match: 'blocked-*', upstreams: [] },
+        { match: 'pair-*', upstreams: ['x', 'y'], minSignatures: 2 },
+        // A catch-all deny rule needs no minSignatures and stops nothing at start.
+        { match: '*', upstreams: [] },
+      ],
+      deny: { keys: ['leaked-1', `leaked-2:${Buffer.alloc(32, 7).toString('base64')}`], paths: [`/nix/store/${HASH}-bad`, HASH] },
+    },
+    '/srv',
+  )
+  assert.deepEqual(
+    cfg.rules.map((r) => [r.minSignatures, r.onConflict]),
+    [
+      [1, 'refuse'],
+      [0, 'priority'],
+      [2, 'priority'],
+      [0, 'priority'],
+    ],
+  )
+  assert.deepEqual(cfg.deny.paths, [`/nix/store/${HASH}-bad`, HASH])
+  assert.equal(cfg.deny.keys.length, 2)
+})
+
+test('a minSignatures error caused by deny.keys says so', () => {
+  assert.throws(
+    () => buildConfig({ upstreams: [up('x')], rules: [{ match: '*', upstreams: ['x'] }], deny: { keys: [KEY_A] } }, '/srv'),
+    (err: { message: string }) => /rules\.0\.minSignatures: minSignatures 1 exceeds the 0 distinct trusted key\(s\) of this rule \(1 on deny\.keys\)/.test(err.message),
+  )
 })
 
 test('the loader names the file for unreadable files and YAML errors', async () => {

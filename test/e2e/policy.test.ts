@@ -1,6 +1,7 @@
 /**
  * The trust policy against hostile upstreams, with the real `nix` client:
- * shadowing, quorum, unsigned paths, conflicts, the audit log and `explain`.
+ * shadowing, quorum, unsigned paths, conflicts (priority and `onConflict:
+ * refuse`), `deny.paths`, the audit log and `explain`.
  */
 import assert from 'node:assert/strict'
 import { readFile, writeFile } from 'node:fs/promises'
@@ -36,24 +37,27 @@ describe('trust policy with hostile upstreams', { skip }, () => {
       'quorum-b': {},
       'unsigned-u': {},
       'plain-v': {},
+      'strict-s': {},
+      'denied-d': {},
     })
     primaryKey = await nix.genKey('primary-1')
     thirdKey = await nix.genKey('third-1')
-    const signedByPrimary = [paths.libx!, paths['shadow-w']!, paths['quorum-a']!, paths['quorum-b']!]
+    const signedByPrimary = [paths.libx!, paths['shadow-w']!, paths['quorum-a']!, paths['quorum-b']!, paths['strict-s']!, paths['denied-d']!]
     await nix.sign(primaryKey.secretFile, signedByPrimary)
     primaryDir = nix.freshDir('primary')
     await nix.copyToCache(primaryDir, [...signedByPrimary, paths['unsigned-u']!, paths['plain-v']!])
 
     // The third-party cache: a legitimately signed path of its own, quorum-a with a second
-    // signature, and forgeries of libx and shadow-w signed with its own (trusted) key.
+    // signature, and other builds of libx, shadow-w and strict-s signed with its own (trusted) key.
     const thirdStore = nix.freshDir('third-store')
     await nix.copyToStore(thirdStore, [paths['quorum-a']!, paths.hello!])
     await nix.sign(thirdKey.secretFile, [paths['quorum-a']!, paths.hello!], thirdStore)
     const thirdDir = nix.freshDir('third')
     await nix.copyToCache(thirdDir, [paths['quorum-a']!, paths.hello!], { store: thirdStore })
-    await copyCacheEntries(primaryDir, thirdDir, [paths.libx!, paths['shadow-w']!])
+    await copyCacheEntries(primaryDir, thirdDir, [paths.libx!, paths['shadow-w']!, paths['strict-s']!])
     await forgeNar(thirdDir, paths.libx!, 'libx', 'evil', thirdKey.secretKey)
     await forgeNar(thirdDir, paths['shadow-w']!, 'shadow-w', 'shadow-X', thirdKey.secretKey)
+    await forgeNar(thirdDir, paths['strict-s']!, 'strict-s', 'strict-X', thirdKey.secretKey)
 
     primary = await startStaticServer(primaryDir)
     primary.fault = (req) => (failPrimaryFor && req.url?.startsWith(`/${failPrimaryFor}`) ? { kind: 'status', status: 500 } : undefined)
@@ -65,8 +69,10 @@ describe('trust policy with hostile upstreams', { skip }, () => {
         { match: 'lib*', upstreams: ['primary'], minSignatures: 1 },
         { match: 'quorum-*', upstreams: ['primary', 'third'], minSignatures: 2 },
         { match: 'unsigned-*', upstreams: ['primary'], minSignatures: 0 },
+        { match: 'strict-*', upstreams: ['primary', 'third'], onConflict: 'refuse' },
         { match: '*', upstreams: ['primary', 'third'], minSignatures: 1 },
       ],
+      deny: { paths: [paths['denied-d']!] },
       cache: { negativeTtlMs: 0, unavailableTtlMs: 0 },
       prefetch: { references: false },
     })
@@ -102,15 +108,35 @@ describe('trust policy with hostile upstreams', { skip }, () => {
     failPrimaryFor = undefined
   })
 
-  test('a conflict between two signed answers is refused and audited', async () => {
-    assert.equal(await narinfoStatus(paths['shadow-w']!), 404)
-    await assert.rejects(nix.substitute(narthex.url, [paths['shadow-w']!], [narthex.publicKey]), NixCommandError)
-    const audit = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', 'shadow-w'])
+  test('two signed answers that disagree: the higher-priority upstream supplies the path', async () => {
+    assert.equal(await narinfoStatus(paths['shadow-w']!), 200)
+    const served = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths['shadow-w']!)}.narinfo`)).text())
+    assert.deepEqual(served.narHash, (await readCacheNarInfo(primaryDir, paths['shadow-w']!)).narHash)
+    const { store } = await nix.substitute(narthex.url, [paths['shadow-w']!], [narthex.publicKey])
+    await nix.verifyPath(store, paths['shadow-w']!)
+    assert.equal(await nix.hashPath(paths['shadow-w']!, store), await nix.hashPath(paths['shadow-w']!))
+    assert.equal(third.count('/nar/'), 0, 'nothing of the third party was used')
+  })
+
+  test('under onConflict: refuse, two signed answers that disagree are refused and audited', async () => {
+    assert.equal(await narinfoStatus(paths['strict-s']!), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['strict-s']!], [narthex.publicKey]), NixCommandError)
+    const audit = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', 'strict-s'])
     assert.equal(audit.code, 0, audit.stderr)
     const entries = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; reason?: string; storePath: string })
-    assert.ok(entries.some((e) => e.decision === 'refuse' && e.reason === 'CONFLICT' && e.storePath === paths['shadow-w']))
+    assert.ok(entries.some((e) => e.decision === 'refuse' && e.reason === 'CONFLICT' && e.storePath === paths['strict-s']))
     const metrics = await (await fetch(`${narthex.url}/metrics`)).text()
     assert.match(metrics, /narthex_refusals_total\{reason="CONFLICT"\} [1-9]/)
+  })
+
+  test('a path on deny.paths is refused (DENIED) though its rule would admit it', async () => {
+    assert.equal(await narinfoStatus(paths['denied-d']!), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['denied-d']!], [narthex.publicKey]), NixCommandError)
+    const audit = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', 'denied-d'])
+    const entries = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; reason?: string })
+    assert.ok(entries.some((e) => e.decision === 'refuse' && e.reason === 'DENIED'))
+    const explained = await runCli(['explain', paths['denied-d']!, '--config', narthex.configFile])
+    assert.match(explained.stdout, /denied: .*deny\.paths/)
   })
 
   test('a path only the third party has, signed by its key, is admitted', async () => {
