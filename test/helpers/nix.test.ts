@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { readdir, readFile, readlink, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import { CLIENT_REFUSALS, NixCommandError, NixEnv, nixSkipReason, type NixKey } from './nix.js'
+import { CLIENT_REFUSALS, clientCommand, clientNixDir, NixCommandError, NixEnv, nixSkipReason, type NixKey } from './nix.js'
 import { startStaticServer } from './static-server.js'
 
 const skip = nixSkipReason()
@@ -117,4 +117,12 @@ test('substitution over HTTP: realise succeeds, a flipped NAR byte is a hash mis
   } finally {
     await server.close()
   }
+})
+
+test('a client from NARTHEX_TEST_NIX is another Nix with a store of its own', { skip: skip ?? (clientNixDir === undefined ? 'the client is the machine\'s nix (NARTHEX_TEST_NIX unset)' : undefined) }, async () => {
+  const host = (await nix.run('nix', ['--version'])).stdout.trim()
+  const client = (await nix.run(clientCommand('nix'), ['--version'])).stdout.trim()
+  assert.notEqual(client, host)
+  // The machine's store database is never opened by the other version (it could migrate it).
+  await assert.rejects(nix.run(clientCommand('nix'), ['path-info', paths.app as string]), /is not valid/)
 })

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { delimiter, join, resolve } from 'node:path'
 import { checkClientNix, clientCommand, parsePathInfoJson, type PathInfo } from './nix-client.js'
 
-export { CLIENT_REFUSALS, clientNixDir, type PathInfo } from './nix-client.js'
+export { CLIENT_REFUSALS, clientCommand, clientNixDir, type PathInfo } from './nix-client.js'
 
 /** True when an executable `nix` is on PATH. */
 export const nixAvailable: boolean = (process.env.PATH ?? '').split(delimiter).some((dir) => {
