@@ -2,7 +2,7 @@
  * Drives the real Nix (Debian `nix-bin`, root, single-user, no daemon) for end-to-end tests.
  * The machine's `nix` (bookworm's 2.8) builds paths and makes the upstream caches; the client
  * that substitutes and pushes is the one {@link clientCommand} names (the machine's own, or
- * Nix 2.26 with `NARTHEX_TEST_NIX`). Every command here was tried with Nix 2.8 and 2.26.
+ * Nix 2.26 with `NARTHEX_TEST_NIX`). The client commands here were tried with Nix 2.8 and 2.26.
  *
  * @module
  */
@@ -12,7 +12,7 @@ import { accessSync, constants } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, join, resolve } from 'node:path'
-import { checkClientNix, clientCommand, parsePathInfoJson, type PathInfo } from './nix-client.js'
+import { checkClientNix, clientCommand, clientNixDir, parsePathInfoJson, type PathInfo } from './nix-client.js'
 
 export { CLIENT_REFUSALS, clientCommand, clientNixDir, type PathInfo } from './nix-client.js'
 
@@ -251,7 +251,7 @@ export class NixEnv {
   async push(toUrl: string, paths: string[], options: PushOptions = {}): Promise<void> {
     const optionArgs = Object.entries(options).flatMap(([k, v]) => ['--option', k, v])
     const from: string[] = []
-    if (clientCommand('nix') !== 'nix') {
+    if (clientNixDir !== undefined) {
       const store = resolve(this.freshDir('push-from'))
       await this.copyToStore(store, paths)
       this.#clientStores.add(store)
