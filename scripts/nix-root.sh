@@ -46,10 +46,10 @@ mirror_from_apt() {
 
 check_version() {
   local out
-  out="$("$here/nix-2.26/bin/nix" --version 2>&1)" || die "nix in $root does not run: $out"
+  out="$("$here/nix-2.26/bin/nix" --version 2>&1)" || die "nix in $root does not run (remove $root to make it again): $out"
   case "$out" in
     *" $want_version".*) ;;
-    *) die "nix in $root is not $want_version: $out" ;;
+    *) die "nix in $root is not $want_version (remove $root to make it again): $out" ;;
   esac
 }
 
