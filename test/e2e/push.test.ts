@@ -44,7 +44,7 @@ for (const workers of [0, 2]) {
     })
 
     const push = (keyFile: string, p: string, netrcFile = netrc) =>
-      nix.run('nix', ['copy', '--to', `${narthex.url}?secret-key=${keyFile}`, p, '--option', 'netrc-file', netrcFile])
+      nix.push(`${narthex.url}?secret-key=${keyFile}`, [p], { 'netrc-file': netrcFile })
 
     test('a signed, authenticated push is admitted and clients substitute it trusting narthex only', async () => {
       await push(corp.secretFile, paths['corp-app']!)

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { readdir, readFile, readlink, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
-import { NixCommandError, NixEnv, nixSkipReason, type NixKey } from './nix.js'
+import { CLIENT_REFUSALS, clientCommand, clientNixDir, NixCommandError, NixEnv, nixSkipReason, type NixKey } from './nix.js'
 import { startStaticServer } from './static-server.js'
 
 const skip = nixSkipReason()
@@ -80,10 +80,10 @@ test('substitution fails without a trusted signature, with both methods', { skip
   const url = await nix.copyToCache(nix.freshDir('cache'), [paths.app as string])
   await assert.rejects(nix.substitute(url, [paths.app as string], [other.publicKey]), (err: unknown) => {
     assert.ok(err instanceof NixCommandError)
-    assert.match(err.stderr, /lacks a valid signature/)
+    assert.match(err.stderr, CLIENT_REFUSALS.untrustedCopy)
     return true
   })
-  await assert.rejects(nix.substitute(url, [paths.app as string], [other.publicKey], { method: 'realise' }), /is not signed by any of the keys/)
+  await assert.rejects(nix.substitute(url, [paths.app as string], [other.publicKey], { method: 'realise' }), CLIENT_REFUSALS.untrustedSubstitute)
 })
 
 test('copyToStore and sign --store re-sign a closure with another key', { skip }, async () => {
@@ -95,7 +95,7 @@ test('copyToStore and sign --store re-sign a closure with another key', { skip }
 
   const { store: client } = await nix.substitute(url, [fresh.tool as string], [other.publicKey])
   await nix.verifyPath(client, fresh.tool as string)
-  await assert.rejects(nix.substitute(url, [fresh.tool as string], [up.publicKey]), /lacks a valid signature/)
+  await assert.rejects(nix.substitute(url, [fresh.tool as string], [up.publicKey]), CLIENT_REFUSALS.untrustedCopy)
 })
 
 test('substitution over HTTP: realise succeeds, a flipped NAR byte is a hash mismatch', { skip }, async () => {
@@ -113,8 +113,16 @@ test('substitution over HTTP: realise succeeds, a flipped NAR byte is a hash mis
     const narUrl = `/${/^URL: (.*)$/m.exec(await readFile(join(cache, `${a.slice(11, 43)}.narinfo`), 'utf8'))?.[1]}`
     const offset = (await nix.dump(a)).indexOf('hello from')
     server.fault = (req) => (req.url === narUrl ? { kind: 'flip', offset } : undefined)
-    await assert.rejects(nix.substitute(server.url, [app], [up.publicKey]), /hash mismatch/)
+    await assert.rejects(nix.substitute(server.url, [app], [up.publicKey]), CLIENT_REFUSALS.hashMismatch)
   } finally {
     await server.close()
   }
+})
+
+test('a client from NARTHEX_TEST_NIX is another Nix with a store of its own', { skip: skip ?? (clientNixDir === undefined ? 'the client is the machine\'s nix (NARTHEX_TEST_NIX unset)' : undefined) }, async () => {
+  const host = (await nix.run('nix', ['--version'])).stdout.trim()
+  const client = (await nix.run(clientCommand('nix'), ['--version'])).stdout.trim()
+  assert.notEqual(client, host)
+  // The machine's store database is never opened by the other version (it could migrate it).
+  await assert.rejects(nix.run(clientCommand('nix'), ['path-info', paths.app as string]), /is not valid/)
 })

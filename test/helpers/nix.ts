@@ -1,7 +1,9 @@
 /**
- * Drives the real Nix client (Debian `nix-bin`, Nix 2.8, root, single-user, no daemon) for
- * end-to-end tests. Recipes follow docs/TESTING.md; every command here was tried with
- * Nix 2.8.
+ * Drives the real Nix (Debian `nix-bin`, root, single-user, no daemon) for end-to-end tests.
+ * The machine's `nix` (bookworm's 2.8) builds paths and makes the upstream caches; the client
+ * that substitutes and pushes is the one {@link clientCommand} names (the machine's own, or
+ * Nix 2.26 with `NARTHEX_TEST_NIX`). The client commands here were tried with Nix 2.8 and 2.26;
+ * docs/TESTING.md explains the recipes.
  *
  * @module
  */
@@ -11,6 +13,9 @@ import { accessSync, constants } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, join, resolve } from 'node:path'
+import { checkClientNix, clientCommand, clientNixDir, parsePathInfoJson, type PathInfo } from './nix-client.js'
+
+export { CLIENT_REFUSALS, clientCommand, clientNixDir, type PathInfo } from './nix-client.js'
 
 /** True when an executable `nix` is on PATH. */
 export const nixAvailable: boolean = (process.env.PATH ?? '').split(delimiter).some((dir) => {
@@ -29,9 +34,11 @@ const INSTALL_HINT = 'apt-get install -y nix-bin'
  * Skip reason for tests that need the real `nix`: `test('…', { skip: nixSkipReason() }, …)`.
  *
  * @returns `undefined` when `nix` is on PATH; otherwise a loud reason, also printed to stderr.
- * @throws Error when `nix` is missing and `CI=true`, so CI never silently skips these tests.
+ * @throws Error when `nix` is missing and `CI=true`, so CI never silently skips these tests;
+ *   and whenever `NARTHEX_TEST_NIX` names a client that is not there.
  */
 export function nixSkipReason(): string | undefined {
+  checkClientNix()
   if (nixAvailable) return undefined
   if (process.env.CI === 'true') throw new Error(`nix is required in CI: ${INSTALL_HINT}`)
   const reason = `SKIPPED: real nix client not found; install with ${INSTALL_HINT}`
@@ -68,6 +75,9 @@ export interface DrvSpec {
   bigBytes?: number
 }
 
+/** Options of {@link NixEnv.push}: `--option NAME VALUE` pairs, e.g. `{ 'netrc-file': FILE }`. */
+export type PushOptions = Record<string, string>
+
 /** Options of {@link NixEnv.substitute}. */
 export interface SubstituteOptions {
   /**
@@ -79,16 +89,6 @@ export interface SubstituteOptions {
   options?: Record<string, string>
   /** See {@link RunOptions.timeoutMs}. */
   timeoutMs?: number
-}
-
-/** A subset of one entry of `nix path-info --json` (Nix 2.8). */
-export interface PathInfo {
-  path: string
-  /** SRI form, e.g. `sha256-…=` (Nix 2.8 prints SRI here, unlike narinfo files). */
-  narHash: string
-  narSize: number
-  references: string[]
-  signatures?: string[]
 }
 
 /** A key pair made by `nix key generate-secret`. */
@@ -106,14 +106,9 @@ const SALT_RE = /^[A-Za-z0-9._-]*$/
 const DEFAULT_TIMEOUT_MS = 120_000
 
 /**
- * A scratch directory plus the environment the Nix tools run with: the test settings of
- * docs/TESTING.md (no sandbox, no build users, no substituters, narinfo TTLs 0) and a private
- * XDG_CACHE_HOME so no client-side narinfo cache leaks between environments.
- *
- * Store paths built here land in the machine's real /nix/store; chroot stores (`substitute`,
- * `copyToStore`) live under {@link NixEnv.dir}. Call {@link NixEnv.cleanup} when done.
+ * The settings for driving nix as root without a daemon or remembered answers: no sandbox, no
+ * build users, no substituters, narinfo TTLs 0.
  */
-/** The settings docs/TESTING.md gives for driving nix as root without a daemon or remembered answers. */
 export const NIX_TEST_CONFIG = [
   'experimental-features = nix-command',
   'sandbox = false',
@@ -123,10 +118,20 @@ export const NIX_TEST_CONFIG = [
   'narinfo-cache-positive-ttl = 0',
 ].join('\n')
 
+/**
+ * A scratch directory plus the environment the Nix tools run with: {@link NIX_TEST_CONFIG} and a
+ * private XDG_CACHE_HOME so no client-side narinfo cache leaks between environments.
+ *
+ * Store paths built here land in the machine's real /nix/store; chroot stores (`substitute`,
+ * `copyToStore`) live under {@link NixEnv.dir}. Commands on a store {@link substitute} made run
+ * the client; the others run the machine's nix. Call {@link NixEnv.cleanup} when done.
+ */
 export class NixEnv {
   /** Environment for child processes. */
   readonly env: NodeJS.ProcessEnv
   #counter = 0
+  /** Chroot stores the client made (resolved paths): commands on them run the client too. */
+  readonly #clientStores = new Set<string>()
 
   private constructor(readonly dir: string) {
     this.env = {
@@ -180,14 +185,14 @@ export class NixEnv {
 
   /** `nix-store -qR`: the closure of `path` (in `store`, a chroot store dir, when given). */
   async closure(path: string, store?: string): Promise<string[]> {
-    const { stdout } = await this.run('nix-store', [...storeArgs(store), '-qR', path])
+    const { stdout } = await this.run(this.#tool('nix-store', store), [...storeArgs(store), '-qR', path])
     return stdout.trim().split('\n')
   }
 
   /** `nix path-info --json` of `paths` (no closure), in the local or a chroot store. */
   async pathInfo(paths: string[], store?: string): Promise<PathInfo[]> {
-    const { stdout } = await this.run('nix', ['path-info', ...storeArgs(store), '--json', ...paths])
-    return JSON.parse(stdout) as PathInfo[]
+    const { stdout } = await this.run(this.#tool('nix', store), ['path-info', ...storeArgs(store), '--json', ...paths])
+    return parsePathInfoJson(stdout)
   }
 
   /** Makes a key pair named `name`, stored as `keys/NAME.sec` and `keys/NAME.pub` under {@link dir}. */
@@ -208,7 +213,7 @@ export class NixEnv {
    * store or the chroot store `store`. Signatures accumulate; existing ones are kept.
    */
   async sign(keyFile: string, paths: string[], store?: string): Promise<void> {
-    await this.run('nix', ['store', 'sign', ...storeArgs(store), '--key-file', keyFile, '-r', ...paths])
+    await this.run(this.#tool('nix', store), ['store', 'sign', ...storeArgs(store), '--key-file', keyFile, '-r', ...paths])
   }
 
   /**
@@ -229,7 +234,7 @@ export class NixEnv {
 
   /**
    * `nix copy --no-check-sigs --to DIR`: copies `paths` and their closures (with their existing
-   * signatures) into the chroot store DIR, e.g. to re-sign them there with another key. Nix 2.8
+   * signatures) into the chroot store DIR, e.g. to re-sign them there with another key. Nix
    * refuses even locally built paths without `--no-check-sigs` ("lacks a valid signature").
    */
   async copyToStore(dir: string, paths: string[]): Promise<void> {
@@ -237,14 +242,37 @@ export class NixEnv {
   }
 
   /**
+   * The client pushes `paths` and their closures from its store to the binary cache `toUrl`
+   * (e.g. `http://…?secret-key=FILE`): `nix copy --to URL PATHS --option NAME VALUE…`. A client
+   * other than the machine's nix has a store of its own, so the paths are first copied into a
+   * chroot store under {@link dir} and pushed from there (`nix copy --from STORE`).
+   *
+   * @throws NixCommandError when Nix fails or the cache refuses the push.
+   */
+  async push(toUrl: string, paths: string[], options: PushOptions = {}): Promise<void> {
+    const optionArgs = Object.entries(options).flatMap(([k, v]) => ['--option', k, v])
+    const from: string[] = []
+    if (clientNixDir !== undefined) {
+      const store = resolve(this.freshDir('push-from'))
+      await this.copyToStore(store, paths)
+      this.#clientStores.add(store)
+      from.push('--from', store)
+    }
+    await this.run(clientCommand('nix'), ['copy', ...from, '--to', toUrl, ...paths, ...optionArgs])
+  }
+
+  /**
    * Substitutes `paths` (and their closures) from the binary cache `fromUrl` (http:// or file://)
    * into a FRESH chroot store, trusting only `publicKeys`, the way a client does:
    *
    * - `copy`: `nix copy --from URL --to STORE PATHS --option trusted-public-keys "K1 K2"`.
-   *   Fails with "cannot add path '…' because it lacks a valid signature".
+   *   Fails with "cannot add path '…' because it lacks a valid signature" (see
+   *   {@link CLIENT_REFUSALS} for every version's wording).
    * - `realise`: `nix-store --store STORE -r PATHS --option substituters URL
    *   --option trusted-public-keys "K1 K2"`. An untrusted substitute is only a warning ("is not
    *   signed by any of the keys in 'trusted-public-keys'"); the error is then "build of '…' failed".
+   *
+   * Both run the client ({@link clientCommand}), and so do later commands on the store made here.
    *
    * `trusted-public-keys` must be passed with `--option` (space-separated in one argument); it
    * replaces the default cache.nixos.org key. Altered file contents fail with "hash mismatch
@@ -258,25 +286,29 @@ export class NixEnv {
    */
   async substitute(fromUrl: string, paths: string[], publicKeys: string[], opts: SubstituteOptions = {}): Promise<{ store: string }> {
     const store = this.freshDir('store')
+    this.#clientStores.add(resolve(store))
     const options = { 'trusted-public-keys': publicKeys.join(' '), ...opts.options }
     const optionArgs = Object.entries(options).flatMap(([k, v]) => ['--option', k, v])
     const runOpts = { timeoutMs: opts.timeoutMs }
     if (opts.method === 'realise') {
-      await this.run('nix-store', ['--store', store, '-r', ...paths, '--option', 'substituters', fromUrl, ...optionArgs], runOpts)
+      await this.run(clientCommand('nix-store'), ['--store', store, '-r', ...paths, '--option', 'substituters', fromUrl, ...optionArgs], runOpts)
     } else {
-      await this.run('nix', ['copy', '--from', fromUrl, '--to', store, ...paths, ...optionArgs], runOpts)
+      await this.run(clientCommand('nix'), ['copy', '--from', fromUrl, '--to', store, ...paths, ...optionArgs], runOpts)
     }
     return { store }
   }
 
   /** `nix-store --store STORE --verify-path PATH`: rehashes `path` in a chroot store. @throws on mismatch. */
   async verifyPath(store: string, path: string): Promise<void> {
-    await this.run('nix-store', ['--store', store, '--verify-path', path])
+    await this.run(this.#tool('nix-store', store), ['--store', store, '--verify-path', path])
   }
 
-  /** `nix-store --dump`: the NAR serialisation of `path` (in the chroot store `store` when given). */
+  /**
+   * `nix store dump-path`: the NAR serialisation of `path` (in the chroot store `store` when
+   * given). Not `nix-store --store S --dump`: Nix 2.26 dumps the path outside the chroot store.
+   */
   async dump(path: string, store?: string): Promise<Buffer> {
-    return (await this.#exec('nix-store', [...storeArgs(store), '--dump', path])).stdout
+    return (await this.#exec(this.#tool('nix', store), ['store', 'dump-path', ...storeArgs(store), path])).stdout
   }
 
   /**
@@ -285,13 +317,18 @@ export class NixEnv {
    */
   async hashPath(path: string, store?: string): Promise<string> {
     const fsPath = store === undefined ? path : join(store, path)
-    return `sha256:${(await this.run('nix-hash', ['--type', 'sha256', '--base32', fsPath])).stdout.trim()}`
+    return `sha256:${(await this.run(this.#tool('nix-hash', store), ['--type', 'sha256', '--base32', fsPath])).stdout.trim()}`
   }
 
   /** Removes {@link dir}; chroot stores hold read-only dirs, so it makes everything writable first. */
   async cleanup(): Promise<void> {
     await this.run('chmod', ['-R', 'u+w', this.dir])
     await rm(this.dir, { recursive: true, force: true })
+  }
+
+  /** The client's `tool` for a store the client made, else the machine's. */
+  #tool(tool: string, store: string | undefined): string {
+    return store !== undefined && this.#clientStores.has(resolve(store)) ? clientCommand(tool) : tool
   }
 
   #exec(cmd: string, args: string[], opts: RunOptions = {}): Promise<{ stdout: Buffer; stderr: string }> {
@@ -319,7 +356,7 @@ function storeArgs(store: string | undefined): string[] {
   return store === undefined ? [] : ['--store', resolve(store)]
 }
 
-/** The Nix expression of docs/TESTING.md's `mk` pattern for `spec`, one attribute per entry. */
+/** The Nix expression of the `mk` pattern for `spec`, one attribute per entry. */
 function closureExpression(spec: Record<string, DrvSpec>, salt: string): string {
   if (!SALT_RE.test(salt)) throw new Error(`bad salt ${JSON.stringify(salt)}`)
   const attrs = Object.entries(spec).map(([name, { deps = [], bigBytes = 0 }]) => {
