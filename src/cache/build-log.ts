@@ -1,7 +1,8 @@
 /**
  * Answering `GET /log/<drv>` (`nix log`): the first upstream that has the build
  * log, streamed through and not kept. Logs are not signed, so no policy
- * applies; every upstream is asked in config order.
+ * applies; every upstream is asked in config order. Log requests never count
+ * for or against an upstream's health (see {@link Upstream.openLog}).
  */
 import type { Readable } from 'node:stream'
 import { isNarthexError } from '../errors.js'
@@ -22,7 +23,7 @@ export async function findBuildLog(upstreams: readonly Upstream[], drvName: stri
   let unavailable = false
   for (const upstream of upstreams) {
     try {
-      const res = await upstream.openNar(`${upstream.baseUrl}/log/${drvName}`)
+      const res = await upstream.openLog(drvName)
       return { kind: 'streaming', stream: res.body, size: res.contentLength }
     } catch (err) {
       if (!isNarthexError(err, 'NOT_FOUND')) unavailable = true
