@@ -261,6 +261,55 @@ export class Upstream {
     }
   }
 
+  /**
+   * Starts fetching the build log `/log/<drvName>` (`nix log`). Logs are an
+   * optional extra many caches do not serve well, so what happens here never
+   * counts for or against the upstream's health: a broken log endpoint must not
+   * mark the upstream down for narinfos and NARs. An upstream already marked
+   * down is not asked.
+   * @throws NarthexError NOT_FOUND when the upstream has no such log,
+   *   UPSTREAM_TIMEOUT / UPSTREAM_UNAVAILABLE when it cannot be fetched.
+   */
+  async openLog(drvName: string, signal?: AbortSignal): Promise<NarResponse> {
+    this.#checkUp()
+    const path = `${this.#basePath}/log/${drvName}`
+    const what = `log/${drvName}`
+    for (let attempt = 0; ; attempt++) {
+      let status: number
+      try {
+        const res = await this.#request(path, 'GET', signal ?? new AbortController().signal)
+        if (res.statusCode === 200) {
+          const len = Number(res.headers['content-length'])
+          return { body: res.body, contentLength: Number.isSafeInteger(len) ? len : undefined }
+        }
+        await res.body.dump()
+        status = res.statusCode
+      } catch (err) {
+        if (signal?.aborted) throw err
+        if (isTimeout(err)) {
+          throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} did not answer for ${what} within ${this.#options.timeoutMs} ms`, {
+            cause: err,
+            detail: { upstream: this.name },
+          })
+        }
+        if (attempt < this.#options.retries) {
+          await backoff(attempt)
+          continue
+        }
+        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} could not be reached for ${what}: ${(err as Error).message}`, {
+          cause: err,
+          detail: { upstream: this.name },
+        })
+      }
+      if (ABSENT_STATUSES.has(status)) throw new NarthexError('NOT_FOUND', `upstream ${this.name} has no ${what} (${status})`, { detail: { upstream: this.name } })
+      if (isTransientStatus(status) && attempt < this.#options.retries) {
+        await backoff(attempt)
+        continue
+      }
+      throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${status} for ${what}`, { detail: { upstream: this.name, status } })
+    }
+  }
+
   /** Watches a download's pace against `minBytesPerSecond` (see {@link SpeedWatch}). */
   watchSpeed(onSlow: (err: NarthexError) => void): SpeedWatch {
     return watchSpeed(this.#options.minBytesPerSecond, this.#options.speedWindowMs ?? 30_000, this.name, onSlow)

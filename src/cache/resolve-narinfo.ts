@@ -1,0 +1,234 @@
+/**
+ * Answering `GET /<hashPart>.narinfo`: from the narinfos served lately (an LRU of
+ * their signed text), from remembered negative answers, from the store's index,
+ * or by asking the upstreams and acting on the policy's decision (admit and
+ * record it, or refuse and audit it). Concurrent requests for one hash part
+ * share one resolution.
+ */
+import { LRUCache } from 'lru-cache'
+import type { Logger } from 'pino'
+import { decide, describeRule, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
+import { formatNarInfo, formatNixHash, formatStorePath, parseNarInfo, parseNixHash, signNarInfo, type NarInfo, type SecretKey } from '../protocol/index.js'
+import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
+import type { Upstream } from '../upstream/index.js'
+import type { Metrics } from './metrics.js'
+import { narFileNameOf, sourceOf } from './nar-source.js'
+
+/** The answer to a narinfo request. */
+export type NarInfoAnswer =
+  | { readonly kind: 'found'; readonly text: string }
+  | { readonly kind: 'absent' }
+  | { readonly kind: 'unavailable'; readonly retryAfterS: number }
+
+/** A path just admitted and indexed. */
+export interface Admission {
+  readonly hashPart: string
+  /** The NAR file name the admitted narinfo is served with. */
+  readonly fileName: string
+  readonly record: NarInfoRecord
+  readonly info: NarInfo
+}
+
+/** Settings of narinfo resolution (the config's `cache` section). */
+export interface ResolverSettings {
+  /** How long "absent" (and refusals) are remembered; 0 does not remember them. */
+  readonly negativeTtlMs: number
+  /** How long "unavailable" is remembered; 0 does not remember it. */
+  readonly unavailableTtlMs: number
+  readonly narinfoLruEntries: number
+}
+
+/** What a {@link NarInfoResolver} works with. */
+export interface ResolverDeps {
+  readonly store: Store
+  /** Configured upstreams by name, to resolve the NAR URLs of admitted sources. */
+  readonly upstreams: ReadonlyMap<string, Upstream>
+  readonly policy: Policy
+  readonly signingKey: SecretKey
+  readonly log: Logger
+  readonly metrics: Metrics
+  readonly audit: AuditLog
+  readonly settings: ResolverSettings
+  /** Asks every upstream that may supply a hash part. */
+  readonly ask: (hashPart: string) => Promise<Map<string, UpstreamAnswer>>
+  /** Told of every admission once it is indexed and its narinfo is ready to serve. */
+  readonly onAdmitted: (admission: Admission) => void
+}
+
+type Negative = Exclude<NarInfoAnswer, { kind: 'found' }>
+
+/** Resolves narinfo requests; owns the served-text LRU and the negative cache. */
+export class NarInfoResolver {
+  readonly #d: ResolverDeps
+  readonly #served: LRUCache<string, string>
+  readonly #negative = new LRUCache<string, Negative>({ max: 100_000, ttlAutopurge: false })
+  readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
+  #closed = false
+
+  constructor(deps: ResolverDeps) {
+    this.#d = deps
+    this.#served = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
+  }
+
+  /** Answers a narinfo request for `hashPart`. */
+  async get(hashPart: string): Promise<NarInfoAnswer> {
+    const hot = this.#served.get(hashPart)
+    if (hot !== undefined) {
+      this.#d.metrics.narinfoLookups.inc({ outcome: 'hit' })
+      return { kind: 'found', text: hot }
+    }
+    const negative = this.#negative.get(hashPart)
+    if (negative) {
+      this.#d.metrics.narinfoLookups.inc({ outcome: negative.kind })
+      return negative
+    }
+    let pending = this.#resolving.get(hashPart)
+    if (!pending) {
+      pending = this.#resolve(hashPart).finally(() => this.#resolving.delete(hashPart))
+      this.#resolving.set(hashPart, pending)
+    }
+    return pending
+  }
+
+  /** True when `hashPart` was served lately or is being resolved now (no need to look it up ahead). */
+  isKnown(hashPart: string): boolean {
+    return this.#served.has(hashPart) || this.#resolving.has(hashPart)
+  }
+
+  /** Drops every remembered answer for a hash part (after a push admitted it). */
+  forget(hashPart: string): void {
+    this.#served.delete(hashPart)
+    this.#negative.delete(hashPart)
+  }
+
+  /** Drops the served text of a hash part, whose record or stored file changed: it is formatted anew next time. */
+  forgetServed(hashPart: string): void {
+    this.#served.delete(hashPart)
+  }
+
+  /**
+   * The narinfo as narthex serves it: URL pointing at narthex's content-addressed
+   * NAR name, file hash and size of the stored file when there is one, the
+   * verified upstream signatures, and narthex's own.
+   */
+  async formatServed(record: NarInfoRecord): Promise<string> {
+    const info = parseNarInfo(record.narinfo)
+    const fileName = narFileNameOf(info)
+    const stored = await this.#d.store.getNarFile(fileName)
+    const served: NarInfo = {
+      ...info,
+      url: `nar/${fileName}`,
+      ...(stored ? { fileHash: parseNixHash(stored.fileHash), fileSize: stored.fileSize } : {}),
+    }
+    return formatNarInfo(signNarInfo(served, this.#d.signingKey))
+  }
+
+  /** Stops asking upstreams: narinfos not in the store are unavailable from now on. */
+  close(): void {
+    this.#closed = true
+  }
+
+  async #resolve(hashPart: string): Promise<NarInfoAnswer> {
+    const { store, policy, metrics } = this.#d
+    const record = await store.getNarInfo(hashPart)
+    if (record) {
+      metrics.narinfoLookups.inc({ outcome: 'hit' })
+      return { kind: 'found', text: await this.#remember(hashPart, record) }
+    }
+    if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
+    const answers = await this.#d.ask(hashPart)
+    const firstHash = await store.getFirstNarHash(hashPart)
+    const decision = decide(policy, hashPart, answers, firstHash ? parseNixHash(firstHash) : undefined)
+    switch (decision.kind) {
+      case 'admit':
+        return this.#admit(hashPart, decision)
+      case 'absent':
+        metrics.narinfoLookups.inc({ outcome: 'absent' })
+        this.#rememberAbsent(hashPart)
+        return { kind: 'absent' }
+      case 'unavailable':
+        return this.#unavailable(hashPart)
+      case 'refuse':
+        return this.#refuse(hashPart, decision)
+    }
+  }
+
+  async #admit(hashPart: string, decision: Extract<Decision, { kind: 'admit' }>): Promise<NarInfoAnswer> {
+    const { store, audit, metrics, log } = this.#d
+    const info = decision.info
+    const narHash = formatNixHash(info.narHash)
+    const fileName = narFileNameOf(info)
+    const sources: SourceRecord[] = []
+    for (const s of decision.sources) {
+      try {
+        const upstream = this.#d.upstreams.get(s.upstream)
+        if (upstream) sources.push(sourceOf(upstream, s.info))
+      } catch (err) {
+        log.warn({ upstream: s.upstream, hashPart, err: (err as Error).message }, 'ignoring a source with an unusable NAR URL')
+      }
+    }
+    const record: NarInfoRecord = {
+      narinfo: formatNarInfo(info),
+      sources,
+      rule: decision.rule.index,
+      signers: decision.signers,
+      admittedAt: Date.now(),
+      origin: decision.sources[0]!.upstream,
+    }
+    await store.putNarInfo(hashPart, fileName, narHash, record)
+    await audit.append({
+      decision: 'admit',
+      storePath: formatStorePath(info.storePath),
+      narHash,
+      upstreams: decision.sources.map((s) => s.upstream),
+      signers: decision.signers,
+      rule: decision.rule.index,
+    })
+    metrics.narinfoLookups.inc({ outcome: 'admitted' })
+    log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')
+    this.#negative.delete(hashPart)
+    const text = await this.#remember(hashPart, record)
+    this.#d.onAdmitted({ hashPart, fileName, record, info })
+    return { kind: 'found', text }
+  }
+
+  #unavailable(hashPart: string): NarInfoAnswer {
+    const { settings, metrics } = this.#d
+    metrics.narinfoLookups.inc({ outcome: 'unavailable' })
+    const retryAfterS = Math.max(1, Math.ceil(settings.unavailableTtlMs / 1000))
+    const answer = { kind: 'unavailable', retryAfterS } as const
+    if (settings.unavailableTtlMs > 0) this.#negative.set(hashPart, answer, { ttl: settings.unavailableTtlMs })
+    return answer
+  }
+
+  async #refuse(hashPart: string, decision: Extract<Decision, { kind: 'refuse' }>): Promise<NarInfoAnswer> {
+    const { audit, metrics, log } = this.#d
+    metrics.narinfoLookups.inc({ outcome: 'refused' })
+    metrics.refusals.inc({ reason: decision.reason })
+    const storePath = decision.info ? formatStorePath(decision.info.storePath) : hashPart
+    log.warn({ path: storePath, reason: decision.reason, rule: decision.rule?.index }, `refused: ${decision.message}`)
+    await audit.append({
+      decision: 'refuse',
+      storePath,
+      ...(decision.narHashes[0] ? { narHash: decision.narHashes[0] } : {}),
+      ...(decision.rule ? { rule: decision.rule.index } : {}),
+      reason: decision.reason,
+      message: decision.message,
+    })
+    this.#rememberAbsent(hashPart)
+    return { kind: 'absent' }
+  }
+
+  // A ttl of 0 means "no expiry" to the LRU; negativeTtlMs 0 means "do not remember".
+  #rememberAbsent(hashPart: string): void {
+    const ttl = this.#d.settings.negativeTtlMs
+    if (ttl > 0) this.#negative.set(hashPart, { kind: 'absent' }, { ttl })
+  }
+
+  /** Formats the narinfo clients get for a record, signs it, and keeps it in the LRU. */
+  async #remember(hashPart: string, record: NarInfoRecord): Promise<string> {
+    const text = await this.formatServed(record)
+    this.#served.set(hashPart, text)
+    return text
+  }
+}
