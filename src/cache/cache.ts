@@ -9,17 +9,17 @@ import type { Logger } from 'pino'
 import { NarthexError, isNarthexError } from '../errors.js'
 import { decide, describeRule, ruleFor, upstreamsToAsk, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
 import {
-  encodeNix32,
   fingerprintNarInfo,
   formatNarInfo,
   formatNixHash,
   formatStorePath,
-  narFileName,
+  narFileNameOf,
   parseNarFileName,
   parseNarInfo,
   parseNixHash,
   parseStorePathBase,
   signNarInfo,
+  type Compression,
   type NarInfo,
   type SecretKey,
 } from '../protocol/index.js'
@@ -183,7 +183,7 @@ export class Cache {
       case 'admit': {
         const info = decision.info
         const narHash = formatNixHash(info.narHash)
-        const fileName = narFileName(encodeNix32(info.narHash.digest), info.compression as never)
+        const fileName = narFileNameOf(info)
         const sources: SourceRecord[] = []
         for (const s of decision.sources) {
           try {
@@ -313,7 +313,7 @@ export class Cache {
    */
   async formatServed(record: NarInfoRecord): Promise<string> {
     const info = parseNarInfo(record.narinfo)
-    const fileName = narFileName(encodeNix32(info.narHash.digest), info.compression as never)
+    const fileName = narFileNameOf(info)
     const stored = await this.#d.store.getNarFile(fileName)
     const served: NarInfo = {
       ...info,
@@ -432,9 +432,8 @@ export class Cache {
   async #switchCompression(hashPart: string, record: NarInfoRecord, fileName: string): Promise<boolean> {
     const info = parseNarInfo(record.narinfo)
     if (info.compression !== parseNarFileName(fileName)?.compression) return false
-    const nix32 = encodeNix32(info.narHash.digest)
-    const rejected = (compression: string, upstream: string) =>
-      VERIFICATION_FAILURES.has(this.#failedSources.get(`${narFileName(nix32, compression as never)} ${upstream}`) ?? '')
+    const rejected = (compression: Compression, upstream: string) =>
+      VERIFICATION_FAILURES.has(this.#failedSources.get(`${narFileNameOf({ narHash: info.narHash, compression })} ${upstream}`) ?? '')
     const same = record.sources.filter((s) => s.compression === info.compression)
     if (same.length === 0 || !same.every((s) => rejected(s.compression, s.upstream))) return false
     const other = record.sources.find(
@@ -442,7 +441,7 @@ export class Cache {
     )
     if (!other) return false
     const switched = describedBy(info, other)
-    const newFile = narFileName(nix32, other.compression as never)
+    const newFile = narFileNameOf({ narHash: info.narHash, compression: other.compression })
     await this.#d.store.putNarInfo(hashPart, newFile, formatNixHash(info.narHash), { ...record, narinfo: formatNarInfo(switched) })
     this.#served.delete(hashPart)
     this.#admitted.delete(fileName)

@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
-import { isHashPart, parsePublicKey, parseStorePath } from '../protocol/index.js'
+import { isHashPart, parsePublicKey, parseStorePath, signatureKeyName } from '../protocol/index.js'
 
 /** `workers: auto`: one worker per core, up to 16; none on a single core, where they would only add a hop. */
 function autoWorkers(): number {
@@ -103,7 +103,7 @@ const push = z
     maxNarSize: byteSize.default(16 * 1024 ** 3),
   })
   .superRefine((p, ctx) => {
-    const names = new Set(p.publicKeys.map((k) => k.slice(0, k.indexOf(':'))))
+    const names = new Set(p.publicKeys.map(signatureKeyName))
     if (p.minSignatures > names.size) {
       ctx.addIssue({ code: 'custom', path: ['minSignatures'], message: `minSignatures ${p.minSignatures} exceeds the ${names.size} push key(s)` })
     }
@@ -116,7 +116,7 @@ const importSettings = z
     minSignatures: z.number().int().min(0).default(1),
   })
   .superRefine((p, ctx) => {
-    const names = new Set(p.publicKeys.map((k) => k.slice(0, k.indexOf(':'))))
+    const names = new Set(p.publicKeys.map(signatureKeyName))
     if (p.minSignatures > names.size) {
       ctx.addIssue({ code: 'custom', path: ['minSignatures'], message: `minSignatures ${p.minSignatures} exceeds the ${names.size} import key(s)` })
     }
@@ -186,8 +186,8 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['rules', i, 'upstreams'], message: 'an upstream is listed twice' })
       }
       const keyNames = new Set(
-        r.trustedKeys?.map((k) => k.slice(0, k.indexOf(':'))) ??
-          cfg.upstreams.filter((u) => r.upstreams.includes(u.name)).flatMap((u) => u.publicKeys.map((k) => k.slice(0, k.indexOf(':')))),
+        r.trustedKeys?.map(signatureKeyName) ??
+          cfg.upstreams.filter((u) => r.upstreams.includes(u.name)).flatMap((u) => u.publicKeys.map(signatureKeyName)),
       )
       if (r.minSignatures > keyNames.size) {
         ctx.addIssue({

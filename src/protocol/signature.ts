@@ -232,7 +232,10 @@ export function validSignatures(info: NarInfo, keys: readonly PublicKey[]): stri
   return info.sigs.filter((sig) => verifyFingerprint(fingerprint, sig, keys))
 }
 
-/** The key name of a `Sig:` value (the part before the colon). */
+/**
+ * The key name of a `Sig:` value, or of a key in Nix's `name:base64` form: the
+ * part before the first colon (empty when there is none).
+ */
 export function signatureKeyName(sig: string): string {
   return sig.slice(0, Math.max(0, sig.indexOf(':')))
 }
