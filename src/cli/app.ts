@@ -58,6 +58,9 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
     log.warn(recovery, 'repaired the store after an unclean stop')
   }
+  if (recovery.strayFiles.length > 0) {
+    log.warn({ strayFiles: recovery.strayFiles.slice(0, 20), count: recovery.strayFiles.length }, 'left alone files under nar/ that are not NAR files of this store')
+  }
   const audit = await AuditLog.open(config.dataDir)
   const upstreams = config.upstreams.map((u) => new Upstream(u))
   const metrics = new Metrics({ processMetrics: true })

@@ -25,7 +25,7 @@ function formatEntry(e: AuditEntry): string {
 function parseTime(text: string | undefined, flag: string): number | undefined {
   if (text === undefined) return undefined
   const t = Date.parse(text)
-  if (Number.isNaN(t)) throw Object.assign(new Error(`--${flag}: not a time: ${text}`), { exitCode: 2 })
+  if (Number.isNaN(t)) throw new Error(`--${flag}: not a time: ${text}`)
   return t
 }
 

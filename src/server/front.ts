@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
-import { MAX_NARINFO_BYTES } from '../protocol/index.js'
+import { MAX_NARINFO_BYTES, narShardPath } from '../protocol/index.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
 import { respondStatus } from './respond-error.js'
 
@@ -107,7 +107,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
       m = NAR_ROUTE.exec(path)
       if (m) {
         const name = m[1]!
-        const file = join(deps.narDir, name.slice(0, 2), name)
+        const file = join(deps.narDir, narShardPath(name))
         const st = await stat(file).catch(() => undefined)
         if (st?.isFile()) {
           deps.onServedFile?.(name)
