@@ -9,7 +9,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { readFileSync, readdirSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Readable, Writable, type Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -259,4 +261,36 @@ test('a decompression bomb is decoded slice by slice under backpressure, not all
   assert.equal(size, nar.length)
   assert.equal(hash.digest('hex'), sha256(nar))
   assert.equal(inProcessDecodersInUse(), 0)
+})
+
+test('a decoder command that is gone when a NAR comes is COMPRESSION_UNSUPPORTED, not a corrupt NAR', async () => {
+  const bzip2 = spawnSync('sh', ['-c', 'command -v bzip2'], { encoding: 'utf8' }).stdout.trim()
+  if (!bzip2) {
+    if (process.env.CI === 'true') throw new Error('the bzip2 command is required in CI')
+    return void process.stderr.write('SKIPPED: the bzip2 command is not installed\n')
+  }
+  // A process whose PATH holds only a link to bzip2: narthex finds the command, then it goes.
+  const bin = mkdtempSync(join(tmpdir(), 'narthex-decoders-'))
+  try {
+    symlinkSync(bzip2, join(bin, 'bzip2'))
+    const module = new URL('../../src/store/decompress.ts', import.meta.url).href
+    const script = `
+      import { unlinkSync } from 'node:fs'
+      import { pipeline } from 'node:stream/promises'
+      const { createDecompressor, supportedCompressions } = await import(${JSON.stringify(module)})
+      if (!supportedCompressions().includes('bzip2')) throw new Error('bzip2 not found on PATH')
+      unlinkSync(${JSON.stringify(join(bin, 'bzip2'))})
+      try {
+        await pipeline([Buffer.from('BZh91AY&SY')], createDecompressor('bzip2', 1 << 20), async (out) => { for await (const _ of out); })
+        console.log('decoded')
+      } catch (err) {
+        console.log(err.code)
+      }
+    `
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, PATH: bin }, timeout: 60_000 })
+    assert.equal(r.status, 0, r.stderr)
+    assert.equal(r.stdout.trim(), 'COMPRESSION_UNSUPPORTED')
+  } finally {
+    rmSync(bin, { recursive: true, force: true })
+  }
 })
