@@ -251,8 +251,9 @@ function acquireXzInProcess(): Duplex | undefined {
 /**
  * A stream that decompresses `compression` (a narinfo `Compression:` value).
  * Corrupt input errors it (child-process decoders and xz with NAR_INVALID;
- * the other library decoders with their own errors, which callers report as
- * NAR_INVALID). The caller consumes or destroys the stream: an in-process xz
+ * the other library decoders with their own errors, which classifyNarError
+ * reads as NAR_INVALID); a decoder command that cannot be started errors it
+ * with COMPRESSION_UNSUPPORTED. The caller consumes or destroys the stream: an in-process xz
  * decoder holds its slot until its output ends, it errors or it is destroyed.
  * @param compressedSize the input's size when known (the narinfo's FileSize): picks the decoder.
  * @throws NarthexError COMPRESSION_UNSUPPORTED for methods this machine cannot decode.

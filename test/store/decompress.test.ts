@@ -248,6 +248,9 @@ test('a decompression bomb is decoded slice by slice under backpressure, not all
   let written = false
   decoder.write(xz, () => (written = true))
   decoder.end()
+  // The first slice's output, however slow the thread pool is (the machine may be busy)…
+  for (let waited = 0; decoder.readableLength === 0 && waited < 20_000; waited += 50) await sleep(50)
+  // …then time for more, which must not come.
   await sleep(300)
   // Nobody reads: decoding stops after a slice (4 KiB of this file is 27 MB), the write is held.
   assert.ok(decoder.readableLength > 0 && decoder.readableLength < 48 << 20, `${decoder.readableLength} bytes buffered`)
