@@ -43,6 +43,8 @@ export function classifyNarError(err: unknown, context: NarErrorContext = {}): N
   const message = e?.message ?? String(err)
   const code = typeof e?.code === 'string' ? e.code : undefined
   const detail = upstream !== undefined ? { upstream } : undefined
+  // undici names its RequestAbortedError 'AbortError' too: without our signal aborted, the
+  // request was cut on the upstream's side.
   if (e?.name === 'AbortError' && code !== 'UND_ERR_ABORTED') return abortReason(e.cause)
   if (code !== undefined && DISK_ERRORS.has(code)) {
     return new NarthexError('STORE_IO', `disk error (${code})${file ? ` on ${file}` : ''}: ${message}`, { cause: err })
@@ -60,7 +62,7 @@ export function classifyNarError(err: unknown, context: NarErrorContext = {}): N
 
 function abortReason(reason: unknown): NarthexError {
   if (reason instanceof NarthexError) return reason
-  return new NarthexError('SHUTTING_DOWN', 'the NAR\'s work was stopped', { cause: reason })
+  return new NarthexError('SHUTTING_DOWN', 'stopped before the NAR was verified', { cause: reason })
 }
 
 /**
