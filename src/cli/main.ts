@@ -196,7 +196,7 @@ export async function main(args: string[]): Promise<number> {
     )
     .command(
       'verify',
-      're-hash every stored NAR against its index record; quarantine corrupt ones (exit 1 if any). Run it while narthex is stopped',
+      're-hash every stored NAR against its index record; quarantine corrupt ones (exit 1 if any; exit 2 if none but some could not be decoded on this machine, which are kept). Run it while narthex is stopped',
       (y) =>
         y
           .option('quarantine', { type: 'boolean', default: true, describe: 'move corrupt files to <dataDir>/quarantine (--no-quarantine only reports)' })
