@@ -61,7 +61,11 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   if (recovery.strayFiles.length > 0) {
     log.warn({ strayFiles: recovery.strayFiles.slice(0, 20), count: recovery.strayFiles.length }, 'left alone files under nar/ that are not NAR files of this store')
   }
-  const audit = await AuditLog.open(config.dataDir)
+  const audit = await AuditLog.open(config.dataDir, {
+    signingKey,
+    onCheckpointError: (err) => log.warn({ err: (err as Error).message }, 'cannot write the audit checkpoint'),
+  })
+  if (audit.tornTail) log.warn(audit.tornTail, 'set aside the torn last line of the audit log (a crash mid-append)')
   const upstreams = config.upstreams.map((u) => new Upstream(u))
   const metrics = new Metrics({ processMetrics: true })
   const policy = compilePolicy(config)
@@ -117,7 +121,7 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       onAdmitted: (hashPart) => cache.forget(hashPart),
     }),
   }
-  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, push })
+  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, push, auditCheckpoint: () => audit.checkpoint })
   const { host, port } = splitListen(config.listen)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

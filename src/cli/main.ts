@@ -236,9 +236,12 @@ export async function main(args: string[]): Promise<number> {
           .option('path', { type: 'string', describe: 'only entries whose store path contains this' })
           .option('since', { type: 'string', describe: 'only entries at or after this time (ISO 8601)' })
           .option('until', { type: 'string', describe: 'only entries before this time (ISO 8601)' })
-          .option('json', { type: 'boolean', default: false, describe: 'JSON lines' }),
+          .option('json', { type: 'boolean', default: false, describe: 'JSON lines' })
+          .option('checkpoint', { type: 'string', array: true, describe: 'with --verify: a signed checkpoint (file, directory of them, or URL such as http://narthex:5557/audit/checkpoint) the log must still hold exactly; repeatable' })
+          .option('public-key', { type: 'string', describe: 'the public key (name:base64, or a file) checkpoints are signed with (default: the public half of signingKeyFile)' }),
       async (argv) => {
-        exitWith(await runAudit(readConfig(argv).dataDir, argv, out))
+        const config = readConfig(argv)
+        exitWith(await runAudit(config.dataDir, { ...argv, signingKeyFile: config.signingKeyFile }, out))
       },
     )
     .command(

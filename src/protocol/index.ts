@@ -4,6 +4,17 @@
  */
 export { parseCacheInfo, formatCacheInfo, type CacheInfo } from './cache-info.js'
 export {
+  MAX_CHECKPOINT_BYTES,
+  formatCheckpointBody,
+  noteKeyId,
+  parseCheckpoint,
+  signCheckpoint,
+  verifyCheckpoint,
+  type Checkpoint,
+  type CheckpointNote,
+  type NoteSignature,
+} from './checkpoint.js'
+export {
   COMPRESSION_EXTENSIONS,
   compressionOfExtension,
   isCompression,

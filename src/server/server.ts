@@ -23,11 +23,13 @@ export interface ServerDeps {
   readonly publicKey: string
   /** Accepting `nix copy --to` pushes: the receiver and the accepted tokens. */
   readonly push?: { readonly receiver: PushReceiver; readonly tokens: readonly string[] } | undefined
+  /** The latest signed checkpoint of the audit log, served at `/audit/checkpoint`. */
+  readonly auditCheckpoint?: (() => string | undefined) | undefined
 }
 
 
 /** Route names, for metrics (bounded label values). */
-type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'push' | 'status' | 'healthz' | 'metrics' | 'other'
+type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'push' | 'status' | 'healthz' | 'metrics' | 'audit-checkpoint' | 'other'
 
 /** Creates the HTTP server (not yet listening). */
 export function createNarthexServer(deps: ServerDeps): Server {
@@ -102,6 +104,14 @@ export function createNarthexServer(deps: ServerDeps): Server {
         res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(cacheInfo) })
         res.end(method === 'HEAD' ? undefined : cacheInfo)
         return
+      case '/audit/checkpoint': {
+        setRoute('audit-checkpoint')
+        const checkpoint = deps.auditCheckpoint?.()
+        if (checkpoint === undefined) return respondStatus(res, 404, 'no audit checkpoint yet')
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(checkpoint), 'cache-control': 'no-store' })
+        res.end(method === 'HEAD' ? undefined : checkpoint)
+        return
+      }
       case '/healthz':
         setRoute('healthz')
         respondStatus(res, 200, 'ok')
