@@ -118,7 +118,7 @@ async function verify(path: string, options: AuditOptions, out: (line: string) =
   }
   const compared = checkpoints.map(({ source, checkpoint }) => ({ source, ...compareWithCheckpoint(facts, checkpoint) }))
   for (const c of compared) {
-    const what = `checkpoint ${c.source} (${c.checkpoint.count} entries, signed by ${c.checkpoint.keyName} at ${c.checkpoint.time})`
+    const what = `checkpoint ${c.source} (${c.checkpoint.count} ${c.checkpoint.count === 1 ? 'entry' : 'entries'}, signed by ${c.checkpoint.keyName} at ${c.checkpoint.time})`
     out(c.ok ? `${what}: the log holds exactly these entries` : `${what}: FAILED: ${c.problem}`)
     if (!c.ok) failed = true
   }
@@ -129,7 +129,7 @@ async function verify(path: string, options: AuditOptions, out: (line: string) =
 
 /** With several checkpoints, where the first rewritten entry lies: after the last that matches, at or before the first that does not. */
 function firstDifference(compared: readonly CheckpointComparison[]): string | undefined {
-  const rewritten = compared.filter((c) => !c.ok && c.seq === c.checkpoint.count).map((c) => c.checkpoint.count)
+  const rewritten = compared.filter((c) => !c.ok && c.kind === 'rewritten').map((c) => c.checkpoint.count)
   if (rewritten.length === 0) return undefined
   const firstBad = Math.min(...rewritten)
   const lastGood = Math.max(0, ...compared.filter((c) => c.ok && c.checkpoint.count < firstBad).map((c) => c.checkpoint.count))

@@ -126,6 +126,8 @@ export type CheckpointComparison =
   | {
       readonly ok: false
       readonly checkpoint: Checkpoint
+      /** The log was rewritten (entry `count` has another hash), its chain breaks first, or it is shorter. */
+      readonly kind: 'rewritten' | 'broken' | 'short'
       /** The entry named: the first broken link, or the entry whose hash differs from the committed one. */
       readonly seq?: number
       readonly problem: string
@@ -150,11 +152,11 @@ export function compareWithCheckpoint(facts: ChainFacts, checkpoint: Checkpoint)
   const actual = count === 0 ? GENESIS : facts.heads.get(count)
   if (actual === head) return { ok: true, checkpoint }
   if (actual !== undefined) {
-    return { ok: false, checkpoint, seq: count, problem: `entry ${count} has hash ${actual}, the checkpoint commits to ${head}: the log was rewritten at or before entry ${count}` }
+    return { ok: false, checkpoint, kind: 'rewritten', seq: count, problem: `entry ${count} has hash ${actual}, the checkpoint commits to ${head}: the log was rewritten at or before entry ${count}` }
   }
   if (facts.broken) {
     const at = facts.broken.seq ?? facts.entries + 1
-    return { ok: false, checkpoint, seq: at, problem: `the chain breaks at entry ${at} (line ${facts.broken.line}), before entry ${count} the checkpoint commits to: ${facts.broken.problem}` }
+    return { ok: false, checkpoint, kind: 'broken', seq: at, problem: `the chain breaks at entry ${at} (line ${facts.broken.line}), within the ${count} entries the checkpoint commits to: ${facts.broken.problem}` }
   }
-  return { ok: false, checkpoint, problem: `the log has ${facts.entries} entries, the checkpoint commits to ${count}` }
+  return { ok: false, checkpoint, kind: 'short', problem: `the log has ${facts.entries} entries, the checkpoint commits to ${count}` }
 }
