@@ -95,6 +95,7 @@ async function verify(path: string, options: AuditOptions, out: (line: string) =
   let failed = false
   for (const { source, text } of notes) {
     try {
+      if (text === undefined) throw new Error(`larger than ${MAX_CHECKPOINT_BYTES} bytes: not a checkpoint`)
       checkpoints.push({ source, checkpoint: verifyCheckpoint(text, keys) })
     } catch (err) {
       out(`checkpoint ${source}: FAILED: ${(err as Error).message}`)
@@ -133,9 +134,9 @@ function firstDifference(compared: readonly CheckpointComparison[]): string | un
   if (rewritten.length === 0) return undefined
   const firstBad = Math.min(...rewritten)
   const lastGood = Math.max(0, ...compared.filter((c) => c.ok && c.checkpoint.count < firstBad).map((c) => c.checkpoint.count))
-  return lastGood + 1 === firstBad
-    ? `entry ${firstBad} is the first entry that differs from what the checkpoints commit to`
-    : `the first entry that differs is one of entries ${lastGood + 1} to ${firstBad} (checkpoints up to entry ${lastGood} still match)`
+  if (lastGood + 1 === firstBad) return `entry ${firstBad} is the first entry that differs from what the checkpoints commit to`
+  // Without an earlier checkpoint that still matches, "at or before entry N" was already said.
+  return lastGood > 0 ? `the first entry that differs is one of entries ${lastGood + 1} to ${firstBad} (the checkpoint of entry ${lastGood} still matches)` : undefined
 }
 
 /** The public key checkpoints are checked against. */
@@ -171,9 +172,9 @@ function checkpointKey(options: AuditOptions): PublicKey {
   }
 }
 
-/** Reads each checkpoint source: a URL, a file, or every file of a directory (sorted by name). */
-async function loadCheckpoints(sources: readonly string[]): Promise<Array<{ source: string; text: string }>> {
-  const notes: Array<{ source: string; text: string }> = []
+/** Reads each checkpoint source: a URL, a file, or every file of a directory (sorted by name); `text` is undefined when it is too large. */
+async function loadCheckpoints(sources: readonly string[]): Promise<Array<{ source: string; text: string | undefined }>> {
+  const notes: Array<{ source: string; text: string | undefined }> = []
   for (const source of sources) {
     if (/^https?:\/\//i.test(source)) {
       notes.push({ source, text: await fetchCheckpoint(source) })
@@ -187,16 +188,16 @@ async function loadCheckpoints(sources: readonly string[]): Promise<Array<{ sour
     }
     const files = isDir ? (await readdir(source)).sort().map((n) => join(source, n)) : [source]
     for (const file of files) {
-      if (isDir && !(await stat(file)).isFile()) continue
-      const bytes = await readFile(file)
-      notes.push({ source: file, text: bytes.length > MAX_CHECKPOINT_BYTES ? '' : bytes.toString('utf8') })
+      const info = await stat(file)
+      if (isDir && !info.isFile()) continue
+      notes.push({ source: file, text: info.size > MAX_CHECKPOINT_BYTES ? undefined : await readFile(file, 'utf8') })
     }
     if (isDir && files.length === 0) throw new UsageError(`--checkpoint: the directory ${source} holds no checkpoints`)
   }
   return notes
 }
 
-async function fetchCheckpoint(url: string): Promise<string> {
+async function fetchCheckpoint(url: string): Promise<string | undefined> {
   try {
     const res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000 })
     const chunks: Buffer[] = []
@@ -205,7 +206,7 @@ async function fetchCheckpoint(url: string): Promise<string> {
       size += (chunk as Buffer).length
       if (size > MAX_CHECKPOINT_BYTES) {
         res.body.destroy()
-        return ''
+        return undefined
       }
       chunks.push(chunk as Buffer)
     }

@@ -18,6 +18,9 @@ test('a narthex with an empty audit log answers 404 at /audit/checkpoint', async
   const res = await fetch(`${running.url}/audit/checkpoint`)
   assert.equal(res.status, 404)
   await res.arrayBuffer()
+  const r = await narthex(['audit', '--verify', '--checkpoint', `${running.url}/audit/checkpoint`, '--config', running.configFile])
+  assert.equal(r.code, 1, 'a checkpoint that cannot be fetched fails the check')
+  assert.match(r.stderr, /cannot fetch it \(HTTP 404/)
 })
 
 test('narthex sets aside a torn last line on start, serves a checkpoint of the rest, and the CLI verifies the log against it', async (t) => {

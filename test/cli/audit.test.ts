@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { formatPublicKey, formatSecretKey, generateSecretKey, toPublicKey } from '../../src/protocol/index.js'
@@ -90,7 +90,12 @@ test('an edited entry with the chain recomputed after it passes plain --verify, 
   assert.match(one.stdout, /entry 5 has hash [0-9a-f]{64}, the checkpoint commits to [0-9a-f]{64}: the log was rewritten at or before entry 5/)
   const all = await narthex(['audit', '--verify', '--checkpoint', kept, '--config', config])
   assert.equal(all.code, 1, all.stdout)
+  assert.doesNotMatch(one.stdout, /first entry that differs/, 'one checkpoint cannot narrow it down')
   assert.match(all.stdout, /entry 3 is the first entry that differs/)
+  await rm(join(kept, '003'))
+  await rm(join(kept, '004'))
+  const gaps = await narthex(['audit', '--verify', '--checkpoint', kept, '--config', config])
+  assert.match(gaps.stdout, /the first entry that differs is one of entries 3 to 5 \(the checkpoint of entry 2 still matches\)/)
   assert.equal(all.stdout.match(/the log holds exactly these entries/g)?.length, 2, 'the checkpoints of entries 1 and 2 still match')
 })
 
@@ -118,6 +123,11 @@ test('a checkpoint with a bad signature, or checked against another key, fails',
   const wrongKey = await narthex(['audit', '--verify', '--checkpoint', latest, '--public-key', other, '--config', config])
   assert.equal(wrongKey.code, 1, wrongKey.stdout)
   assert.match(wrongKey.stdout, /signature does not verify/)
+  const huge = join(latest, '..', 'huge')
+  await writeFile(huge, 'x'.repeat(100_000))
+  const tooLarge = await narthex(['audit', '--verify', '--checkpoint', huge, '--config', config])
+  assert.equal(tooLarge.code, 1)
+  assert.match(tooLarge.stdout, /huge: FAILED: larger than 65536 bytes/)
 })
 
 test('bad usage of --checkpoint exits 2', async () => {
