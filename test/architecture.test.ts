@@ -36,11 +36,11 @@ test('src layers import only the layers below them, through index.ts', () => {
   const problems: string[] = []
   for (const file of files(SRC)) {
     const rel = relative(SRC, file)
-    const layer = rel.includes('/') ? rel.split('/')[0]! : '(top)'
+    const layer = rel.includes('/') ? rel.split('/')[0] : '(top)'
     const text = readFileSync(file, 'utf8')
     for (const m of text.matchAll(/^(?:import|export)[^'"]*from '(\.[^']+)'/gm)) {
-      const target = relative(SRC, join(file, '..', m[1]!))
-      const targetLayer = target.includes('/') ? target.split('/')[0]! : '(top)'
+      const target = relative(SRC, join(file, '..', m[1]))
+      const targetLayer = target.includes('/') ? target.split('/')[0] : '(top)'
       if (targetLayer === layer || SHARED.includes(target)) continue
       if (layer === '(top)') {
         if (target !== 'errors.js') problems.push(`${rel} imports ${target}: top-level files import nothing but errors.ts`)

@@ -174,8 +174,8 @@ export class NarFetcher {
   async #admittedFromIndex(fileName: string): Promise<Admitted | undefined> {
     const hashParts = await this.#d.store.narInfosForFile(fileName)
     if (hashParts.length === 0) return undefined
-    const record = await this.#d.store.getNarInfo(hashParts[0]!)
-    return record ? { hashPart: hashParts[0]!, record } : undefined
+    const record = await this.#d.store.getNarInfo(hashParts[0])
+    return record ? { hashPart: hashParts[0], record } : undefined
   }
 
   /**

@@ -53,10 +53,8 @@ async function walkClosure(
     }
   }
   // Workers that find the queue empty stop; the others keep pulling what the walk adds.
-  let active: Array<Promise<void>> = []
   while (queue.length > 0) {
-    active = Array.from({ length: Math.min(concurrency, queue.length) }, worker)
-    await Promise.all(active)
+    await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, worker))
   }
   return { done, failed }
 }

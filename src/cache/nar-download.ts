@@ -183,7 +183,7 @@ export class NarDownload extends EventEmitter {
       verification.end(this.written)
       const verified = await verification.result.catch((err: unknown) => {
         fail(err)
-        throw firstError
+        throw firstError ?? err
       })
       await syncing
       await fh.sync()

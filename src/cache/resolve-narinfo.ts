@@ -173,7 +173,7 @@ export class NarInfoResolver {
       rule: decision.rule.index,
       signers: decision.signers,
       admittedAt: Date.now(),
-      origin: decision.sources[0]!.upstream,
+      origin: decision.sources[0].upstream,
     }
     await store.putNarInfo(hashPart, fileName, narHash, record)
     await audit.append({

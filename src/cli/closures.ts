@@ -3,7 +3,7 @@
  * Each opens the data directory itself, so narthex must not be serving from it.
  */
 import { createReadStream } from 'node:fs'
-import { Readable } from 'node:stream'
+import { type Readable } from 'node:stream'
 import { SingleBar, Presets } from 'cli-progress'
 import { exportClosures, importCache, mirrorClosures, PushReceiver, type PathFailure } from '../cache/index.js'
 import type { Config } from '../config/index.js'

@@ -35,7 +35,7 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
     NARTHEX_WORKER_LRU: String(config.cache.narinfoLruEntries),
   }
   let stopping = false
-  let publicUrl = ''
+  let publicUrl: string
   const fork = (): Promise<string> =>
     new Promise((resolve, reject) => {
       const worker: Worker = cluster.fork(env)

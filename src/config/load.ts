@@ -66,7 +66,7 @@ export function loadConfig(file: string, baseDir = process.cwd(), overrides: Con
   try {
     text = readFileSync(file, 'utf8')
   } catch (err) {
-    throw new NarthexError('CONFIG_INVALID', `${file}: cannot read the configuration (${(err as NodeJS.ErrnoException).code ?? err})`, { cause: err })
+    throw new NarthexError('CONFIG_INVALID', `${file}: cannot read the configuration (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err })
   }
   let raw: unknown
   try {

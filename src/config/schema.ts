@@ -25,7 +25,7 @@ const SIZE_UNITS: Record<string, number> = {
 export function parseByteSize(text: string | number): number | undefined {
   if (typeof text === 'number') return Number.isSafeInteger(text) && text >= 0 ? text : undefined
   const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$/.exec(text)
-  const unit = m ? SIZE_UNITS[m[2]!.toUpperCase()] : undefined
+  const unit = m ? SIZE_UNITS[m[2].toUpperCase()] : undefined
   if (!m || unit === undefined) return undefined
   // Past 2^53 a byte count is no longer exact (and "9…9" with 400 digits is Infinity).
   const bytes = Math.floor(Number(m[1]) * unit)
@@ -259,12 +259,13 @@ export const configSchema = z
 function keyCounter(deny: { keys: readonly string[] } | undefined) {
   const names = new Set<string>()
   const bytes = new Set<string>()
-  for (const k of Array.isArray(deny?.keys) ? deny.keys : []) {
+  const denied: readonly string[] = Array.isArray(deny?.keys) ? deny.keys : []
+  for (const k of denied) {
     if (!k.includes(':')) names.add(k)
     else bytes.add(k.slice(k.indexOf(':') + 1).trim())
   }
   return (keys: readonly string[] | undefined): { count: number; denied: number } => {
-    const list = Array.isArray(keys) ? keys : []
+    const list: readonly string[] = Array.isArray(keys) ? keys : []
     const kept = list.filter((k) => !names.has(signatureKeyName(k)) && !bytes.has(k.slice(k.indexOf(':') + 1).trim()))
     return { count: new Set(kept.map(signatureKeyName)).size, denied: list.length - kept.length }
   }

@@ -189,15 +189,15 @@ export function decide(
   if (names.length > 1) {
     return refuse(rule, 'CONFLICT', `upstreams name this hash part differently: ${names.join(', ')}`, present.map((a) => formatNixHash(a.info.narHash)))
   }
-  if (!rule) return refuse(undefined, 'NO_RULE', `no rule matches ${names[0]}`, [], present[0]!.info)
+  if (!rule) return refuse(undefined, 'NO_RULE', `no rule matches ${names[0]}`, [], present[0].info)
   if (rule.upstreams.length === 0) {
-    return refuse(rule, 'DENIED_BY_RULE', 'the rule allows no upstream', [], present[0]!.info)
+    return refuse(rule, 'DENIED_BY_RULE', 'the rule allows no upstream', [], present[0].info)
   }
   if (eligible.length === 0) {
     const down = unavailableAmong(answers, rule.upstreams)
     if (down.length > 0) return { kind: 'unavailable', rule, upstreams: down }
     const offeredBy = present.map((a) => a.upstream).join(', ')
-    return refuse(rule, 'NOT_ELIGIBLE', `offered only by upstreams the rule does not allow (${offeredBy})`, [], present[0]!.info)
+    return refuse(rule, 'NOT_ELIGIBLE', `offered only by upstreams the rule does not allow (${offeredBy})`, [], present[0].info)
   }
   return choose(rule, answers, remembered)
 }
@@ -242,7 +242,7 @@ function choose(rule: Rule, answers: ReadonlyMap<string, UpstreamAnswer>, rememb
   const groupOf = (o: Offer): Group => groups.get(o.fingerprint)!
   const reaches = (g: Group): boolean => g.signers.size >= k
   const signed = (o: Offer): boolean => k === 0 || o.valid.length > 0
-  const hasPinnedHash = (g: Group): boolean => remembered !== undefined && nixHashEquals(remembered, g.offers[0]!.info.narHash)
+  const hasPinnedHash = (g: Group): boolean => remembered !== undefined && nixHashEquals(remembered, g.offers[0].info.narHash)
 
   const first = offers.find((o) => reaches(groupOf(o)))
   if (!first) return short(rule, offers, groups, down.map((d) => d.upstream))
@@ -254,7 +254,7 @@ function choose(rule: Rule, answers: ReadonlyMap<string, UpstreamAnswer>, rememb
     const pinned = offers.find((o) => hasPinnedHash(groupOf(o)) && reaches(groupOf(o)))
     if (pinned) chosen = groupOf(pinned)
   }
-  const lead = chosen.offers[0]!
+  const lead = chosen.offers[0]
   const narHash = formatNixHash(lead.info.narHash)
   const pinHolds = hasPinnedHash(chosen)
   // When the pin decides, a damaged answer ahead could change nothing.
@@ -283,19 +283,19 @@ function short(rule: Rule, offers: readonly Offer[], groups: ReadonlyMap<string,
       rule,
       'CONFLICT',
       `upstreams disagree, so no NarHash has ${rule.minSignatures} trusted signatures: ${describeConflicts(involved)}`,
-      signedGroups.map((g) => formatNixHash(g.offers[0]!.info.narHash)),
-      signedGroups[0]!.offers[0]!.info,
+      signedGroups.map((g) => formatNixHash(g.offers[0].info.narHash)),
+      signedGroups[0].offers[0].info,
       involved,
     )
   }
-  const best = signedGroups[0] ?? groups.get(offers[0]!.fingerprint)!
+  const best = signedGroups[0] ?? groups.get(offers[0].fingerprint)!
   const signers = [...best.signers].sort()
   return refuse(
     rule,
     'INSUFFICIENT_SIGNATURES',
     `${signers.length} of ${rule.minSignatures} required trusted signature(s)${signers.length ? ` (${signers.join(', ')})` : ''}`,
-    [formatNixHash(best.offers[0]!.info.narHash)],
-    best.offers[0]!.info,
+    [formatNixHash(best.offers[0].info.narHash)],
+    best.offers[0].info,
   )
 }
 
@@ -310,8 +310,8 @@ function admit(rule: Rule, answers: ReadonlyMap<string, UpstreamAnswer>, chosen:
     const down = unavailableAmong(answers, rule.upstreams)
     if (down.length > 0) return { kind: 'unavailable', rule, upstreams: down }
   }
-  const described = (presenter ?? sources[0]!).info
-  const { fileHash: _h, fileSize: _s, ...signed } = sources[0]!.info
+  const described = (presenter ?? sources[0]).info
+  const { fileHash: _h, fileSize: _s, ...signed } = sources[0].info
   const info: NarInfo = {
     ...signed,
     url: described.url,
@@ -324,7 +324,7 @@ function admit(rule: Rule, answers: ReadonlyMap<string, UpstreamAnswer>, chosen:
     kind: 'admit',
     rule,
     info,
-    upstream: sources[0]!.upstream,
+    upstream: sources[0].upstream,
     narHash: formatNixHash(info.narHash),
     sources,
     signers: [...chosen.signers].sort(),

@@ -116,11 +116,11 @@ export function parseCheckpoint(text: string): CheckpointNote {
   const signatures: NoteSignature[] = []
   sigLines.forEach((line, i) => {
     const m = SIG_LINE.exec(line)
-    const blob = m ? Buffer.from(m[2]!, 'base64') : undefined
+    const blob = m ? Buffer.from(m[2], 'base64') : undefined
     if (!m || !blob || blob.length !== 68 || blob.toString('base64') !== m[2]) {
       throw invalid(`line ${6 + i} is not "${EM_DASH} <key name> <base64 signature>"`, 6 + i)
     }
-    signatures.push({ keyName: m[1]!, keyId: new Uint8Array(blob.subarray(0, 4)), sig: new Uint8Array(blob.subarray(4)) })
+    signatures.push({ keyName: m[1], keyId: new Uint8Array(blob.subarray(0, 4)), sig: new Uint8Array(blob.subarray(4)) })
   })
   if (signatures.length === 0) throw invalid('it carries no signature')
   return { checkpoint: { keyName, count: Number(count), head, time }, body, signatures }

@@ -44,7 +44,7 @@ export function compressionOfExtension(ext: string): Compression | undefined {
  * as Nix itself does for gzip).
  */
 export function urlAgreesWithCompression(url: string, compression: Compression): boolean {
-  const path = url.split(/[?#]/, 1)[0]!
+  const path = url.split(/[?#]/, 1)[0]
   const dot = path.lastIndexOf('.nar')
   if (dot < 0) return true
   const ext = path.slice(dot + 4)

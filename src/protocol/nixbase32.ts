@@ -36,7 +36,7 @@ export function encodeNix32(bytes: Uint8Array): string {
     const b = n * 5
     const i = b >> 3
     const j = b & 7
-    const c = (bytes[i]! >> j) | (i + 1 < bytes.length ? bytes[i + 1]! << (8 - j) : 0)
+    const c = (bytes[i] >> j) | (i + 1 < bytes.length ? bytes[i + 1] << (8 - j) : 0)
     out += NIX32_ALPHABET[c & 31]
   }
   return out
@@ -46,7 +46,7 @@ export function encodeNix32(bytes: Uint8Array): string {
 export function isNix32(s: string): boolean {
   for (let k = 0; k < s.length; k++) {
     const code = s.charCodeAt(k)
-    if (code >= 128 || DIGIT_OF[code]! < 0) return false
+    if (code >= 128 || DIGIT_OF[code] < 0) return false
   }
   return true
 }
@@ -65,17 +65,17 @@ export function decodeNix32(s: string): Buffer {
   const out = Buffer.alloc(byteLength)
   for (let n = 0; n < s.length; n++) {
     const code = s.charCodeAt(s.length - n - 1)
-    const digit = code < 128 ? DIGIT_OF[code]! : -1
+    const digit = code < 128 ? DIGIT_OF[code] : -1
     if (digit < 0) {
       throw new NarthexError('NIX32_INVALID', `invalid nix32 character ${JSON.stringify(s[s.length - n - 1])}`)
     }
     const b = n * 5
     const i = b >> 3
     const j = b & 7
-    out[i] = out[i]! | ((digit << j) & 0xff)
+    out[i] = out[i] | ((digit << j) & 0xff)
     const carry = digit >> (8 - j)
     if (i + 1 < byteLength) {
-      out[i + 1] = out[i + 1]! | carry
+      out[i + 1] = out[i + 1] | carry
     } else if (carry !== 0) {
       throw new NarthexError('NIX32_INVALID', `nix32 string ${JSON.stringify(s)} has bits beyond its length`)
     }

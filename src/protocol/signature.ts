@@ -93,7 +93,7 @@ export interface Signature {
   readonly sig: Uint8Array
 }
 
-const KEY_NAME = /^[A-Za-z0-9._+\-]+$/
+const KEY_NAME = /^[A-Za-z0-9._+-]+$/
 
 /** True when `name` is a valid key name (the part of a key or `Sig:` value before the colon). */
 export function isKeyName(name: string): boolean {

@@ -86,7 +86,7 @@ export function parseStorePath(path: string): StorePath {
 export function parseStorePathLoose(text: string): StorePath | { hashPart: string; name: '' } {
   if (isHashPart(text)) return { hashPart: text, name: '' }
   const prefix = `${STORE_DIR}/`
-  const base = text.startsWith(prefix) ? text.slice(prefix.length).split('/')[0]! : text
+  const base = text.startsWith(prefix) ? text.slice(prefix.length).split('/')[0] : text
   return parseStorePathBase(base)
 }
 

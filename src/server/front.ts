@@ -48,7 +48,7 @@ function sendNarInfo(req: IncomingMessage, res: ServerResponse, body: Buffer): v
 }
 
 /** Creates a worker's front server (not yet listening) and the pool it closes with. */
-export function createFrontServer(deps: FrontDeps): { server: Server; close(): Promise<void> } {
+export function createFrontServer(deps: FrontDeps): { server: Server; close: () => Promise<void> } {
   const core = new Pool(deps.coreUrl, { connections: 64, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 60_000 })
   // Kept encoded: a hit is answered with one write of a ready buffer.
   const narinfos = new LRUCache<string, Buffer>({ max: Math.max(1, deps.lruEntries), ttl: deps.lruTtlMs })
@@ -58,7 +58,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
     const upstream = await core.request({
       path: req.url ?? '/',
       // A narinfo is always fetched whole, so that a HEAD fills the cache with the text too.
-      method: (onText ? 'GET' : (req.method ?? 'GET')) as 'GET',
+      method: (onText ? 'GET' : (req.method ?? 'GET')),
       headers: forwardable(req.headers),
       ...(hasBody ? { body: req } : {}),
     })
@@ -95,7 +95,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
     if (getOrHead && !SUSPICIOUS_PATH.test(path)) {
       let m = NARINFO_ROUTE.exec(path)
       if (m) {
-        const hashPart = m[1]!
+        const hashPart = m[1]
         const hot = narinfos.get(hashPart)
         if (hot !== undefined) {
           sendNarInfo(req, res, hot)
@@ -106,7 +106,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
       }
       m = NAR_ROUTE.exec(path)
       if (m) {
-        const name = m[1]!
+        const name = m[1]
         const file = join(deps.narDir, narShardPath(name))
         const st = await stat(file).catch(() => undefined)
         if (st?.isFile()) {

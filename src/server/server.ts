@@ -71,7 +71,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
     let m: RegExpExecArray | null
     if ((m = NARINFO_ROUTE.exec(path))) {
       setRoute('narinfo')
-      const answer = await deps.cache.getNarInfo(m[1]!)
+      const answer = await deps.cache.getNarInfo(m[1])
       if (answer.kind === 'found') {
         res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(answer.text) })
         res.end(method === 'HEAD' ? undefined : answer.text)
@@ -81,12 +81,12 @@ export function createNarthexServer(deps: ServerDeps): Server {
     }
     if ((m = NAR_ROUTE.exec(path))) {
       setRoute('nar')
-      await serveNar(req, res, await deps.cache.getNar(m[1]!))
+      await serveNar(req, res, await deps.cache.getNar(m[1]))
       return
     }
     if ((m = LOG_ROUTE.exec(path))) {
       setRoute('log')
-      const answer = await deps.cache.getLog(m[1]!)
+      const answer = await deps.cache.getLog(m[1])
       if (answer.kind === 'absent') respondStatus(res, 404)
       else if (answer.kind === 'unavailable') respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
       else if (answer.kind === 'streaming') {
@@ -148,12 +148,12 @@ export function createNarthexServer(deps: ServerDeps): Server {
     let m: RegExpExecArray | null
     if ((m = NARINFO_ROUTE.exec(path))) {
       const text = await readBody(req, MAX_NARINFO_BYTES)
-      const outcome = await push.receiver.receiveNarInfo(m[1]!, text)
+      const outcome = await push.receiver.receiveNarInfo(m[1], text)
       respondStatus(res, outcome === 'admitted' ? 201 : 200, outcome)
       return
     }
     if ((m = NAR_ROUTE.exec(path))) {
-      await push.receiver.receiveNar(m[1]!, req)
+      await push.receiver.receiveNar(m[1], req)
       respondStatus(res, 201, 'stored')
       return
     }

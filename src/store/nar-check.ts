@@ -108,13 +108,14 @@ export class NarFileCheck {
       const plain = spec.compression === 'none'
       const decoder = plain ? undefined : createDecompressor(spec.compression, spec.fileSize)
       decompressor = decoder
-      let failure: unknown
+      // Decoders fail with Errors of their own; anything else is wrapped so it can be thrown as is.
+      let failure: Error | undefined
       let verifying: Promise<void> = Promise.resolve()
       let drained: DrainWait | undefined
       if (decoder) {
         drained = new DrainWait(decoder)
         verifying = pipeline(decoder, sink).catch((err: unknown) => {
-          failure ??= err
+          failure ??= err instanceof Error ? err : new Error(String(err))
         })
       }
       const reused = plain ? Buffer.allocUnsafe(READ_CHUNK) : undefined
@@ -152,7 +153,9 @@ export class NarFileCheck {
       if (decoder) {
         decoder.end()
         await verifying
-        if (failure) throw failure
+        // Set by the pipeline's handler meanwhile (control flow analysis cannot see that).
+        const failed = failure as Error | undefined
+        if (failed) throw failed
       }
       const nar = decoder ? sink.result : sink.finish()
       if (!nar) throw new NarthexError('NAR_INVALID', 'the NAR did not verify')

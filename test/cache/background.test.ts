@@ -36,29 +36,29 @@ async function finish(answer: NarAnswer): Promise<void> {
 test('prefetch: the references of an admitted path are admitted, and their NARs stored, ahead of the client', async () => {
   t = await startCache({ settings: { prefetchReferences: true, prefetchNars: true } })
   const [up] = t.fakes
-  const dep = fakePath('dep-1.0', 'dependency\n', up!.key)
-  const top = fakePath('top-1.0', 'top\n', up!.key, [baseOf(dep)])
-  await addToCache(up!.dir, dep)
-  await addToCache(up!.dir, top)
+  const dep = fakePath('dep-1.0', 'dependency\n', up.key)
+  const top = fakePath('top-1.0', 'top\n', up.key, [baseOf(dep)])
+  await addToCache(up.dir, dep)
+  await addToCache(up.dir, top)
 
   assert.equal((await t.cache.getNarInfo(top.hashPart)).kind, 'found')
   await until(async () => (await t!.store.getNarFile(dep.fileName)) !== undefined, 'the NAR of a reference was not prefetched')
   assert.ok((await t.store.getNarInfo(dep.hashPart)) !== undefined, 'a reference was not admitted ahead of the client')
   assert.equal((await t.cache.getNarInfo(dep.hashPart)).kind, 'found')
-  assert.equal(up!.server.count(`/${dep.hashPart}.narinfo`), 1, 'a prefetched narinfo was looked up again for the client')
-  assert.equal(up!.server.count(`/${top.info.url}`), 0, 'prefetch downloaded the NAR of the path itself, which the client had not asked for')
+  assert.equal(up.server.count(`/${dep.hashPart}.narinfo`), 1, 'a prefetched narinfo was looked up again for the client')
+  assert.equal(up.server.count(`/${top.info.url}`), 0, 'prefetch downloaded the NAR of the path itself, which the client had not asked for')
 })
 
 test('prefetch off: nothing but what the client asks for reaches the upstream', async () => {
   t = await startCache({ settings: { prefetchReferences: false } })
   const [up] = t.fakes
-  const dep = fakePath('dep-2.0', 'dependency\n', up!.key)
-  const top = fakePath('top-2.0', 'top\n', up!.key, [baseOf(dep)])
-  await addToCache(up!.dir, dep)
-  await addToCache(up!.dir, top)
+  const dep = fakePath('dep-2.0', 'dependency\n', up.key)
+  const top = fakePath('top-2.0', 'top\n', up.key, [baseOf(dep)])
+  await addToCache(up.dir, dep)
+  await addToCache(up.dir, top)
   await t.cache.getNarInfo(top.hashPart)
   await sleep(300)
-  assert.equal(up!.server.count(`/${dep.hashPart}.narinfo`), 0, 'a reference was looked up with prefetch off')
+  assert.equal(up.server.count(`/${dep.hashPart}.narinfo`), 0, 'a reference was looked up with prefetch off')
 })
 
 test('GC: past maxStoreBytes the least recently used NAR is evicted, and a later request downloads it again rather than pointing at the gone file', async () => {
@@ -66,11 +66,11 @@ test('GC: past maxStoreBytes the least recently used NAR is evicted, and a later
   // Room for one NAR, not two.
   t = await startCache({ settings: { maxStoreBytes: 2 * size - 1 } })
   const [up] = t.fakes
-  const sa = fakePath('gc-a', 'a'.repeat(10_000), up!.key)
-  const sb = fakePath('gc-b', 'b'.repeat(10_000), up!.key)
+  const sa = fakePath('gc-a', 'a'.repeat(10_000), up.key)
+  const sb = fakePath('gc-b', 'b'.repeat(10_000), up.key)
   assert.equal(sb.nar.length, size)
-  await addToCache(up!.dir, sa)
-  await addToCache(up!.dir, sb)
+  await addToCache(up.dir, sa)
+  await addToCache(up.dir, sb)
   await t.cache.getNarInfo(sa.hashPart)
   await t.cache.getNarInfo(sb.hashPart)
 
@@ -85,5 +85,5 @@ test('GC: past maxStoreBytes the least recently used NAR is evicted, and a later
   if (again.kind === 'stored') assert.fail('an evicted NAR was answered from the store (its finished download still lingered)')
   await finish(again)
   assert.ok((await readFile(t.store.narPath(sa.fileName))).equals(sa.nar))
-  assert.equal(up!.server.count(`/${sa.info.url}`), 2, 'the evicted NAR was not downloaded again')
+  assert.equal(up.server.count(`/${sa.info.url}`), 2, 'the evicted NAR was not downloaded again')
 })

@@ -33,15 +33,15 @@ async function completes(answer: NarAnswer): Promise<boolean> {
 test('an upstream that could not be asked at admission becomes a source once every recorded source failed', async () => {
   t = await startCache({ upstreams: ['first', 'second'], upstream: { failureThreshold: 100 } })
   const [first, second] = t.fakes
-  const p = fakePath('late-source-1.0', 'late\n'.repeat(100), first!.key)
-  await addToCache(first!.dir, p, { narFile: false })
-  await addToCache(second!.dir, p)
+  const p = fakePath('late-source-1.0', 'late\n'.repeat(100), first.key)
+  await addToCache(first.dir, p, { narFile: false })
+  await addToCache(second.dir, p)
 
   // The lower-priority upstream is down at admission: the path is admitted from the first alone.
-  second!.server.fault = () => ({ kind: 'status', status: 500 })
+  second.server.fault = () => ({ kind: 'status', status: 500 })
   assert.equal((await t.cache.getNarInfo(p.hashPart)).kind, 'found')
   assert.deepEqual((await t.store.getNarInfo(p.hashPart))?.sources.map((s) => s.upstream), ['first'])
-  second!.server.fault = undefined
+  second.server.fault = undefined
 
   assert.ok(await completes(await t.cache.getNar(p.fileName)), 'the NAR was not fetched from the upstream found on refresh')
   assert.ok((await readFile(t.store.narPath(p.fileName))).equals(p.nar))
@@ -55,12 +55,12 @@ test('an upstream that could not be asked at admission becomes a source once eve
 test('when every source of the served compression sends bad bytes, the narinfo switches to a source in another compression', async () => {
   t = await startCache({ upstreams: ['first', 'second'] })
   const [first, second] = t.fakes
-  const p = fakePath('recompressed-1.0', 'payload\n'.repeat(100), first!.key)
+  const p = fakePath('recompressed-1.0', 'payload\n'.repeat(100), first.key)
   // The first upstream claims zstd (an unsigned field) but its file is no zstd stream.
   const zstdName = p.fileName.replace(/\.nar$/, '.nar.zst')
   const claimed: FakePath = { ...p, info: { ...p.info, compression: 'zstd', url: `nar/${zstdName}`, fileHash: undefined, fileSize: undefined } }
-  await addToCache(first!.dir, claimed, { nar: Buffer.from('not zstd at all') })
-  await addToCache(second!.dir, p)
+  await addToCache(first.dir, claimed, { nar: Buffer.from('not zstd at all') })
+  await addToCache(second.dir, p)
 
   const admitted = await t.cache.getNarInfo(p.hashPart)
   assert.equal(admitted.kind === 'found' && parseNarInfo(admitted.text).url, `nar/${zstdName}`)
@@ -78,5 +78,5 @@ test('when every source of the served compression sends bad bytes, the narinfo s
   assert.equal(info.compression, 'none')
   assert.ok(await completes(await t.cache.getNar(p.fileName)), 'the NAR in the other compression was not fetched')
   assert.ok((await readFile(t.store.narPath(p.fileName))).equals(p.nar))
-  assert.equal(first!.server.count(`/nar/${zstdName}`), 1, 'the source that sent bad bytes was asked again')
+  assert.equal(first.server.count(`/nar/${zstdName}`), 1, 'the source that sent bad bytes was asked again')
 })

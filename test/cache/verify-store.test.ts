@@ -39,12 +39,12 @@ after(() => rmSync(dir, { recursive: true, force: true }))
 async function storeNar(store: Store, compression: Compression, contents: string, damage = false): Promise<string> {
   const nar = writeNar({ type: 'regular', contents })
   const encoder = ENCODERS[compression]
-  const file = encoder ? execFileSync(encoder[0]!, encoder.slice(1), { input: nar }) : nar
+  const file = encoder ? execFileSync(encoder[0], encoder.slice(1), { input: nar }) : nar
   const narHash = sha256Hash(createHash('sha256').update(nar).digest())
   const fileHash = sha256Hash(createHash('sha256').update(file).digest())
   const fileName = narFileName(encodeNix32(narHash.digest), compression)
   const stored = Buffer.from(file)
-  if (damage) stored[stored.length >> 1]! ^= 0x01
+  if (damage) stored[stored.length >> 1] ^= 0x01
   const temp = store.tempPath(fileName)
   writeFileSync(temp, stored)
   await store.commitNar(temp, fileName, {

@@ -102,7 +102,7 @@ test('an edited entry with the chain recomputed after it passes plain --verify, 
 test('an edited entry whose chain was not recomputed fails naming the first broken link', async () => {
   const { config, latest, logFile } = await setUp(5)
   const lines = (await readFile(logFile, 'utf8')).trim().split('\n')
-  lines[1] = lines[1]!.replace('"admit"', '"refuse"')
+  lines[1] = lines[1].replace('"admit"', '"refuse"')
   await writeFile(logFile, `${lines.join('\n')}\n`)
   const r = await narthex(['audit', '--verify', '--checkpoint', latest, '--config', config])
   assert.equal(r.code, 1)

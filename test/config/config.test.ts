@@ -25,8 +25,8 @@ test('defaults: relative paths resolve from the base directory; no rules means e
   assert.equal(cfg.signingKeyFile, '/srv/narthex/var/narthex.key')
   assert.deepEqual(cfg.rules, [{ match: ['*'], upstreams: ['x', 'y'], minSignatures: 1, onConflict: 'priority' }])
   assert.deepEqual(cfg.deny, { keys: [], paths: [] })
-  assert.equal(cfg.upstreams[0]!.timeoutMs, 5000)
-  assert.equal(cfg.upstreams[0]!.url, 'http://127.0.0.1:1/x')
+  assert.equal(cfg.upstreams[0].timeoutMs, 5000)
+  assert.equal(cfg.upstreams[0].url, 'http://127.0.0.1:1/x')
 })
 
 test('bad configurations are refused with CONFIG_INVALID naming the field', () => {

@@ -52,7 +52,7 @@ describe('least-recently-used eviction', { skip }, () => {
     await nix?.cleanup()
   })
 
-  const get = async (name: string) => Buffer.from(await (await fetch(urls[name]!)).arrayBuffer())
+  const get = async (name: string) => Buffer.from(await (await fetch(urls[name])).arrayBuffer())
 
   test('past storage.maxSize the least recently used NAR goes, and comes back on demand', async () => {
     const a = await get('ga')
@@ -62,12 +62,12 @@ describe('least-recently-used eviction', { skip }, () => {
     await narthex.waitForLog('evicted least-recently-used NARs')
     const left = await storedFiles(narthex.dataDir)
     assert.equal(left.length, 2)
-    assert.ok(!left.includes(urls.gb!.split('/').pop()!), 'gb was evicted')
+    assert.ok(!left.includes(urls.gb.split('/').pop()!), 'gb was evicted')
     assert.equal(up.count('/nar/'), 3)
     const again = await get('gb')
     assert.equal(up.count('/nar/'), 4, 'gb was fetched again')
-    const { store } = await nix.substitute(narthex.url, [paths.gb!], [narthex.publicKey])
-    await nix.verifyPath(store, paths.gb!)
+    const { store } = await nix.substitute(narthex.url, [paths.gb], [narthex.publicKey])
+    await nix.verifyPath(store, paths.gb)
     assert.ok(again.length > 300_000)
   })
 

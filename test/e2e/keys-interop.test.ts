@@ -37,24 +37,24 @@ describe('keys and signatures with the real nix', { skip }, () => {
 
     // An unsigned cache, re-signed by narthex's code with the keygen key only.
     const dir = nix.freshDir('cache')
-    await nix.copyToCache(dir, [paths.top!])
+    await nix.copyToCache(dir, [paths.top])
     const key = parseSecretKey(secret)
     for (const f of (await readdir(dir)).filter((x) => x.endsWith('.narinfo'))) {
       const info = parseNarInfo(await readFile(join(dir, f), 'utf8'))
       await writeFile(join(dir, f), formatNarInfo(signNarInfo({ ...info, sigs: [] }, key)))
     }
-    const { store } = await nix.substitute(`file://${dir}`, [paths.top!], [publicKey.trim()])
-    await nix.verifyPath(store, paths.top!)
+    const { store } = await nix.substitute(`file://${dir}`, [paths.top], [publicKey.trim()])
+    await nix.verifyPath(store, paths.top)
     // And nix refuses the same cache under another key: the acceptance above is not vacuous.
     const other = await nix.genKey('other-1')
-    await assert.rejects(nix.substitute(`file://${dir}`, [paths.top!], [other.publicKey]), NixCommandError)
+    await assert.rejects(nix.substitute(`file://${dir}`, [paths.top], [other.publicKey]), NixCommandError)
   })
 
   test('signatures made by nix store sign verify in narthex; other keys and altered fields do not', async () => {
     const k = await nix.genKey('nixsigned-1')
-    await nix.sign(k.secretFile, [paths.top!])
+    await nix.sign(k.secretFile, [paths.top])
     const dir = nix.freshDir('cache')
-    await nix.copyToCache(dir, [paths.top!])
+    await nix.copyToCache(dir, [paths.top])
     for (const f of (await readdir(dir)).filter((x) => x.endsWith('.narinfo'))) {
       const info = parseNarInfo(await readFile(join(dir, f), 'utf8'))
       assert.deepEqual(validSigners(info, [parsePublicKey(k.publicKey)]), ['nixsigned-1'], f)

@@ -42,22 +42,22 @@ describe('trust policy with hostile upstreams', { skip }, () => {
     })
     primaryKey = await nix.genKey('primary-1')
     thirdKey = await nix.genKey('third-1')
-    const signedByPrimary = [paths.libx!, paths['shadow-w']!, paths['quorum-a']!, paths['quorum-b']!, paths['strict-s']!, paths['denied-d']!]
+    const signedByPrimary = [paths.libx, paths['shadow-w'], paths['quorum-a'], paths['quorum-b'], paths['strict-s'], paths['denied-d']]
     await nix.sign(primaryKey.secretFile, signedByPrimary)
     primaryDir = nix.freshDir('primary')
-    await nix.copyToCache(primaryDir, [...signedByPrimary, paths['unsigned-u']!, paths['plain-v']!])
+    await nix.copyToCache(primaryDir, [...signedByPrimary, paths['unsigned-u'], paths['plain-v']])
 
     // The third-party cache: a legitimately signed path of its own, quorum-a with a second
     // signature, and other builds of libx, shadow-w and strict-s signed with its own (trusted) key.
     const thirdStore = nix.freshDir('third-store')
-    await nix.copyToStore(thirdStore, [paths['quorum-a']!, paths.hello!])
-    await nix.sign(thirdKey.secretFile, [paths['quorum-a']!, paths.hello!], thirdStore)
+    await nix.copyToStore(thirdStore, [paths['quorum-a'], paths.hello])
+    await nix.sign(thirdKey.secretFile, [paths['quorum-a'], paths.hello], thirdStore)
     const thirdDir = nix.freshDir('third')
-    await nix.copyToCache(thirdDir, [paths['quorum-a']!, paths.hello!], { store: thirdStore })
-    await copyCacheEntries(primaryDir, thirdDir, [paths.libx!, paths['shadow-w']!, paths['strict-s']!])
-    await forgeNar(thirdDir, paths.libx!, 'libx', 'evil', thirdKey.secretKey)
-    await forgeNar(thirdDir, paths['shadow-w']!, 'shadow-w', 'shadow-X', thirdKey.secretKey)
-    await forgeNar(thirdDir, paths['strict-s']!, 'strict-s', 'strict-X', thirdKey.secretKey)
+    await nix.copyToCache(thirdDir, [paths['quorum-a'], paths.hello], { store: thirdStore })
+    await copyCacheEntries(primaryDir, thirdDir, [paths.libx, paths['shadow-w'], paths['strict-s']])
+    await forgeNar(thirdDir, paths.libx, 'libx', 'evil', thirdKey.secretKey)
+    await forgeNar(thirdDir, paths['shadow-w'], 'shadow-w', 'shadow-X', thirdKey.secretKey)
+    await forgeNar(thirdDir, paths['strict-s'], 'strict-s', 'strict-X', thirdKey.secretKey)
 
     primary = await startStaticServer(primaryDir)
     primary.fault = (req) => (failPrimaryFor && req.url?.startsWith(`/${failPrimaryFor}`) ? { kind: 'status', status: 500 } : undefined)
@@ -72,7 +72,7 @@ describe('trust policy with hostile upstreams', { skip }, () => {
         { match: 'strict-*', upstreams: ['primary', 'third'], onConflict: 'refuse' },
         { match: '*', upstreams: ['primary', 'third'], minSignatures: 1 },
       ],
-      deny: { paths: [paths['denied-d']!] },
+      deny: { paths: [paths['denied-d']] },
       cache: { negativeTtlMs: 0, unavailableTtlMs: 0 },
       prefetch: { references: false },
     })
@@ -88,39 +88,39 @@ describe('trust policy with hostile upstreams', { skip }, () => {
   const narinfoStatus = async (p: string) => (await fetch(`${narthex.url}/${hashPartOf(p)}.narinfo`)).status
 
   test('a path routed to the primary is never taken from a third party, even one signed by a trusted key', async () => {
-    const { store } = await nix.substitute(narthex.url, [paths.libx!], [narthex.publicKey])
-    await nix.verifyPath(store, paths.libx!)
-    assert.equal(await nix.hashPath(paths.libx!, store), await nix.hashPath(paths.libx!))
+    const { store } = await nix.substitute(narthex.url, [paths.libx], [narthex.publicKey])
+    await nix.verifyPath(store, paths.libx)
+    assert.equal(await nix.hashPath(paths.libx, store), await nix.hashPath(paths.libx))
     // The name is known only from the answers, so the third party is asked too; its
     // (validly signed) forgery is ignored because the rule does not allow it for lib*.
-    const served = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.libx!)}.narinfo`)).text())
-    assert.deepEqual(served.narHash, (await readCacheNarInfo(primaryDir, paths.libx!)).narHash)
+    const served = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.libx)}.narinfo`)).text())
+    assert.deepEqual(served.narHash, (await readCacheNarInfo(primaryDir, paths.libx)).narHash)
     assert.equal(third.count('/nar/'), 0)
   })
 
   test('shadowing: while the primary cannot be asked, the forged lower-priority copy is not used (503)', async () => {
-    failPrimaryFor = hashPartOf(paths['shadow-w']!)
-    const res = await fetch(`${narthex.url}/${hashPartOf(paths['shadow-w']!)}.narinfo`)
+    failPrimaryFor = hashPartOf(paths['shadow-w'])
+    const res = await fetch(`${narthex.url}/${hashPartOf(paths['shadow-w'])}.narinfo`)
     assert.equal(res.status, 503)
     assert.ok(res.headers.get('retry-after'))
-    assert.equal(third.count(`/${hashPartOf(paths['shadow-w']!)}.narinfo`), 1, 'the third party was asked…')
+    assert.equal(third.count(`/${hashPartOf(paths['shadow-w'])}.narinfo`), 1, 'the third party was asked…')
     assert.equal(third.count('/nar/'), 0, '…but nothing of it was used')
     failPrimaryFor = undefined
   })
 
   test('two signed answers that disagree: the higher-priority upstream supplies the path', async () => {
-    assert.equal(await narinfoStatus(paths['shadow-w']!), 200)
-    const served = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths['shadow-w']!)}.narinfo`)).text())
-    assert.deepEqual(served.narHash, (await readCacheNarInfo(primaryDir, paths['shadow-w']!)).narHash)
-    const { store } = await nix.substitute(narthex.url, [paths['shadow-w']!], [narthex.publicKey])
-    await nix.verifyPath(store, paths['shadow-w']!)
-    assert.equal(await nix.hashPath(paths['shadow-w']!, store), await nix.hashPath(paths['shadow-w']!))
+    assert.equal(await narinfoStatus(paths['shadow-w']), 200)
+    const served = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths['shadow-w'])}.narinfo`)).text())
+    assert.deepEqual(served.narHash, (await readCacheNarInfo(primaryDir, paths['shadow-w'])).narHash)
+    const { store } = await nix.substitute(narthex.url, [paths['shadow-w']], [narthex.publicKey])
+    await nix.verifyPath(store, paths['shadow-w'])
+    assert.equal(await nix.hashPath(paths['shadow-w'], store), await nix.hashPath(paths['shadow-w']))
     assert.equal(third.count('/nar/'), 0, 'nothing of the third party was used')
   })
 
   test('under onConflict: refuse, two signed answers that disagree are refused and audited', async () => {
-    assert.equal(await narinfoStatus(paths['strict-s']!), 404)
-    await assert.rejects(nix.substitute(narthex.url, [paths['strict-s']!], [narthex.publicKey]), NixCommandError)
+    assert.equal(await narinfoStatus(paths['strict-s']), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['strict-s']], [narthex.publicKey]), NixCommandError)
     const audit = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', 'strict-s'])
     assert.equal(audit.code, 0, audit.stderr)
     const entries = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; reason?: string; storePath: string })
@@ -130,33 +130,33 @@ describe('trust policy with hostile upstreams', { skip }, () => {
   })
 
   test('a path on deny.paths is refused (DENIED) though its rule would admit it', async () => {
-    assert.equal(await narinfoStatus(paths['denied-d']!), 404)
-    await assert.rejects(nix.substitute(narthex.url, [paths['denied-d']!], [narthex.publicKey]), NixCommandError)
+    assert.equal(await narinfoStatus(paths['denied-d']), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['denied-d']], [narthex.publicKey]), NixCommandError)
     const audit = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', 'denied-d'])
     const entries = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; reason?: string })
     assert.ok(entries.some((e) => e.decision === 'refuse' && e.reason === 'DENIED'))
-    const explained = await runCli(['explain', paths['denied-d']!, '--config', narthex.configFile])
+    const explained = await runCli(['explain', paths['denied-d'], '--config', narthex.configFile])
     assert.match(explained.stdout, /denied: .*deny\.paths/)
   })
 
   test('a path only the third party has, signed by its key, is admitted', async () => {
-    const { store } = await nix.substitute(narthex.url, [paths.hello!], [narthex.publicKey])
-    await nix.verifyPath(store, paths.hello!)
+    const { store } = await nix.substitute(narthex.url, [paths.hello], [narthex.publicKey])
+    await nix.verifyPath(store, paths.hello)
   })
 
   test('quorum: signed by both required keys is admitted; by only one is refused', async () => {
-    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths['quorum-a']!)}.narinfo`)).text())
+    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths['quorum-a'])}.narinfo`)).text())
     assert.deepEqual(info.sigs.map((s) => s.split(':')[0]).sort(), ['narthex-1', 'primary-1', 'third-1'])
-    const { store } = await nix.substitute(narthex.url, [paths['quorum-a']!], [narthex.publicKey])
-    await nix.verifyPath(store, paths['quorum-a']!)
-    assert.equal(await narinfoStatus(paths['quorum-b']!), 404)
-    await assert.rejects(nix.substitute(narthex.url, [paths['quorum-b']!], [narthex.publicKey]), NixCommandError)
+    const { store } = await nix.substitute(narthex.url, [paths['quorum-a']], [narthex.publicKey])
+    await nix.verifyPath(store, paths['quorum-a'])
+    assert.equal(await narinfoStatus(paths['quorum-b']), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['quorum-b']], [narthex.publicKey]), NixCommandError)
   })
 
   test('an unsigned path is refused unless its rule says minSignatures: 0', async () => {
-    assert.equal(await narinfoStatus(paths['plain-v']!), 404)
-    const { store } = await nix.substitute(narthex.url, [paths['unsigned-u']!], [narthex.publicKey])
-    await nix.verifyPath(store, paths['unsigned-u']!)
+    assert.equal(await narinfoStatus(paths['plain-v']), 404)
+    const { store } = await nix.substitute(narthex.url, [paths['unsigned-u']], [narthex.publicKey])
+    await nix.verifyPath(store, paths['unsigned-u'])
   })
 
   test('the audit log records admissions and refusals, verifies, and a hand edit is detected', async () => {
@@ -172,8 +172,8 @@ describe('trust policy with hostile upstreams', { skip }, () => {
     const logFile = join(narthex.dataDir, 'audit.log')
     const original = await readFile(logFile, 'utf8')
     const lines = original.trim().split('\n')
-    const libxLine = lines.findIndex((l) => l.includes(paths.libx!))
-    lines[libxLine] = lines[libxLine]!.replace('"admit"', '"refuse"')
+    const libxLine = lines.findIndex((l) => l.includes(paths.libx))
+    lines[libxLine] = lines[libxLine].replace('"admit"', '"refuse"')
     await writeFile(logFile, `${lines.join('\n')}\n`)
     const broken = await runCli(['audit', '--verify', '--config', narthex.configFile])
     assert.equal(broken.code, 1)
@@ -182,18 +182,18 @@ describe('trust policy with hostile upstreams', { skip }, () => {
   })
 
   test('explain shows the rule, and with --fetch what each upstream says and the decision', async () => {
-    const plain = await runCli(['explain', paths['quorum-b']!, '--config', narthex.configFile])
+    const plain = await runCli(['explain', paths['quorum-b'], '--config', narthex.configFile])
     assert.equal(plain.code, 0, plain.stderr)
     assert.match(plain.stdout, /rules\[1\] \(match "quorum-\*"\)/)
     assert.match(plain.stdout, /1\. primary\s+2\. third/)
     assert.match(plain.stdout, /at least 2 distinct trusted key/)
-    const fetched = await runCli(['explain', paths['quorum-b']!, '--fetch', '--json', '--config', narthex.configFile])
+    const fetched = await runCli(['explain', paths['quorum-b'], '--fetch', '--json', '--config', narthex.configFile])
     assert.equal(fetched.code, 0, fetched.stderr)
     const report = JSON.parse(fetched.stdout) as { answers: Array<{ upstream: string; answer: string; validTrustedSigners?: string[] }>; decision: { decision: string; reason?: string } }
     assert.deepEqual(report.answers.find((a) => a.upstream === 'primary')?.validTrustedSigners, ['primary-1'])
     assert.equal(report.answers.find((a) => a.upstream === 'third')?.answer, 'absent')
     assert.deepEqual(report.decision, { decision: 'refuse', reason: 'INSUFFICIENT_SIGNATURES', message: '1 of 2 required trusted signature(s) (primary-1)' })
-    const nar = (await readCacheNarInfo(primaryDir, paths['quorum-b']!)).url
+    const nar = (await readCacheNarInfo(primaryDir, paths['quorum-b'])).url
     assert.equal(primary.count(`/${nar}`), 0, 'explain fetches no NAR')
   })
 })

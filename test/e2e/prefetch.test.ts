@@ -31,9 +31,9 @@ describe('prefetching references', { skip }, () => {
     nix = await NixEnv.create()
     paths = await nix.buildClosure({ r1: {}, r2: { deps: ['r1'] }, top: { deps: ['r1', 'r2'] }, denied: {}, uses: { deps: ['denied'] } })
     key = await nix.genKey('pf-1')
-    await nix.sign(key.secretFile, [paths.top!, paths.uses!])
+    await nix.sign(key.secretFile, [paths.top, paths.uses])
     dir = nix.freshDir('cache')
-    await nix.copyToCache(dir, [paths.top!, paths.uses!])
+    await nix.copyToCache(dir, [paths.top, paths.uses])
     up = await startStaticServer(dir)
   })
 
@@ -59,38 +59,38 @@ describe('prefetching references', { skip }, () => {
 
   test('references\' narinfos are admitted before the client asks; their NARs are not fetched', async () => {
     const n = await start({ references: true, nars: false })
-    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top!)}.narinfo`)).status, 200)
-    for (const ref of [paths.r1!, paths.r2!]) await until(`${ref} prefetched`, () => up.count(`/${hashPartOf(ref)}.narinfo`) === 1)
+    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top)}.narinfo`)).status, 200)
+    for (const ref of [paths.r1, paths.r2]) await until(`${ref} prefetched`, () => up.count(`/${hashPartOf(ref)}.narinfo`) === 1)
     await until('admissions logged', () => n.logged('admitted').length === 3)
     assert.equal(up.count('/nar/'), 0)
     // The client's own look-ups are now answered from the store.
-    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.r1!)}.narinfo`)).status, 200)
-    assert.equal(up.count(`/${hashPartOf(paths.r1!)}.narinfo`), 1)
+    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.r1)}.narinfo`)).status, 200)
+    assert.equal(up.count(`/${hashPartOf(paths.r1)}.narinfo`), 1)
   })
 
   test('with prefetch.nars the references\' NARs are fetched and verified too', async () => {
     const n = await start({ references: true, nars: true })
-    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top!)}.narinfo`)).status, 200)
-    for (const ref of [paths.r1!, paths.r2!]) {
+    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top)}.narinfo`)).status, 200)
+    for (const ref of [paths.r1, paths.r2]) {
       const nar = (await readCacheNarInfo(dir, ref)).url
       await until(`${ref} NAR prefetched`, () => up.count(`/${nar}`) === 1)
     }
     await until('NARs stored', () => n.logged('NAR verified and stored').length === 2)
-    const { store } = await nix.substitute(n.url, [paths.top!], [n.publicKey])
-    await nix.verifyPath(store, paths.r2!)
+    const { store } = await nix.substitute(n.url, [paths.top], [n.publicKey])
+    await nix.verifyPath(store, paths.r2)
   })
 
   test('prefetch goes through the policy: a denied reference is not admitted', async () => {
     const n = await start({ references: true, nars: false })
-    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.uses!)}.narinfo`)).status, 200)
-    await until('the denied reference was looked up', () => up.count(`/${hashPartOf(paths.denied!)}.narinfo`) === 1)
+    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.uses)}.narinfo`)).status, 200)
+    await until('the denied reference was looked up', () => up.count(`/${hashPartOf(paths.denied)}.narinfo`) === 1)
     await until('its refusal logged', () => n.logged('refused').length === 1)
-    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.denied!)}.narinfo`)).status, 404)
+    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.denied)}.narinfo`)).status, 404)
   })
 
   test('without prefetch nothing is looked up ahead', async () => {
     const n = await start({ references: false })
-    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top!)}.narinfo`)).status, 200)
+    assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top)}.narinfo`)).status, 200)
     await new Promise((r) => setTimeout(r, 300))
     assert.equal(up.requests.filter((r) => r.url.endsWith('.narinfo')).length, 1)
   })

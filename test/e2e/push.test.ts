@@ -47,26 +47,26 @@ for (const workers of [0, 2]) {
       nix.push(`${narthex.url}?secret-key=${keyFile}`, [p], { 'netrc-file': netrcFile })
 
     test('a signed, authenticated push is admitted and clients substitute it trusting narthex only', async () => {
-      await push(corp.secretFile, paths['corp-app']!)
-      const { store } = await nix.substitute(narthex.url, [paths['corp-app']!], [narthex.publicKey])
-      for (const p of [paths['corp-base']!, paths['corp-app']!]) await nix.verifyPath(store, p)
+      await push(corp.secretFile, paths['corp-app'])
+      const { store } = await nix.substitute(narthex.url, [paths['corp-app']], [narthex.publicKey])
+      for (const p of [paths['corp-base'], paths['corp-app']]) await nix.verifyPath(store, p)
       const audit = await runCli(['audit', '--config', narthex.configFile, '--json'])
       const pushed = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; storePath: string; signers: string[] })
       assert.deepEqual(pushed.filter((e) => e.decision === 'push').map((e) => e.storePath).sort(), [paths['corp-app'], paths['corp-base']].sort())
       // Pushing again is a no-op, not an error.
-      await push(corp.secretFile, paths['corp-app']!)
+      await push(corp.secretFile, paths['corp-app'])
     })
 
     test('without the token, or signed by an unknown key, a push is refused', async () => {
       const empty = join(nix.dir, 'empty-netrc')
       await writeFile(empty, '')
-      await assert.rejects(push(corp.secretFile, paths['corp-other']!, empty), NixCommandError)
-      await assert.rejects(push(stranger.secretFile, paths['corp-other']!), NixCommandError)
-      assert.equal((await fetch(`${narthex.url}/${hashPartOf(paths['corp-other']!)}.narinfo`)).status, 404)
+      await assert.rejects(push(corp.secretFile, paths['corp-other'], empty), NixCommandError)
+      await assert.rejects(push(stranger.secretFile, paths['corp-other']), NixCommandError)
+      assert.equal((await fetch(`${narthex.url}/${hashPartOf(paths['corp-other'])}.narinfo`)).status, 404)
     })
 
     test('a push conflicting with an admitted NarHash, or whose NAR does not match, is refused', async () => {
-      const hash = hashPartOf(paths['corp-app']!)
+      const hash = hashPartOf(paths['corp-app'])
       const served = parseNarInfo(await (await fetch(`${narthex.url}/${hash}.narinfo`)).text())
       const forged = signNarInfo({ ...served, narHash: { algorithm: 'sha256', digest: Buffer.alloc(32, 7) }, sigs: [] }, parseSecretKey(corp.secretKey))
       const auth = { authorization: `Bearer ${TOKEN}` }
@@ -76,7 +76,7 @@ for (const workers of [0, 2]) {
       assert.equal(badNar.status, 400)
       const unauth = await fetch(`${narthex.url}/${hash}.narinfo`, { method: 'PUT', body: formatNarInfo(forged) })
       assert.equal(unauth.status, 401)
-      const check = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', paths['corp-app']!])
+      const check = await runCli(['audit', '--config', narthex.configFile, '--json', '--path', paths['corp-app']])
       assert.match(check.stdout, /"reason":"PUSH_CONFLICT"/)
     })
 
@@ -86,8 +86,8 @@ for (const workers of [0, 2]) {
       assert.equal(gc.code, 1)
       assert.match(gc.stdout, /evicted 0 NAR file.*\n.*pinned, pushed or imported/)
       await narthex.restart()
-      const { store } = await nix.substitute(narthex.url, [paths['corp-app']!], [narthex.publicKey])
-      await nix.verifyPath(store, paths['corp-app']!)
+      const { store } = await nix.substitute(narthex.url, [paths['corp-app']], [narthex.publicKey])
+      await nix.verifyPath(store, paths['corp-app'])
     })
   })
 }

@@ -23,12 +23,12 @@ describe('narthex verify', { skip }, () => {
     nix = await NixEnv.create()
     paths = await nix.buildClosure({ v1: {}, v2: { deps: ['v1'], bigBytes: 300_000 } })
     const key = await nix.genKey('v-1')
-    await nix.sign(key.secretFile, [paths.v2!])
+    await nix.sign(key.secretFile, [paths.v2])
     const dir = nix.freshDir('cache')
-    await nix.copyToCache(dir, [paths.v2!])
+    await nix.copyToCache(dir, [paths.v2])
     up = await startStaticServer(dir)
     narthex = await NarthexProcess.start({ upstreams: [{ name: 'up', url: up.url, publicKeys: [key.publicKey], retries: 0 }] })
-    await nix.substitute(narthex.url, [paths.v2!], [narthex.publicKey])
+    await nix.substitute(narthex.url, [paths.v2], [narthex.publicKey])
   })
 
   after(async () => {
@@ -49,11 +49,11 @@ describe('narthex verify', { skip }, () => {
     assert.equal(ok.code, 0, ok.stdout)
     assert.match(ok.stdout, /checked 2 NAR file\(s\).*: 0 corrupt/)
 
-    const shard = (await readdir(join(narthex.dataDir, 'nar')))[0]!
-    const name = (await readdir(join(narthex.dataDir, 'nar', shard)))[0]!
+    const shard = (await readdir(join(narthex.dataDir, 'nar')))[0]
+    const name = (await readdir(join(narthex.dataDir, 'nar', shard)))[0]
     const file = join(narthex.dataDir, 'nar', shard, name)
     const bytes = await readFile(file)
-    bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x01
+    bytes[bytes.length >> 1] = bytes[bytes.length >> 1] ^ 0x01
     await writeFile(file, bytes)
 
     const bad = await runCli(['verify', '--config', narthex.configFile])
@@ -64,8 +64,8 @@ describe('narthex verify', { skip }, () => {
 
     await narthex.restart()
     const before = up.count('/nar/')
-    const { store } = await nix.substitute(narthex.url, [paths.v2!], [narthex.publicKey])
-    await nix.verifyPath(store, paths.v2!)
+    const { store } = await nix.substitute(narthex.url, [paths.v2], [narthex.publicKey])
+    await nix.verifyPath(store, paths.v2)
     assert.equal(up.count('/nar/'), before + 1, 'exactly the quarantined NAR was fetched again')
   })
 })

@@ -24,9 +24,9 @@ describe('narthex with two worker processes', { skip }, () => {
     nix = await NixEnv.create()
     paths = await nix.buildClosure({ w1: {}, w2: { deps: ['w1'] }, w3: { deps: ['w1', 'w2'], bigBytes: 2 * 1024 * 1024 } })
     key = await nix.genKey('wk-1')
-    await nix.sign(key.secretFile, [paths.w3!])
+    await nix.sign(key.secretFile, [paths.w3])
     const dir = nix.freshDir('cache')
-    await nix.copyToCache(dir, [paths.w3!], { compression: 'zstd' })
+    await nix.copyToCache(dir, [paths.w3], { compression: 'zstd' })
     up = await startStaticServer(dir)
     narthex = await NarthexProcess.start({
       workers: 2,
@@ -42,14 +42,14 @@ describe('narthex with two worker processes', { skip }, () => {
 
   test('a client substitutes a closure through the workers, twice, from one upstream fetch', async () => {
     for (let i = 0; i < 2; i++) {
-      const { store } = await nix.substitute(narthex.url, [paths.w3!], [narthex.publicKey])
-      for (const p of [paths.w1!, paths.w2!, paths.w3!]) await nix.verifyPath(store, p)
+      const { store } = await nix.substitute(narthex.url, [paths.w3], [narthex.publicKey])
+      for (const p of [paths.w1, paths.w2, paths.w3]) await nix.verifyPath(store, p)
     }
     assert.equal(up.count('/nar/'), 3, 'each NAR fetched from the upstream once')
   })
 
   test('stored NARs are served with ranges, narinfos from memory, errors as in a single process', async () => {
-    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.w3!)}.narinfo`)).text())
+    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.w3)}.narinfo`)).text())
     const ranged = await fetch(`${narthex.url}/${info.url}`, { headers: { range: 'bytes=10-19' } })
     assert.equal(ranged.status, 206)
     assert.equal((await ranged.arrayBuffer()).byteLength, 10)
@@ -62,8 +62,8 @@ describe('narthex with two worker processes', { skip }, () => {
   test('SIGTERM stops the workers and the core cleanly', async () => {
     assert.equal(await narthex.stop('SIGTERM'), 0)
     await narthex.restart()
-    const { store } = await nix.substitute(narthex.url, [paths.w3!], [narthex.publicKey])
-    await nix.verifyPath(store, paths.w3!)
+    const { store } = await nix.substitute(narthex.url, [paths.w3], [narthex.publicKey])
+    await nix.verifyPath(store, paths.w3)
   })
 
   test('SIGTERM to the whole process group (Ctrl-C, systemd) stops it too', async () => {

@@ -58,7 +58,7 @@ export class NarthexProcess {
     const child = spawn(process.execPath, [BIN, 'serve', '--config', this.configFile, ...listen], { cwd: this.dir, stdio: ['ignore', 'ignore', 'pipe'] })
     this.child = child
     this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
-    const lines = createInterface({ input: child.stderr! })
+    const lines = createInterface({ input: child.stderr })
     await new Promise<void>((resolve, reject) => {
       // The "serving" line is an info line: the config's log level must let it through.
       const timer = setTimeout(() => {

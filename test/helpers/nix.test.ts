@@ -19,7 +19,7 @@ before(async () => {
   paths = await nix.buildClosure({ a: {}, b: { deps: ['a'] }, app: { deps: ['a', 'b'], bigBytes: 4096 } })
   up = await nix.genKey('up-1')
   other = await nix.genKey('other-1')
-  await nix.sign(up.secretFile, [paths.app as string])
+  await nix.sign(up.secretFile, [paths.app])
 })
 
 after(async () => {
@@ -44,20 +44,20 @@ test('buildClosure builds real paths with references, files and a symlink', { sk
 test('genKey, sign, pathInfo, dump and hashPath agree with each other', { skip }, async () => {
   assert.match(up.publicKey, /^up-1:[A-Za-z0-9+/]{43}=$/)
   assert.match(up.secretKey, /^up-1:[A-Za-z0-9+/]{86}==$/)
-  const [info] = await nix.pathInfo([paths.app as string])
+  const [info] = await nix.pathInfo([paths.app])
   assert.ok(info)
   assert.equal(info.signatures?.length, 1)
   assert.match(info.signatures?.[0] ?? '', /^up-1:/)
 
-  const nar = await nix.dump(paths.app as string)
+  const nar = await nix.dump(paths.app)
   assert.equal(nar.length, info.narSize)
   assert.equal(nar.subarray(8, 8 + 13).toString(), 'nix-archive-1')
   assert.equal(info.narHash, `sha256-${createHash('sha256').update(nar).digest('base64')}`)
-  assert.match(await nix.hashPath(paths.app as string), /^sha256:[0-9a-z]{52}$/)
+  assert.match(await nix.hashPath(paths.app), /^sha256:[0-9a-z]{52}$/)
 })
 
 test('copyToCache writes xz, zstd and uncompressed caches that substitute with the right key', { skip }, async () => {
-  const app = paths.app as string
+  const app = paths.app
   for (const [compression, ext] of [['xz', '.nar.xz'], ['zstd', '.nar.zst'], ['none', '.nar']] as const) {
     const url = await nix.copyToCache(nix.freshDir(`cache-${compression}`), [app], { compression })
     const dir = url.slice('file://'.length)
@@ -77,29 +77,29 @@ test('copyToCache writes xz, zstd and uncompressed caches that substitute with t
 })
 
 test('substitution fails without a trusted signature, with both methods', { skip }, async () => {
-  const url = await nix.copyToCache(nix.freshDir('cache'), [paths.app as string])
-  await assert.rejects(nix.substitute(url, [paths.app as string], [other.publicKey]), (err: unknown) => {
+  const url = await nix.copyToCache(nix.freshDir('cache'), [paths.app])
+  await assert.rejects(nix.substitute(url, [paths.app], [other.publicKey]), (err: unknown) => {
     assert.ok(err instanceof NixCommandError)
     assert.match(err.stderr, CLIENT_REFUSALS.untrustedCopy)
     return true
   })
-  await assert.rejects(nix.substitute(url, [paths.app as string], [other.publicKey], { method: 'realise' }), CLIENT_REFUSALS.untrustedSubstitute)
+  await assert.rejects(nix.substitute(url, [paths.app], [other.publicKey], { method: 'realise' }), CLIENT_REFUSALS.untrustedSubstitute)
 })
 
 test('copyToStore and sign --store re-sign a closure with another key', { skip }, async () => {
   const fresh = await nix.buildClosure({ lib: {}, tool: { deps: ['lib'] } })
   const store = nix.freshDir('chroot')
-  await nix.copyToStore(store, [fresh.tool as string])
-  await nix.sign(other.secretFile, [fresh.tool as string], store)
-  const url = await nix.copyToCache(nix.freshDir('cache'), [fresh.tool as string], { store, compression: 'bzip2' })
+  await nix.copyToStore(store, [fresh.tool])
+  await nix.sign(other.secretFile, [fresh.tool], store)
+  const url = await nix.copyToCache(nix.freshDir('cache'), [fresh.tool], { store, compression: 'bzip2' })
 
-  const { store: client } = await nix.substitute(url, [fresh.tool as string], [other.publicKey])
-  await nix.verifyPath(client, fresh.tool as string)
-  await assert.rejects(nix.substitute(url, [fresh.tool as string], [up.publicKey]), CLIENT_REFUSALS.untrustedCopy)
+  const { store: client } = await nix.substitute(url, [fresh.tool], [other.publicKey])
+  await nix.verifyPath(client, fresh.tool)
+  await assert.rejects(nix.substitute(url, [fresh.tool], [up.publicKey]), CLIENT_REFUSALS.untrustedCopy)
 })
 
 test('substitution over HTTP: realise succeeds, a flipped NAR byte is a hash mismatch', { skip }, async () => {
-  const app = paths.app as string
+  const app = paths.app
   const cache = nix.freshDir('cache')
   await nix.copyToCache(cache, [app], { compression: 'none' })
   const server = await startStaticServer(cache)
@@ -109,7 +109,7 @@ test('substitution over HTTP: realise succeeds, a flipped NAR byte is a hash mis
     assert.equal(server.count('/nar/', 'GET'), 3)
 
     // Alter file contents, not NAR structure, so only the NarHash check can catch it.
-    const a = paths.a as string
+    const a = paths.a
     const narUrl = `/${/^URL: (.*)$/m.exec(await readFile(join(cache, `${a.slice(11, 43)}.narinfo`), 'utf8'))?.[1]}`
     const offset = (await nix.dump(a)).indexOf('hello from')
     server.fault = (req) => (req.url === narUrl ? { kind: 'flip', offset } : undefined)
@@ -124,5 +124,5 @@ test('a client from NARTHEX_TEST_NIX is another Nix with a store of its own', { 
   const client = (await nix.run(clientCommand('nix'), ['--version'])).stdout.trim()
   assert.notEqual(client, host)
   // The machine's store database is never opened by the other version (it could migrate it).
-  await assert.rejects(nix.run(clientCommand('nix'), ['path-info', paths.app as string]), /is not valid/)
+  await assert.rejects(nix.run(clientCommand('nix'), ['path-info', paths.app]), /is not valid/)
 })

@@ -180,7 +180,7 @@ export class NixEnv {
     // nix-build prints one output path per -A, in argument order.
     const paths = stdout.trim().split('\n')
     if (paths.length !== names.length) throw new Error(`nix-build printed ${paths.length} paths for ${names.length} attributes`)
-    return Object.fromEntries(names.map((n, i) => [n, paths[i] as string]))
+    return Object.fromEntries(names.map((n, i) => [n, paths[i]]))
   }
 
   /** `nix-store -qR`: the closure of `path` (in `store`, a chroot store dir, when given). */

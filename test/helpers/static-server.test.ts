@@ -107,7 +107,7 @@ test('fault truncate: full Content-Length, short body', async () => {
   let received = 0
   await assert.rejects(async () => {
     for (;;) {
-      const { done, value } = await reader.read()
+      const { done, value } = (await reader.read()) as { done: boolean; value: Uint8Array }
       if (done) break
       received += value.length
     }
@@ -121,7 +121,7 @@ test('fault flip: same length, exactly one byte inverted', async () => {
   assert.equal(body.length, NAR.length)
   const diffs = [...body.keys()].filter((i) => body[i] !== NAR[i])
   assert.deepEqual(diffs, [3000])
-  assert.equal(body[3000], (NAR[3000] as number) ^ 0xff)
+  assert.equal(body[3000], (NAR[3000]) ^ 0xff)
 })
 
 test('fault wrongLength: too long fails the client, too short cuts the body', async () => {

@@ -187,7 +187,7 @@ async function* flipped(source: AsyncIterable<Buffer>, offset: number): AsyncGen
   for await (const chunk of source) {
     if (offset >= pos && offset < pos + chunk.length) {
       const copy = Buffer.from(chunk)
-      copy[offset - pos] = (copy[offset - pos] as number) ^ 0xff
+      copy[offset - pos] = (copy[offset - pos]) ^ 0xff
       yield copy
     } else yield chunk
     pos += chunk.length

@@ -23,7 +23,7 @@ const keys: Record<string, SecretKey> = {
   third: generateSecretKey('third-1'),
   rogue: generateSecretKey('rogue-1'),
 }
-const pub = (k: string) => formatPublicKey(toPublicKey(keys[k]!))
+const pub = (k: string) => formatPublicKey(toPublicKey(keys[k]))
 
 const input: PolicyInput = {
   upstreams: [
@@ -79,9 +79,9 @@ test('rule matcher: first match wins, globs on the name, pins by hash part and f
 })
 
 test('default trusted keys are the rule upstreams\' pinned keys; trustedKeys overrides', () => {
-  assert.deepEqual(policy.rules[8]!.trustedKeys.map((k) => k.name), ['nixos-1', 'third-1'])
+  assert.deepEqual(policy.rules[8].trustedKeys.map((k) => k.name), ['nixos-1', 'third-1'])
   const override = compilePolicy({ upstreams: input.upstreams, rules: [{ match: ['*'], upstreams: ['nixos', 'third'], minSignatures: 1, trustedKeys: [pub('rogue')] }] })
-  assert.deepEqual(override.rules[0]!.trustedKeys.map((k) => k.name), ['rogue-1'])
+  assert.deepEqual(override.rules[0].trustedKeys.map((k) => k.name), ['rogue-1'])
 })
 
 function info(name: string, narByte: number, signers: string[], hash = HASH): NarInfo {
@@ -95,9 +95,9 @@ function info(name: string, narByte: number, signers: string[], hash = HASH): Na
     sigs: [],
   }
   for (const s of signers) {
-    if (!s.endsWith('!')) i = signNarInfo(i, keys[s]!)
+    if (!s.endsWith('!')) i = signNarInfo(i, keys[s])
     // `key!`: a signature under that key's name over other signed fields, as when a NarSize is damaged in transit.
-    else i = { ...i, sigs: [...i.sigs, signFingerprint(fingerprintNarInfo({ ...i, narSize: i.narSize + 1 }), keys[s.slice(0, -1)]!)] }
+    else i = { ...i, sigs: [...i.sigs, signFingerprint(fingerprintNarInfo({ ...i, narSize: i.narSize + 1 }), keys[s.slice(0, -1)])] }
   }
   return i
 }
@@ -200,7 +200,7 @@ test('decision table', () => {
       ]),
     )
     const remembered = row.remembered === undefined ? undefined : { algorithm: 'sha256' as const, digest: Buffer.alloc(32, row.remembered) }
-    const d = decide(policies[row.policy ?? 'default']!, hash, answers, remembered)
+    const d = decide(policies[row.policy ?? 'default'], hash, answers, remembered)
     const got =
       d.kind === 'admit'
         ? `admit ${d.upstream} [${d.signers.join(',')}]${d.conflicts.length ? ` conflicts ${d.conflicts.map((c) => c.upstream).join(',')}` : ''}`
@@ -213,7 +213,7 @@ test('decision table', () => {
     if (d.kind === 'admit') {
       // Only signatures that verify under the rule's trusted keys are kept.
       assert.equal(d.info.sigs.length, d.signers.length, row.why)
-      assert.equal(d.sources[0]!.upstream, d.upstream, row.why)
+      assert.equal(d.sources[0].upstream, d.upstream, row.why)
       assert.equal(d.narHash, formatNixHash(d.info.narHash), row.why)
     }
   }
@@ -273,7 +273,7 @@ test('a recorded conflict names the dissenting upstream, its NarHash and its val
   assert.deepEqual(d.conflicts, [{ upstream: 'third', narHash: formatNixHash(theirs.narHash), signers: ['third-1'] }])
 
   // onConflict: refuse lists both answers.
-  const strict = (i: NarInfo): NarInfo => signNarInfo({ ...i, storePath: { hashPart: HASH, name: 'strict-x' }, sigs: [] }, keys[i === ours ? 'nixos' : 'third']!)
+  const strict = (i: NarInfo): NarInfo => signNarInfo({ ...i, storePath: { hashPart: HASH, name: 'strict-x' }, sigs: [] }, keys[i === ours ? 'nixos' : 'third'])
   const refused = decide(policy, HASH, new Map<string, UpstreamAnswer>([
     ['nixos', { upstream: 'nixos', kind: 'present', info: strict(ours) }],
     ['third', { upstream: 'third', kind: 'present', info: strict(theirs) }],

@@ -34,13 +34,13 @@ test('compiled rules: defaults for minSignatures and onConflict; a deny rule nee
   ]
   const policy = compilePolicy(base)
   for (const [index, minSignatures, onConflict] of rows) {
-    const r = policy.rules[index]!
+    const r = policy.rules[index]
     assert.deepEqual([r.minSignatures, r.onConflict], [minSignatures, onConflict], `rules[${index}]`)
   }
-  assert.deepEqual(policy.rules[0]!.upstreams, [])
+  assert.deepEqual(policy.rules[0].upstreams, [])
   // A minSignatures written on a deny rule means nothing.
   const written = compilePolicy({ ...base, rules: [{ match: ['*'], upstreams: [], minSignatures: 3 }] })
-  assert.equal(written.rules[0]!.minSignatures, 0)
+  assert.equal(written.rules[0].minSignatures, 0)
 })
 
 test('deny.keys: removed from every rule, by key bytes (under any name) or by name', () => {
@@ -55,7 +55,7 @@ test('deny.keys: removed from every rule, by key bytes (under any name) or by na
   ]
   for (const [why, keys, rule, expected] of rows) {
     const policy = compilePolicy({ ...base, deny: { keys } })
-    assert.deepEqual(policy.rules[rule]!.trustedKeys.map((k) => k.name), expected, why)
+    assert.deepEqual(policy.rules[rule].trustedKeys.map((k) => k.name), expected, why)
   }
 })
 

@@ -27,7 +27,7 @@ test('the docs/PROTOCOL.md vector: a regular file "hi\\n" is a 120-byte NAR with
   for (const chunk of [1, 3, 8, 1000]) {
     const s = await sink(nar, chunk)
     assert.equal(s.result?.size, 120)
-    assert.equal(formatNixHash(s.result!.hash), 'sha256:1xmr8jicvzszfzpz46g37mlpvbzjl2wpwvl2b05psipssyp1sm8h')
+    assert.equal(formatNixHash(s.result.hash), 'sha256:1xmr8jicvzszfzpz46g37mlpvbzjl2wpwvl2b05psipssyp1sm8h')
   }
 })
 

@@ -89,7 +89,7 @@ async function get(url: string): Promise<Answer> {
   try {
     res = await fetch(url, { signal })
   } catch (err) {
-    if (signal.aborted) throw new Error(`GET ${url}: no answer within 30 s`)
+    if (signal.aborted) throw new Error(`GET ${url}: no answer within 30 s`, { cause: err })
     const cause = (err as Error).cause as Error | undefined
     if (cause?.message !== 'other side closed') throw new Error(`GET ${url}: ${(err as Error).message} (${String(cause?.message ?? cause)})`, { cause: err })
     return { status: 0, retryAfter: null, ms: performance.now() - t0, complete: false, body: Buffer.alloc(0) }
@@ -233,7 +233,7 @@ describe('narthex under upstream faults', { skip }, () => {
       {
         name: 'two References lines',
         fault: async (p) => {
-          const other = hashPartOf(pool.bigXz[0]!)
+          const other = hashPartOf(pool.bigXz[0])
           return { kind: 'body', body: (await realNarInfoText(p)).replace(/^References: .*$/m, `References: ${other}-x\nReferences: ${other}-y`) }
         },
       },
@@ -245,7 +245,7 @@ describe('narthex under upstream faults', { skip }, () => {
           return { kind: 'body', body: (await realNarInfoText(p)).replace(/^References: .*$/m, `References: ${refs}`) }
         },
       },
-      { name: 'another path’s (validly signed) narinfo', fault: () => realNarInfoText(pool.bigXz[0]!).then((body) => ({ kind: 'body', body })) },
+      { name: 'another path’s (validly signed) narinfo', fault: () => realNarInfoText(pool.bigXz[0]).then((body) => ({ kind: 'body', body })) },
     ]
     faultsTried += cases.length
     await Promise.all(
@@ -468,7 +468,7 @@ describe('narthex under upstream faults', { skip }, () => {
       for (const faults of [faultsA, faultsB]) faults.set(upstreamUrl, { kind: 'wrongLength', delta: -5 })
     }
     const answers = await Promise.all(served.map((url) => narthexGet(url)))
-    for (const [i, answer] of answers.entries()) assertUnavailable(answer, ps[i]!)
+    for (const [i, answer] of answers.entries()) assertUnavailable(answer, ps[i])
     assert.equal(narthex.child!.exitCode, null, 'narthex died')
     assert.equal((await narthexGet('/nix-cache-info')).status, 200)
     for (const p of ps) for (const faults of [faultsA, faultsB]) faults.delete(`/${(await realNarInfo(p)).url}`)
@@ -552,9 +552,9 @@ describe('narthex under upstream faults', { skip }, () => {
     assert.ok(rounds >= 3, `only ${rounds} rounds fit while the upstreams hung`)
     assert.ok(worst < 200, `a stored path took ${worst.toFixed(0)} ms while upstreams hung`)
     const [info, nar] = await Promise.all(hung)
-    assertUnavailable(info!, 'hung narinfo')
-    assertUnavailable(nar!, 'hung NAR')
-    for (const answer of [info!, nar!]) assert.ok(answer.ms < TIMEOUT_MS + MARGIN_MS, `gave up after ${answer.ms.toFixed(0)} ms`)
+    assertUnavailable(info, 'hung narinfo')
+    assertUnavailable(nar, 'hung NAR')
+    for (const answer of [info, nar]) assert.ok(answer.ms < TIMEOUT_MS + MARGIN_MS, `gave up after ${answer.ms.toFixed(0)} ms`)
     t.diagnostic(`while upstreams hung: ${rounds} rounds of stored narinfo + NAR + nix-cache-info, worst ${worst.toFixed(1)} ms`)
   })
 

@@ -121,11 +121,11 @@ function applyTextEdit(text: string, e: TextEdit): string {
       const lines = text.split('\n')
       if (e.op === 'dupLine') {
         const i = e.at % lines.length
-        lines.splice(i, 0, lines[i]!)
+        lines.splice(i, 0, lines[i])
       } else {
         const a = e.a % lines.length
         const b = e.b % lines.length
-        ;[lines[a], lines[b]] = [lines[b]!, lines[a]!]
+        ;[lines[a], lines[b]] = [lines[b], lines[a]]
       }
       return lines.join('\n')
     }
@@ -315,7 +315,7 @@ function parseChunked(bytes: Buffer, sizes: number[], what: string): NarOutcome 
     try {
       let pos = 0
       for (let i = 0; pos < bytes.length; i++) {
-        const size = sizes[i % sizes.length]!
+        const size = sizes[i % sizes.length]
         parser.push(bytes.subarray(pos, pos + size))
         pos += size
       }
@@ -338,7 +338,7 @@ test('NAR: any generated tree parses in any chunking, with the right counts and 
       // The same bytes hashed in chunks and at once: what NarSink relies on.
       const h = createHash('sha256')
       for (let i = 0, pos = 0; pos < nar.length; i++) {
-        const size = sizes[i % sizes.length]!
+        const size = sizes[i % sizes.length]
         h.update(nar.subarray(pos, pos + size))
         pos += size
       }
@@ -363,7 +363,7 @@ test('NAR: mutated NARs (real and generated) are accepted or refused with NAR_IN
 })
 
 test('NAR: arbitrary bytes, with or without the magic header, are refused with NAR_INVALID', () => {
-  const magic = realNars[0]!.subarray(0, 24)
+  const magic = realNars[0].subarray(0, 24)
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 2048 }), fc.boolean(), chunking, (noise, withMagic, sizes) => {
       const bytes = withMagic ? Buffer.concat([magic, noise]) : Buffer.from(noise)
@@ -425,7 +425,7 @@ test('store paths: parseStorePath accepts exactly what docs/PROTOCOL.md allows, 
       if (parsed) assert.equal(formatStorePathBase(parsed), base)
       // What a user may type: a hash part, a basename, or a full path with a subpath.
       const loose = only('store-path', 'STORE_PATH_INVALID', () => parseStorePathLoose(text))
-      const looseBase = text.startsWith('/nix/store/') ? text.slice('/nix/store/'.length).split('/')[0]! : text
+      const looseBase = text.startsWith('/nix/store/') ? text.slice('/nix/store/'.length).split('/')[0] : text
       assert.equal(loose !== undefined, isHashPart(text) || oracleBase(looseBase), JSON.stringify(text))
     }),
     { numRuns: 60_000 },
@@ -590,7 +590,7 @@ function applyConfigEdit(root: Record<string, unknown>, e: ConfigEdit): void {
   let node: unknown = root
   for (let i = 0; i < e.path.length; i++) {
     const last = i === e.path.length - 1
-    const step = e.path[i]!
+    const step = e.path[i]
     if (Array.isArray(node)) {
       if (node.length === 0) return
       const idx = (typeof step === 'number' ? step : step.length) % node.length

@@ -41,7 +41,7 @@ const SEED = Number(args.seed ?? Math.floor(Math.random() * 2 ** 31))
 const SAMPLE_MS = 2000
 
 const random = seededRandom(SEED)
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!
+const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]
 const log = (msg: string) => process.stderr.write(`[soak ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 
 
@@ -77,7 +77,7 @@ async function heapUsedMiB(url: string): Promise<number> {
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]!
+  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]
 }
 
 async function main(): Promise<number> {
@@ -315,7 +315,7 @@ async function main(): Promise<number> {
     // Idle keep-alive sockets to the upstreams close after the servers' 5 s keep-alive timeout;
     // what is still open after that, beyond the start's count, is what leaks.
     clearInterval(sampler)
-    const first = samples[0]!
+    const first = samples[0]
     first.heapMiB = Number.isNaN(first.heapMiB) ? samples[1]?.heapMiB ?? NaN : first.heapMiB
     let idle = sample(pid, t0)
     for (const idleDeadline = Date.now() + 30_000; idle.fds > first.fds + 8 && Date.now() < idleDeadline; idle = sample(pid, t0)) {

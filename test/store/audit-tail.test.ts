@@ -32,7 +32,7 @@ for (const [what, tear, reason] of tornTails) {
   test(`a torn last line (${what}) is set aside on open and the chain goes on from the last complete entry`, async () => {
     const { dir, path, text: five } = await logWith(5)
     const { text: six } = await logWith(6)
-    const sixth = six.trim().split('\n')[5]!
+    const sixth = six.trim().split('\n')[5]
     const torn = tear(sixth)
     await writeFile(path, five + torn)
 
@@ -46,7 +46,7 @@ for (const [what, tear, reason] of tornTails) {
 
     await log.append({ decision: 'refuse', storePath: '/nix/store/after-the-crash' })
     assert.deepEqual(await verifyAuditLog(path), { ok: true, entries: 6 })
-    const appended = JSON.parse((await readFile(path, 'utf8')).trim().split('\n')[5]!) as { seq: number; prev: string }
+    const appended = JSON.parse((await readFile(path, 'utf8')).trim().split('\n')[5]) as { seq: number; prev: string }
     assert.equal(appended.seq, 6)
     assert.equal(appended.prev, lastHash(five))
   })
@@ -65,7 +65,7 @@ test('a log that is nothing but a torn first line is emptied and starts again at
 test('a broken entry before the last is not a torn tail: it stays where it is, for --verify to report', async () => {
   const { dir, path, text } = await logWith(5)
   const lines = text.trim().split('\n')
-  lines[2] = lines[2]!.replace('"admit"', '"refuse"')
+  lines[2] = lines[2].replace('"admit"', '"refuse"')
   const edited = `${lines.join('\n')}\n`
   await writeFile(path, edited)
   const log = await AuditLog.open(dir)

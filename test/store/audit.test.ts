@@ -30,9 +30,9 @@ test('an untouched log verifies, and reopening continues the chain', async () =>
   const again = await AuditLog.open(dir)
   await again.append({ decision: 'admit', storePath: '/nix/store/x' })
   assert.deepEqual(await verifyAuditLog(path), { ok: true, entries: 6 })
-  const sixth = JSON.parse((await readFile(path, 'utf8')).trim().split('\n')[5]!) as { seq: number; prev: string }
+  const sixth = JSON.parse((await readFile(path, 'utf8')).trim().split('\n')[5]) as { seq: number; prev: string }
   assert.equal(sixth.seq, 6)
-  assert.equal(sixth.prev, before[4]!.hash, 'the new entry links to the last one written before reopening')
+  assert.equal(sixth.prev, before[4].hash, 'the new entry links to the last one written before reopening')
 })
 
 test('editing, deleting, inserting or reordering an entry is detected at that entry', async () => {
@@ -43,9 +43,9 @@ test('editing, deleting, inserting or reordering an entry is detected at that en
     ['edit the hash too', (l) => l.map((x, i) => (i === 2 ? rehash(x, (e) => (e.decision = 'refuse')) : x)), 4],
     ['delete an entry', (l) => l.filter((_, i) => i !== 1), 2],
     ['delete the first', (l) => l.slice(1), 1],
-    ['swap two entries', (l) => [l[0]!, l[2]!, l[1]!, ...l.slice(3)], 2],
-    ['insert a copy', (l) => [l[0]!, l[1]!, l[1]!, ...l.slice(2)], 3],
-    ['garbage line', (l) => [l[0]!, 'not json', ...l.slice(1)], 2],
+    ['swap two entries', (l) => [l[0], l[2], l[1], ...l.slice(3)], 2],
+    ['insert a copy', (l) => [l[0], l[1], l[1], ...l.slice(2)], 3],
+    ['garbage line', (l) => [l[0], 'not json', ...l.slice(1)], 2],
   ]
   for (const [why, change, line] of cases) {
     const { path } = await logWith(5)

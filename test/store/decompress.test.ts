@@ -111,7 +111,7 @@ test('the fixtures decode to their NarSize in-process, holding one slot until th
 })
 
 test('a file of unknown size or above the threshold goes to the xz child', needsXz, async () => {
-  const { info, file } = fixtures[0]!
+  const { info, file } = fixtures[0]
   for (const size of [undefined, XZ_IN_PROCESS_MAX_BYTES + 1]) {
     const decoder = createDecompressor('xz', size)
     assert.equal(inProcessDecodersInUse(), 0, String(size))
@@ -120,7 +120,7 @@ test('a file of unknown size or above the threshold goes to the xz child', needs
 })
 
 test('beyond the bound, small files go to the xz child; a freed slot is used again', needsXz, async () => {
-  const { info, file } = fixtures[0]!
+  const { info, file } = fixtures[0]
   const slots = holdAllSlots()
   const overflow = createDecompressor('xz', info.fileSize)
   assert.equal(inProcessDecodersInUse(), XZ_IN_PROCESS_MAX_DECODERS)
@@ -138,9 +138,9 @@ test('beyond the bound, small files go to the xz child; a freed slot is used aga
 })
 
 test('corrupt and truncated input through the in-process path errors with NAR_INVALID and frees the slot once', needsXz, async () => {
-  const { file } = fixtures[0]!
+  const { file } = fixtures[0]
   const flipped = Buffer.from(file)
-  flipped[Math.floor(file.length / 2)]! ^= 0xff
+  flipped[Math.floor(file.length / 2)] ^= 0xff
   const cases: Array<[string, Buffer[]]> = [
     ['a flipped byte', [flipped]],
     ['cut in the middle', [file.subarray(0, Math.floor(file.length / 2))]],
@@ -164,7 +164,7 @@ test('corrupt and truncated input through the in-process path errors with NAR_IN
 
 test('a corrupt file in the middle of a larger one errors in-process as through the xz child', needsXz, async () => {
   const bad = Buffer.from(mid!.xz)
-  bad[Math.floor(bad.length / 2)]! ^= 0x55
+  bad[Math.floor(bad.length / 2)] ^= 0x55
   for (const size of [bad.length, undefined]) {
     await assert.rejects(decode(createDecompressor('xz', size), [bad]), (err: NodeJS.ErrnoException) => err.code === 'NAR_INVALID')
     assert.equal(inProcessDecodersInUse(), 0)
@@ -177,7 +177,7 @@ test('every child decoder errors on corrupt data, not only the NAR check after i
   for (const [compression, cmd] of [['xz', 'xz'], ['zstd', 'zstd'], ['bzip2', 'bzip2']] as const) {
     if (spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status !== 0) continue
     const bad = Buffer.from(execFileSync(cmd, ['-c'], { input: mid?.nar ?? writeNar({ type: 'regular', contents: incompressible(128 * 1024) }) }))
-    bad[Math.floor(bad.length / 2)]! ^= 0x55
+    bad[Math.floor(bad.length / 2)] ^= 0x55
     await assert.rejects(decode(createDecompressor(compression), [bad]), (err: NodeJS.ErrnoException) => err.code === 'NAR_INVALID', compression)
   }
 })
@@ -266,7 +266,7 @@ test('a decompression bomb is decoded slice by slice under backpressure, not all
   assert.equal(inProcessDecodersInUse(), 0)
 })
 
-test('a decoder command that is gone when a NAR comes is COMPRESSION_UNSUPPORTED, not a corrupt NAR', async () => {
+test('a decoder command that is gone when a NAR comes is COMPRESSION_UNSUPPORTED, not a corrupt NAR', () => {
   const bzip2 = spawnSync('sh', ['-c', 'command -v bzip2'], { encoding: 'utf8' }).stdout.trim()
   if (!bzip2) {
     if (process.env.CI === 'true') throw new Error('the bzip2 command is required in CI')

@@ -94,27 +94,27 @@ test('verification thread: damaged bytes, wrong sizes and hashes fail with the r
     })
   }
   const flipped = Buffer.from(file)
-  flipped[Math.floor(file.length / 2)]! ^= 0x40
-  await expectCode('a flipped byte', feed(info!, flipped), ['HASH_MISMATCH', 'NAR_INVALID'])
-  await expectCode('flipped, no FileHash', feed(info!, flipped, { fileHash: undefined, fileSize: undefined }), ['HASH_MISMATCH', 'NAR_INVALID'])
+  flipped[Math.floor(file.length / 2)] ^= 0x40
+  await expectCode('a flipped byte', feed(info, flipped), ['HASH_MISMATCH', 'NAR_INVALID'])
+  await expectCode('flipped, no FileHash', feed(info, flipped, { fileHash: undefined, fileSize: undefined }), ['HASH_MISMATCH', 'NAR_INVALID'])
   // A truncated xz file can still decode to the whole NAR: the decoder's exit status must count.
-  await expectCode('truncated', feed(info!, file.subarray(0, file.length - 10), { fileHash: undefined, fileSize: undefined }), ['NAR_INVALID', 'SIZE_MISMATCH'])
-  await expectCode('NarSize off by one', feed(info!, file, { narSize: info!.narSize - 1 }), ['SIZE_MISMATCH'])
-  await expectCode('another NarHash', feed(info!, file, { narHash: formatNixHash({ ...info!.narHash, digest: Buffer.alloc(32, 7) }) }), ['HASH_MISMATCH'])
-  await expectCode('the wrong decompressor', feed(info!, file, { compression: 'zstd' }), ['NAR_INVALID'])
-  await expectCode('an unknown compression', feed(info!, file, { compression: 'rot13' }), ['COMPRESSION_UNSUPPORTED'])
-  await expectCode('FileSize too small', feed(info!, file, { fileSize: file.length - 1 }), ['SIZE_MISMATCH'])
+  await expectCode('truncated', feed(info, file.subarray(0, file.length - 10), { fileHash: undefined, fileSize: undefined }), ['NAR_INVALID', 'SIZE_MISMATCH'])
+  await expectCode('NarSize off by one', feed(info, file, { narSize: info.narSize - 1 }), ['SIZE_MISMATCH'])
+  await expectCode('another NarHash', feed(info, file, { narHash: formatNixHash({ ...info.narHash, digest: Buffer.alloc(32, 7) }) }), ['HASH_MISMATCH'])
+  await expectCode('the wrong decompressor', feed(info, file, { compression: 'zstd' }), ['NAR_INVALID'])
+  await expectCode('an unknown compression', feed(info, file, { compression: 'rot13' }), ['COMPRESSION_UNSUPPORTED'])
+  await expectCode('FileSize too small', feed(info, file, { fileSize: file.length - 1 }), ['SIZE_MISMATCH'])
 })
 
 test('verification thread: abort ends a job that waits for bytes; many jobs at once', async () => {
   const [{ info }] = cacheEntries('xz')
   const path = join(dir, 'aborted')
   writeFileSync(path, '')
-  const v = new Verification({ path, compression: 'xz', narHash: formatNixHash(info!.narHash), narSize: info!.narSize, single: false })
+  const v = new Verification({ path, compression: 'xz', narHash: formatNixHash(info.narHash), narSize: info.narSize, single: false })
   v.abort()
   await assert.rejects(v.result, /aborted/)
   const all = [...cacheEntries('xz'), ...cacheEntries('zstd'), ...cacheEntries('bzip2'), ...cacheEntries('none')]
-  const results = await Promise.all(Array.from({ length: 40 }, (_, i) => feed(all[i % all.length]!.info, all[i % all.length]!.file)))
+  const results = await Promise.all(Array.from({ length: 40 }, (_, i) => feed(all[i % all.length].info, all[i % all.length].file)))
   assert.equal(results.length, 40)
 })
 
@@ -126,7 +126,7 @@ function incompressible(bytes: number, seed = 0): Buffer {
 /** The narinfo values of an uncompressed NAR file. */
 function plainInfo(nar: Buffer): NarInfo {
   const hash = sha256Of(nar)
-  return { ...cacheEntries('none')[0]!.info, compression: 'none', fileHash: hash, fileSize: nar.length, narHash: hash, narSize: nar.length }
+  return { ...cacheEntries('none')[0].info, compression: 'none', fileHash: hash, fileSize: nar.length, narHash: hash, narSize: nar.length }
 }
 
 test('verification thread: a file larger than GROW_STEP, followed as it grows', async () => {
@@ -163,7 +163,7 @@ test('verification thread: a file larger than GROW_STEP, followed as it grows', 
   await assert.rejects(feed(info, nar.subarray(0, nar.length - 1), { single: true }, 5), (err: unknown) => isNarthexError(err) && ['NAR_INVALID', 'SIZE_MISMATCH'].includes(err.code))
 })
 
-test('verifying a 40 MiB xz NAR, as a download does and offline, leaks no listeners (no MaxListenersExceededWarning)', needsXz, async () => {
+test('verifying a 40 MiB xz NAR, as a download does and offline, leaks no listeners (no MaxListenersExceededWarning)', needsXz, () => {
   // 40 MiB of incompressible NAR contents, so the file is 40 MiB of xz too, fed to the decoder
   // in 40 writes that each wait for it to drain. Compressing 40 MiB takes xz long: the NAR is
   // compressed as concatenated xz streams (valid xz, decoded in one pass by `xz -dc`), its
@@ -203,8 +203,8 @@ test('verifying a 40 MiB xz NAR, as a download does and offline, leaks no listen
 test('verification threads are replaced after they stop', async () => {
   const [{ info, file }] = cacheEntries('zstd')
   await stopVerifyThreads()
-  const r = await feed(info!, file)
-  assert.equal(r.narHash, formatNixHash(info!.narHash))
+  const r = await feed(info, file)
+  assert.equal(r.narHash, formatNixHash(info.narHash))
 })
 
 test('idle verification threads do not keep the process alive', async () => {
