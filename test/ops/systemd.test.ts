@@ -82,7 +82,7 @@ test('the unit has the hardening it documents, and none that breaks node', () =>
   }
   for (const [key, value] of Object.entries(expected)) assert.equal(one(key), value, key)
   assert.deepEqual(unit.get('Service.SystemCallFilter'), ['@system-service', '~@privileged'])
-  // The primary and its workers talk over AF_UNIX channels; upstreams and clients over IP.
+  // IP for clients and upstreams, AF_UNIX for name lookups (nscd, systemd-resolved); nothing else.
   assert.deepEqual(one('RestrictAddressFamilies')?.split(' ').sort(), ['AF_INET', 'AF_INET6', 'AF_UNIX'])
   // V8's JIT needs writable-then-executable pages: node aborts under MemoryDenyWriteExecute=yes.
   assert.equal(one('MemoryDenyWriteExecute'), undefined)
