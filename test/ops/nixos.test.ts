@@ -33,7 +33,7 @@ interface Evaluated {
 }
 
 function nix(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync('nix-instantiate', args, { encoding: 'utf8', env: { ...process.env, NIX_REMOTE: '' } })
+  const r = spawnSync('nix-instantiate', args, { encoding: 'utf8' })
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
