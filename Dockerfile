@@ -2,7 +2,13 @@
 #   docker run -p 5557:5557 -v narthex-data:/var/lib/narthex narthex
 # The image's config (config/docker.yaml) listens on 0.0.0.0:5557 and keeps its
 # data (index, NARs, signing key, audit log) in the /var/lib/narthex volume.
-FROM node:20-bookworm-slim AS build
+# BASE and BUILD_BASE replace the official node image with another one that has node (and, for
+# BUILD_BASE, npm and what node-gyp needs) and a `node` user: scripts/container-smoke.sh builds
+# with local ones where no image registry is reachable.
+ARG BASE=node:20-bookworm-slim
+ARG BUILD_BASE=node:20-bookworm-slim
+
+FROM ${BUILD_BASE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -10,7 +16,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
-FROM node:20-bookworm-slim
+FROM ${BASE}
 # The decoders narthex verifies xz and bzip2 NARs with.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends xz-utils bzip2 zstd ca-certificates \
