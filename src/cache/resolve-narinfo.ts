@@ -215,6 +215,7 @@ export class NarInfoResolver {
       signers: decision.signers,
       rule,
       conflicts: decision.conflicts,
+      reason: 'CONFLICT',
       message: `admitted ${decision.narHash} from ${decision.upstream}; ${decision.conflicts.map((c) => `${c.upstream} offered ${c.narHash}`).join('; ')}`,
     })
     log.warn(

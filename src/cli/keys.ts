@@ -48,9 +48,8 @@ export function loadOrCreateSigningKey(file: string, name: string): { key: Secre
 export function loadOrCreateSigningKeys(files: readonly string[], name: string): { keys: SecretKey[]; created: boolean } {
   const [first, ...rest] = files
   if (first === undefined) throw new NarthexError('CONFIG_INVALID', 'signingKeyFile: name at least one key file')
-  const { key, created } = loadOrCreateSigningKey(first, name)
-  const keys = [key]
-  rest.forEach((file, i) => {
+  // The later keys are read first, so a bad list creates nothing.
+  const later = rest.map((file, i) => {
     const k = readKeyFile(file)
     if (!k) {
       throw new NarthexError(
@@ -58,8 +57,14 @@ export function loadOrCreateSigningKeys(files: readonly string[], name: string):
         `signingKeyFile[${i + 1}] ${file} does not exist: only the first key is created by narthex; make this one with 'narthex keygen NAME > ${file}' (mode 0600)`,
       )
     }
-    const twin = keys.find((other) => other.name === k.name)
-    if (twin) throw new NarthexError('CONFIG_INVALID', `signingKeyFile[${i + 1}] ${file}: the key name ${JSON.stringify(k.name)} is already used by an earlier key; give each key its own name (e.g. narthex-2)`)
+    return k
+  })
+  const { key, created } = loadOrCreateSigningKey(first, name)
+  const keys = [key]
+  later.forEach((k, i) => {
+    if (keys.some((other) => other.name === k.name)) {
+      throw new NarthexError('CONFIG_INVALID', `signingKeyFile[${i + 1}] ${rest[i]}: the key name ${JSON.stringify(k.name)} is already used by an earlier key; give each key its own name (e.g. narthex-2)`)
+    }
     keys.push(k)
   })
   return { keys, created }
