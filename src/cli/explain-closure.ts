@@ -8,7 +8,7 @@
  */
 import { askUpstreams, walkClosure } from '../cache/index.js'
 import type { Config } from '../config/index.js'
-import { compilePolicy, decide, describeRule, upstreamsToAsk, type Decision } from '../policy/index.js'
+import { compilePolicy, decide, describeRule, upstreamsToAsk, type Decision, type UpstreamAnswer } from '../policy/index.js'
 import { formatNixHash, formatStorePath, parseStorePathBase, parseStorePathLoose, type NarInfo } from '../protocol/index.js'
 import { supportedCompressions } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
@@ -27,11 +27,16 @@ interface ClosureRow {
   readonly detail: string
 }
 
-function rowOf(hashPart: string, answers: ReadonlyMap<string, { kind: string; info?: NarInfo }>, decision: Decision): ClosureRow {
-  const info = decision.kind === 'admit' ? decision.info : decision.kind === 'refuse' ? decision.info : undefined
-  const named = info ?? [...answers.values()].find((a) => a.info)?.info
+/** The narinfo a decision is about: the admitted one, or the one refused. */
+function infoOf(decision: Decision): NarInfo | undefined {
+  return decision.kind === 'admit' || decision.kind === 'refuse' ? decision.info : undefined
+}
+
+function rowOf(hashPart: string, answers: ReadonlyMap<string, UpstreamAnswer>, decision: Decision): ClosureRow {
+  const present = [...answers.values()].find((a) => a.kind === 'present')
+  const named = infoOf(decision) ?? (present?.kind === 'present' ? present.info : undefined)
   const shown: Record<string, string> = {}
-  for (const [upstream, a] of answers) shown[upstream] = a.info ? formatNixHash(a.info.narHash) : a.kind
+  for (const [upstream, a] of answers) shown[upstream] = a.kind === 'present' ? formatNixHash(a.info.narHash) : a.kind
   const detail =
     decision.kind === 'admit'
       ? `from ${decision.upstream}, signed by ${decision.signers.join(', ') || 'nobody (unsigned allowed)'}${decision.conflicts.length ? `; ${decision.conflicts.length} conflicting answer(s) recorded` : ''}`
@@ -60,8 +65,8 @@ export async function runExplainClosure(config: Config, text: string, options: {
     await walkClosure([root], CONCURRENCY, async (hashPart) => {
       const answers = await askUpstreams(upstreams, upstreamsToAsk(policy, hashPart), hashPart, supported)
       const decision = decide(policy, hashPart, answers)
-      rows.set(hashPart, rowOf(hashPart, answers as ReadonlyMap<string, { kind: string; info?: NarInfo }>, decision))
-      const info = decision.kind === 'admit' || decision.kind === 'refuse' ? decision.info : undefined
+      rows.set(hashPart, rowOf(hashPart, answers, decision))
+      const info = infoOf(decision)
       return info ? info.references.map((r) => parseStorePathBase(r).hashPart).filter((h) => h !== hashPart) : []
     })
   } finally {

@@ -99,6 +99,15 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
     assert.equal((await narinfo(paths['victim-p']!)).status, 404)
     await assert.rejects(nix.substitute(narthex.url, [paths['victim-p']!], [narthex.publicKey]), NixCommandError)
     assert.ok((await auditOf('victim-p')).some((e) => e.decision === 'refuse' && e.reason === 'DENIED'))
+
+    // explain says why: the path's own denial, and which offered signature is by a denied key.
+    const path = await runCli(['explain', paths['victim-p']!, '--config', narthex.configFile])
+    assert.match(path.stdout, /denied: .*deny\.paths/)
+    const key = await runCli(['explain', paths['keyed-k']!, '--fetch', '--config', narthex.configFile])
+    assert.equal(key.code, 0, key.stderr)
+    assert.match(key.stdout, /never counted: +deny\.keys: 1 key\(s\) by their bytes/)
+    assert.match(key.stdout, /a +sha256:.*signed by a-1; valid trusted: none; on deny\.keys: a-1/)
+    assert.match(key.stdout, /INSUFFICIENT_SIGNATURES/)
   })
 
   test('the path of the denied key is served again once a source signed by another trusted key offers it', async () => {
