@@ -6,8 +6,10 @@
  * evicted. Audited (`forget`). Needs the data directory to itself (narthex
  * stopped), as `narthex verify` does.
  */
+import type { Config } from '../config/index.js'
 import { formatNixHash, formatStorePath, parseNarInfo, parseStorePathLoose } from '../protocol/index.js'
 import { AuditLog, Store } from '../store/index.js'
+import { loadOrCreateSigningKeys } from './keys.js'
 
 /** Exit code of `narthex forget` when narthex remembers nothing of the path. */
 export const FORGET_UNKNOWN = 1
@@ -18,8 +20,9 @@ export const FORGET_UNKNOWN = 1
  * @throws NarthexError STORE_PATH_INVALID for text that is no store path or hash
  *   part; STORE_IO when the data directory is in use by a running narthex.
  */
-export async function runForget(dataDir: string, text: string, out: (line: string) => void): Promise<number> {
+export async function runForget(config: Config, text: string, out: (line: string) => void): Promise<number> {
   const path = parseStorePathLoose(text)
+  const { dataDir } = config
   const { store } = await Store.open(dataDir)
   try {
     const { record, firstNarHash } = await store.dropNarInfo(path.hashPart, { releasePin: true })
@@ -39,7 +42,9 @@ export async function runForget(dataDir: string, text: string, out: (line: strin
       }
     }
     const narHashes = [...new Set([firstNarHash, admitted].filter((h): h is string => h !== undefined))]
-    const audit = await AuditLog.open(dataDir)
+    // Signed like narthex's own appends, so the audit checkpoint covers the entry.
+    const { keys } = loadOrCreateSigningKeys(config.signingKeyFiles, config.signingKeyName)
+    const audit = await AuditLog.open(dataDir, { signingKey: keys[0] })
     await audit.append({
       decision: 'forget',
       storePath,

@@ -218,7 +218,7 @@ export async function main(args: string[]): Promise<number> {
       'release a path\'s first-seen NarHash and drop its narinfo, so the next request admits it afresh (e.g. after an upstream rebuilt it). Run it while narthex is stopped; exit 1 if narthex knows nothing of the path',
       (y) => y.positional('storePath', { type: 'string', demandOption: true, describe: 'store path or hash part' }),
       async (argv) => {
-        exitWith(await runForget(readConfig(argv).dataDir, argv.storePath, out))
+        exitWith(await runForget(readConfig(argv), argv.storePath, out))
       },
     )
     .command(

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict'
 import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { parse, stringify } from 'yaml'
 import { formatNixHash, parseNarInfo } from '../../src/protocol/index.js'
@@ -140,6 +141,12 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
     const again = await runCli(['forget', paths['rebuilt-r']!, '--config', narthex.configFile])
     assert.equal(again.code, 1, 'nothing left to forget')
     assert.match(again.stdout, /nothing to forget/)
+    // forget signs the audit checkpoint as narthex does: it covers the forget entry.
+    const lines = (await readFile(join(narthex.dataDir, 'audit.log'), 'utf8')).trim().split('\n')
+    assert.match(lines.at(-1)!, /"decision":"forget"/)
+    const verified = await runCli(['audit', '--verify', '--checkpoint', join(narthex.dataDir, 'audit.checkpoint'), '--public-key', narthex.publicKey, '--config', narthex.configFile])
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr)
+    assert.match(verified.stdout, new RegExp(`\\(${lines.length} entries, signed by narthex-1`))
     await narthex.restart()
 
     const res = await narinfo(paths['rebuilt-r']!)
