@@ -47,6 +47,12 @@ export function deniedSigners(policy: Pick<Policy, 'deny'>, info: NarInfo): stri
 
 /** Why a stored record must no longer be served (see the module comment), or undefined when it may be. */
 export function storedDenial(policy: Policy, hashPart: string, record: NarInfoRecord): string | undefined {
+  const { keyNames, keyBytes, hashParts } = policy.deny
+  // The common cases decide without parsing the narinfo: the walk over a large store stays cheap.
+  if (!hashParts.has(hashPart)) {
+    if (record.signers.length === 0) return undefined
+    if (keyBytes.size === 0 && !record.signers.some((s) => keyNames.has(s))) return undefined
+  }
   let info: NarInfo | undefined
   try {
     info = parseNarInfo(record.narinfo)
@@ -55,7 +61,7 @@ export function storedDenial(policy: Policy, hashPart: string, record: NarInfoRe
   }
   const byPath = denyReason(policy, hashPart, info?.storePath.name)
   if (byPath) return byPath
-  if (!info || record.signers.length === 0) return undefined
+  if (!info) return undefined
   const denied = deniedSigners(policy, info)
   if (denied.length === 0) return undefined
   const left = record.signers.filter((s) => !denied.includes(s))
