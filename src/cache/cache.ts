@@ -41,7 +41,8 @@ export interface CacheDeps {
   readonly store: Store
   readonly upstreams: readonly Upstream[]
   readonly policy: Policy
-  readonly signingKey: SecretKey
+  /** narthex's signing keys, each signing every narinfo served. */
+  readonly signingKeys: readonly SecretKey[]
   readonly log: Logger
   readonly metrics: Metrics
   readonly audit: AuditLog
@@ -59,7 +60,7 @@ export class Cache {
   readonly #gc: GcTrigger
 
   constructor(deps: CacheDeps) {
-    const { store, policy, signingKey, log, metrics, audit, settings } = deps
+    const { store, policy, signingKeys, log, metrics, audit, settings } = deps
     const upstreams = new Map(deps.upstreams.map((u) => [u.name, u]))
     const supported = new Set(supportedCompressions())
     this.#upstreams = deps.upstreams
@@ -88,7 +89,7 @@ export class Cache {
       store,
       upstreams,
       policy,
-      signingKey,
+      signingKeys,
       log,
       metrics,
       audit,

@@ -32,6 +32,12 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   })
+  readonly conflicts = new Counter({
+    name: 'narthex_conflicts_total',
+    help: 'Signed answers of a rule\'s upstreams that disagreed with the admitted one (onConflict: priority), by rule and dissenting upstream',
+    labelNames: ['rule', 'upstream'] as const,
+    registers: [this.registry],
+  })
   readonly upstreamRequests = new Counter({
     name: 'narthex_upstream_requests_total',
     help: 'Requests to upstreams, by upstream, kind (narinfo, nar) and outcome',

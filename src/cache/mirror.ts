@@ -26,7 +26,7 @@ export type ClosureProgress = (done: number, known: number) => void
  * at a time, calling `visit` for each path once; `visit` returns the hash parts
  * of the path's references, or throws to record a failure.
  */
-async function walkClosure(
+export async function walkClosure(
   roots: readonly string[],
   concurrency: number,
   visit: (hashPart: string) => Promise<string[]>,

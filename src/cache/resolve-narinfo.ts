@@ -7,10 +7,11 @@
  */
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
-import { decide, describeRule, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
+import { decide, describeRule, isDenied, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
 import { formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarInfo, parseNixHash, signNarInfo, type NarInfo, type SecretKey } from '../protocol/index.js'
 import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
+import { dropIfDenied } from './apply-deny.js'
 import type { Metrics } from './metrics.js'
 import { sourceOf } from './nar-source.js'
 
@@ -44,7 +45,8 @@ export interface ResolverDeps {
   /** Configured upstreams by name, to resolve the NAR URLs of admitted sources. */
   readonly upstreams: ReadonlyMap<string, Upstream>
   readonly policy: Policy
-  readonly signingKey: SecretKey
+  /** narthex's signing keys: each signs every narinfo served (key rotation). */
+  readonly signingKeys: readonly SecretKey[]
   readonly log: Logger
   readonly metrics: Metrics
   readonly audit: AuditLog
@@ -73,7 +75,8 @@ export class NarInfoResolver {
   /** Answers a narinfo request for `hashPart`. */
   async get(hashPart: string): Promise<NarInfoAnswer> {
     const hot = this.#served.get(hashPart)
-    if (hot !== undefined) {
+    // deny.paths is fixed while narthex runs, but the check is cheap and keeps a denied path from ever being served.
+    if (hot !== undefined && !isDenied(this.#d.policy, hashPart)) {
       this.#d.metrics.narinfoLookups.inc({ outcome: 'hit' })
       return { kind: 'found', text: hot }
     }
@@ -120,7 +123,9 @@ export class NarInfoResolver {
       url: `nar/${fileName}`,
       ...(stored ? { fileHash: parseNixHash(stored.fileHash), fileSize: stored.fileSize } : {}),
     }
-    return formatNarInfo(signNarInfo(served, this.#d.signingKey))
+    let signed = served
+    for (const key of this.#d.signingKeys) signed = signNarInfo(signed, key)
+    return formatNarInfo(signed)
   }
 
   /** Stops asking upstreams: narinfos not in the store are unavailable from now on. */
@@ -130,7 +135,9 @@ export class NarInfoResolver {
 
   async #resolve(hashPart: string): Promise<NarInfoAnswer> {
     const { store, policy, metrics } = this.#d
-    const record = await store.getNarInfo(hashPart)
+    const stored = await store.getNarInfo(hashPart)
+    // A record admitted before its key or path was denied is dropped here and resolved afresh.
+    const record = stored && !(await dropIfDenied(this.#d, hashPart, stored)) ? stored : undefined
     if (record) {
       metrics.narinfoLookups.inc({ outcome: 'hit' })
       return { kind: 'found', text: await this.#remember(hashPart, record) }
@@ -184,12 +191,37 @@ export class NarInfoResolver {
       signers: decision.signers,
       rule: decision.rule.index,
     })
+    if (decision.conflicts.length > 0) await this.#recordConflicts(decision)
     metrics.narinfoLookups.inc({ outcome: 'admitted' })
     log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')
     this.#negative.delete(hashPart)
     const text = await this.#remember(hashPart, record)
     this.#d.onAdmitted({ hashPart, fileName, record, info })
     return { kind: 'found', text }
+  }
+
+  /** Audits, counts and logs the signed answers that disagreed with an admission (onConflict: priority). */
+  async #recordConflicts(decision: Extract<Decision, { kind: 'admit' }>): Promise<void> {
+    const { audit, metrics, log } = this.#d
+    const storePath = formatStorePath(decision.info.storePath)
+    const rule = decision.rule.index
+    for (const c of decision.conflicts) metrics.conflicts.inc({ rule: String(rule), upstream: c.upstream })
+    await audit.append({
+      decision: 'conflict',
+      storePath,
+      narHash: decision.narHash,
+      narHashes: [decision.narHash, ...decision.conflicts.map((c) => c.narHash)],
+      upstreams: [decision.upstream, ...decision.conflicts.map((c) => c.upstream)],
+      signers: decision.signers,
+      rule,
+      conflicts: decision.conflicts,
+      reason: 'CONFLICT',
+      message: `admitted ${decision.narHash} from ${decision.upstream}; ${decision.conflicts.map((c) => `${c.upstream} offered ${c.narHash}`).join('; ')}`,
+    })
+    log.warn(
+      { path: storePath, upstream: decision.upstream, narHash: decision.narHash, conflicts: decision.conflicts, rule: describeRule(decision.rule) },
+      'upstreams disagree: admitted the higher-priority answer',
+    )
   }
 
   #unavailable(hashPart: string): NarInfoAnswer {
@@ -211,6 +243,8 @@ export class NarInfoResolver {
       decision: 'refuse',
       storePath,
       ...(decision.narHashes[0] ? { narHash: decision.narHashes[0] } : {}),
+      ...(decision.narHashes.length > 1 ? { narHashes: decision.narHashes } : {}),
+      ...(decision.conflicts ? { upstreams: decision.conflicts.map((c) => c.upstream), conflicts: decision.conflicts } : {}),
       ...(decision.rule ? { rule: decision.rule.index } : {}),
       reason: decision.reason,
       message: decision.message,

@@ -5,14 +5,14 @@
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import type { Logger } from 'pino'
-import { Cache, Metrics, PushReceiver } from '../cache/index.js'
+import { applyDenyToStore, Cache, Metrics, PushReceiver, type DenySweep } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
 import { createNarthexServer } from '../server/index.js'
 import { AuditLog, startVerifyThreads, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
-import { loadOrCreateSigningKey } from './keys.js'
+import { loadOrCreateSigningKeys } from './keys.js'
 import { splitListen } from './log.js'
 
 export { createLogger, splitListen } from './log.js'
@@ -24,8 +24,10 @@ export interface Narthex {
   readonly store: Store
   readonly url: string
   readonly signingKey: SecretKey
-  /** narthex's public key in Nix's format. */
+  /** narthex's public key in Nix's format (the first signing key's). */
   readonly publicKey: string
+  /** Every signing key's public key, in `signingKeyFile` order. */
+  readonly publicKeys: readonly string[]
   /** Stops accepting, aborts downloads, waits for responses (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>
 }
@@ -39,8 +41,16 @@ export interface Core {
   readonly metrics: Metrics
   /** The compiled trust policy (rules and deny lists). */
   readonly policy: Policy
+  /** The first signing key. */
   readonly signingKey: SecretKey
+  /** Every signing key, in `signingKeyFile` order; each signs what narthex serves. */
+  readonly signingKeys: readonly SecretKey[]
+  /** The first signing key's public key in Nix's format. */
   readonly publicKey: string
+  /** Every signing key's public key in Nix's format (what clients may trust). */
+  readonly publicKeys: readonly string[]
+  /** Settles once the deny lists were applied to the stored narinfos (started on open; runs while serving). */
+  readonly denyApplied: Promise<DenySweep>
   /** Aborts downloads, closes the upstream pools and the store. */
   close(): Promise<void>
 }
@@ -51,8 +61,10 @@ export interface Core {
  * @throws NarthexError STORE_IO when the data directory is in use by another narthex.
  */
 export async function openCore(config: Config, log: Logger, overrides: { prefetch?: boolean } = {}): Promise<Core> {
-  const { key: signingKey, created } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
-  const publicKey = formatPublicKey(toPublicKey(signingKey))
+  const { keys: signingKeys, created } = loadOrCreateSigningKeys(config.signingKeyFiles ?? [config.signingKeyFile], config.signingKeyName)
+  const signingKey = signingKeys[0]!
+  const publicKeys = signingKeys.map((k) => formatPublicKey(toPublicKey(k)))
+  const publicKey = publicKeys[0]!
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
   const { store, recovery } = await Store.open(config.dataDir)
   if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
@@ -73,7 +85,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
     store,
     upstreams,
     policy,
-    signingKey,
+    signingKeys,
     log,
     metrics,
     audit,
@@ -87,6 +99,18 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
       maxStoreBytes: config.storage.maxSize,
     },
   })
+  // Bounded by one walk of the narinfo index; the resolver checks every record it serves meanwhile.
+  const stopDeny = new AbortController()
+  const denyApplied = applyDenyToStore({ store, policy, audit, log, onDropped: (hashPart) => cache.forget(hashPart) }, stopDeny.signal).then(
+    (sweep) => {
+      if (sweep.dropped.length > 0) log.warn({ checked: sweep.checked, dropped: sweep.dropped.length }, 'deny lists applied to the store')
+      return sweep
+    },
+    (err: unknown) => {
+      log.error({ err: (err as Error).message }, 'cannot apply the deny lists to the store (denied paths are still refused when asked for)')
+      return { checked: 0, dropped: [] }
+    },
+  )
   return {
     store,
     cache,
@@ -95,8 +119,13 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
     metrics,
     policy,
     signingKey,
+    signingKeys,
     publicKey,
+    publicKeys,
+    denyApplied,
     async close() {
+      stopDeny.abort()
+      await denyApplied
       await cache.close()
       await Promise.all(upstreams.map((u) => u.close()))
       await store.close()
@@ -110,7 +139,7 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
   // Started ahead of the first download, so a thread's start-up never delays a client's first
   // byte (other commands start them on first use, if ever).
   startVerifyThreads()
-  const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey } = core
+  const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey, publicKeys } = core
   const push = config.push && {
     tokens: config.push.tokens,
     receiver: new PushReceiver({
@@ -121,7 +150,7 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       onAdmitted: (hashPart) => cache.forget(hashPart),
     }),
   }
-  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, push, auditCheckpoint: () => audit.checkpoint })
+  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, publicKeys, push, auditCheckpoint: () => audit.checkpoint })
   const { host, port } = splitListen(config.listen)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -132,7 +161,7 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
   })
   const addr = server.address() as AddressInfo
   const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`
-  if (options.announce !== false) log.info({ url, dataDir: config.dataDir, upstreams: upstreams.map((u) => u.name), publicKey }, 'narthex is serving')
+  if (options.announce !== false) log.info({ url, dataDir: config.dataDir, upstreams: upstreams.map((u) => u.name), publicKey, publicKeys }, 'narthex is serving')
 
   // Last-use times reach the index once a minute (and on close); the size limit is checked then too.
   const housekeeping = setInterval(() => {
@@ -155,5 +184,5 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       clearTimeout(timer)
       await core.close()
     })())
-  return { server, cache, store, url, signingKey, publicKey, close }
+  return { server, cache, store, url, signingKey, publicKey, publicKeys, close }
 }

@@ -70,13 +70,15 @@ export async function runExport(config: Config, dir: string, paths: readonly str
   const core = await openCore(config, createLogger('warn'), { prefetch: false })
   const bar = progress('exporting')
   try {
+    // What the deny lists now deny is not exported.
+    await core.denyApplied
     const { exported, failed } = await exportClosures(core.cache, core.store, dir, paths.length ? hashParts(paths) : undefined, {
       priority: config.priority,
       onProgress: bar.update,
     })
     bar.stop()
     const code = report(out, `exported to ${dir}`, exported.length, failed)
-    out(`clients (or narthex import) trust it with: ${core.publicKey}`)
+    out(`clients (or narthex import) trust it with: ${core.publicKeys.join(' ')}`)
     return code
   } finally {
     bar.stop()

@@ -1,11 +1,13 @@
 /**
  * `narthex explain STOREPATH`: which rule governs a path, which upstreams in
- * which order, which keys count and how many; with `--fetch`, what each
- * upstream answers and the decision narthex would take. Stores nothing.
+ * which order, which keys count and how many, and whether the deny lists deny
+ * it; with `--fetch`, what each upstream answers (signatures by denied keys
+ * named), the decision narthex would take, and the answers that disagree with
+ * it. Stores nothing.
  */
-import { askUpstreams } from '../cache/index.js'
+import { askUpstreams, deniedSigners } from '../cache/index.js'
 import type { Config } from '../config/index.js'
-import { compilePolicy, decide, denyReason, describeRule, ruleFor, upstreamsToAsk } from '../policy/index.js'
+import { compilePolicy, decide, denyReason, describeRule, ruleFor, upstreamsToAsk, type Conflict } from '../policy/index.js'
 import { formatNixHash, formatPublicKey, parseStorePathLoose, signatureKeyName, validSigners } from '../protocol/index.js'
 import { supportedCompressions } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
@@ -48,6 +50,7 @@ export async function runExplain(
           narSize: a.info.narSize,
           signatures: a.info.sigs.map(signatureKeyName),
           validTrustedSigners: r ? validSigners(a.info, r.trustedKeys) : [],
+          deniedSigners: deniedSigners(policy, a.info),
         }
       })
       const decision = decide(policy, path.hashPart, answers)
@@ -61,7 +64,7 @@ export async function runExplain(
               ...(decision.conflicts.length ? { conflicts: decision.conflicts } : {}),
             }
           : decision.kind === 'refuse'
-            ? { decision: 'refuse', reason: decision.reason, message: decision.message }
+            ? { decision: 'refuse', reason: decision.reason, message: decision.message, ...(decision.conflicts ? { conflicts: decision.conflicts } : {}) }
             : decision.kind === 'unavailable'
               ? { decision: 'unavailable (503)', upstreams: decision.upstreams }
               : { decision: 'absent (404)' }
@@ -81,6 +84,10 @@ export async function runExplain(
     out(`rule:           ${describeRule(rule)}`)
     out(`upstreams:      ${rule.upstreams.length ? rule.upstreams.map((u, i) => `${i + 1}. ${u}`).join('  ') : 'none: the rule denies the path'}`)
     out(`trusted keys:   ${rule.trustedKeys.map((k) => k.name).join(', ') || '(none)'}`)
+    const { keyNames, keyBytes } = policy.deny
+    if (keyNames.size + keyBytes.size > 0) {
+      out(`never counted:  deny.keys: ${[...[...keyNames].map((n) => `every key named ${n}`), ...(keyBytes.size ? [`${keyBytes.size} key(s) by their bytes, under any name`] : [])].join(', ')}`)
+    }
     if (rule.upstreams.length) {
       out(`signatures:     at least ${rule.minSignatures} distinct trusted key(s) over the same fingerprint`)
       out(`on conflict:    ${rule.onConflict === 'refuse' ? 'refuse the path' : 'the first upstream in order with a valid answer supplies it; the others are recorded'}`)
@@ -90,7 +97,7 @@ export async function runExplain(
     for (const a of report.answers as Array<Record<string, unknown>>) {
       const detail =
         a.answer === 'present'
-          ? `${a.narHash as string}, ${a.narSize as number} bytes, signed by ${(a.signatures as string[]).join(', ') || 'nobody'}; valid trusted: ${(a.validTrustedSigners as string[]).join(', ') || 'none'}`
+          ? `${a.narHash as string}, ${a.narSize as number} bytes, signed by ${(a.signatures as string[]).join(', ') || 'nobody'}; valid trusted: ${(a.validTrustedSigners as string[]).join(', ') || 'none'}${(a.deniedSigners as string[]).length ? `; on deny.keys: ${(a.deniedSigners as string[]).join(', ')}` : ''}`
           : a.answer === 'unavailable'
             ? `could not be asked: ${a.reason as string}`
             : 'absent'
@@ -98,6 +105,10 @@ export async function runExplain(
     }
     const d = report.decision as Record<string, unknown>
     out(`decision:       ${JSON.stringify(d)}`)
+    if (d.decision === 'admit' && d.conflicts) out(`admitted:       ${d.narHash as string} from ${d.from as string} (signed by ${(d.signers as string[]).join(', ')})`)
+    for (const c of (d.conflicts as Conflict[] | undefined) ?? []) {
+      out(`${d.decision === 'admit' ? 'conflict:' : 'disagreeing:'}      ${c.upstream} offers ${c.narHash} (signed by ${c.signers.join(', ') || 'nobody trusted'})${d.decision === 'admit' ? ', not used: recorded as a conflict' : ''}`)
+    }
   }
   return 0
 }

@@ -14,8 +14,10 @@ import { runAudit } from './audit.js'
 import { runExport, runImport, runMirror } from './closures.js'
 import { startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
+import { runExplainClosure } from './explain-closure.js'
 import { runGc } from './gc.js'
-import { loadOrCreateSigningKey } from './keys.js'
+import { runForget } from './forget.js'
+import { loadOrCreateSigningKeys } from './keys.js'
 import { runVerify } from './verify.js'
 
 /** The default configuration file, relative to the working directory. */
@@ -100,14 +102,14 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
 
 function clientConfig(argv: { config: string; url?: string | undefined }): void {
   const config = readConfig(argv)
-  const { key } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
+  const { keys } = loadOrCreateSigningKeys(config.signingKeyFiles, config.signingKeyName)
   let url = argv.url
   if (!url) {
     const { host, port } = splitListen(config.listen)
     const shown = host === '0.0.0.0' || host === '::' ? '<this-host>' : host.includes(':') ? `[${host}]` : host
     url = `http://${shown}:${port}`
   }
-  out(`substituters = ${url}\ntrusted-public-keys = ${formatPublicKey(toPublicKey(key))}`)
+  out(`substituters = ${url}\ntrusted-public-keys = ${keys.map((k) => formatPublicKey(toPublicKey(k))).join(' ')}`)
 }
 
 function keygen(argv: { name?: string | undefined; public?: boolean | undefined }): void {
@@ -184,14 +186,20 @@ export async function main(args: string[]): Promise<number> {
     )
     .command(
       'explain <storePath>',
-      'show which rule applies to a store path; with --fetch, what each upstream says and the decision',
+      'show which rule applies to a store path; with --fetch, what each upstream says and the decision; with --closure, the decision for every path of its closure (exit 1 if any would not be admitted)',
       (y) =>
         y
           .positional('storePath', { type: 'string', demandOption: true })
           .option('fetch', { type: 'boolean', default: false, describe: 'ask the upstreams (stores nothing)' })
+          .option('closure', { type: 'boolean', default: false, describe: 'walk the references, asking the upstreams (stores nothing)' })
           .option('json', { type: 'boolean', default: false }),
       async (argv) => {
-        exitWith(await runExplain(readConfig(argv), argv.storePath, { fetch: argv.fetch, json: argv.json }, out))
+        const config = readConfig(argv)
+        exitWith(
+          argv.closure
+            ? await runExplainClosure(config, argv.storePath, { json: argv.json }, out)
+            : await runExplain(config, argv.storePath, { fetch: argv.fetch, json: argv.json }, out),
+        )
       },
     )
     .command(
@@ -203,6 +211,14 @@ export async function main(args: string[]): Promise<number> {
           .option('json', { type: 'boolean', default: false }),
       async (argv) => {
         exitWith(await runVerify(readConfig(argv).dataDir, { quarantine: argv.quarantine, json: argv.json }, out))
+      },
+    )
+    .command(
+      'forget <storePath>',
+      'release a path\'s first-seen NarHash and drop its narinfo, so the next request admits it afresh (e.g. after an upstream rebuilt it). Run it while narthex is stopped; exit 1 if narthex knows nothing of the path',
+      (y) => y.positional('storePath', { type: 'string', demandOption: true, describe: 'store path or hash part' }),
+      async (argv) => {
+        exitWith(await runForget(readConfig(argv), argv.storePath, out))
       },
     )
     .command(

@@ -47,10 +47,13 @@ export function buildConfig(raw: unknown, baseDir: string, source?: string, over
 
 function finishConfig(input: ConfigInput, baseDir: string, source?: string): Config {
   const dataDir = resolve(baseDir, input.dataDir)
+  const given = input.signingKeyFile === undefined ? [] : Array.isArray(input.signingKeyFile) ? input.signingKeyFile : [input.signingKeyFile]
+  const signingKeyFiles = given.length > 0 ? given.map((f) => resolve(baseDir, f)) : [join(dataDir, 'narthex.key')]
   return {
     ...input,
     dataDir,
-    signingKeyFile: input.signingKeyFile ? resolve(baseDir, input.signingKeyFile) : join(dataDir, 'narthex.key'),
+    signingKeyFile: signingKeyFiles[0]!,
+    signingKeyFiles,
     // Without rules, every upstream may supply every path, in config order, with one signature.
     rules: input.rules ?? [{ match: ['*'], upstreams: input.upstreams.map((u) => u.name), minSignatures: 1, onConflict: 'priority' }],
     ...(source ? { source } : {}),

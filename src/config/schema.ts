@@ -167,7 +167,11 @@ export const configSchema = z
   .strictObject({
     listen: listen.default('127.0.0.1:5557'),
     dataDir: z.string().min(1).default('./var'),
-    signingKeyFile: z.string().min(1).optional(),
+    /**
+     * narthex's secret key file, or a list of them (key rotation): every listed key signs what
+     * narthex serves; the first is created when missing, the others must exist.
+     */
+    signingKeyFile: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
     /** Name of the signing key created on first start. */
     signingKeyName: name.default('narthex-1'),
     priority: z.number().int().min(0).max(1000).default(30),
@@ -285,7 +289,10 @@ export type DenyConfig = z.infer<typeof deny>
 /** A configuration ready to use: paths absolute, rules filled in. */
 export interface Config extends Omit<ConfigInput, 'rules' | 'signingKeyFile'> {
   readonly rules: RuleConfig[]
+  /** The first signing key file (created on first start when missing). */
   readonly signingKeyFile: string
+  /** Every signing key file, in order, the first being {@link Config.signingKeyFile}; each key signs what narthex serves. */
+  readonly signingKeyFiles: readonly string[]
   /** Where it was read from (for messages), or undefined when built in code. */
   readonly source?: string
 }

@@ -21,6 +21,8 @@ export interface ServerDeps {
   readonly priority: number
   /** narthex's public key, shown on the status page. */
   readonly publicKey: string
+  /** Every signing key's public key (key rotation), shown on the status page; default: `publicKey` alone. */
+  readonly publicKeys?: readonly string[] | undefined
   /** Accepting `nix copy --to` pushes: the receiver and the accepted tokens. */
   readonly push?: { readonly receiver: PushReceiver; readonly tokens: readonly string[] } | undefined
   /** The latest signed checkpoint of the audit log, served at `/audit/checkpoint`. */
@@ -128,6 +130,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
         setRoute('status')
         const html = renderStatusPage({
           publicKey: deps.publicKey,
+          publicKeys: deps.publicKeys ?? [deps.publicKey],
           upstreams: deps.cache.upstreams.map((u) => u.health()),
           downloadsInFlight: deps.cache.downloadsInFlight,
         })

@@ -5,6 +5,8 @@
 /** What the status page shows. */
 export interface StatusView {
   readonly publicKey: string
+  /** Every public key narthex signs with (more than one during a key rotation); clients may trust any. */
+  readonly publicKeys?: readonly string[] | undefined
   readonly upstreams: ReadonlyArray<{ name: string; url: string; down: boolean; consecutiveFailures: number }>
   readonly downloadsInFlight: number
 }
@@ -28,7 +30,7 @@ export function renderStatusPage(view: StatusView): string {
 <h1>narthex</h1>
 <p>A caching proxy for Nix binary caches. To use it, add to <code>nix.conf</code>:</p>
 <pre>substituters = &lt;this server's URL&gt;
-trusted-public-keys = ${escapeHtml(view.publicKey)}</pre>
+trusted-public-keys = ${escapeHtml((view.publicKeys ?? [view.publicKey]).join(' '))}</pre>
 <h2>Upstreams</h2>
 <table><tr><th>name</th><th>url</th><th>state</th><th>failures in a row</th></tr>
 ${rows}

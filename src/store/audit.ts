@@ -15,12 +15,24 @@ import type { SecretKey } from '../protocol/index.js'
 import { auditCheckpointPath, CheckpointSigner } from './audit-checkpoint.js'
 import { entryHash, GENESIS, repairTornTail, type TornTail } from './audit-tail.js'
 
+/** One upstream's answer in a disagreement, as an audit entry records it. */
+export interface AuditConflict {
+  readonly upstream: string
+  readonly narHash: string
+  /** Trusted key names whose signatures over its fingerprint verify. */
+  readonly signers: readonly string[]
+}
+
 /** What an audit entry records. */
 export interface AuditEvent {
-  /** `admit`, `refuse`, `nar-rejected`, `push`, `import`. */
+  /** `admit`, `refuse`, `conflict`, `nar-rejected`, `push`, `import`, `deny-applied`, `forget`. */
   readonly decision: string
   readonly storePath: string
   readonly narHash?: string
+  /** Every NarHash involved (a conflict or a refusal between answers), the admitted or first one first. */
+  readonly narHashes?: readonly string[]
+  /** The answers that disagreed: for `conflict`, the dissenting ones; for a CONFLICT refusal, every signed one. */
+  readonly conflicts?: readonly AuditConflict[]
   readonly upstreams?: readonly string[]
   /** Key names whose signatures counted. */
   readonly signers?: readonly string[]

@@ -15,7 +15,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import { dirname, join } from 'node:path'
 import { Level } from 'level'
 import { NarthexError } from '../errors.js'
-import { narShardPath, parseNarFileName, type Compression } from '../protocol/index.js'
+import { narFileNameOf, narShardPath, parseNarFileName, parseNarInfo, type Compression } from '../protocol/index.js'
 
 /** Where an admitted path's NAR can be fetched from, in priority order. */
 export interface SourceRecord {
@@ -374,5 +374,36 @@ export class Store {
     this.#totalBytes -= record?.fileSize ?? 0
     if (moveTo) await rename(this.narPath(fileName), moveTo).catch(() => rm(this.narPath(fileName), { force: true }))
     else await rm(this.narPath(fileName), { force: true })
+  }
+
+  /**
+   * Drops the admitted narinfo of a hash part, so it is resolved afresh on the
+   * next request; with `releasePin`, its first-seen NarHash too (`narthex
+   * forget`), else that stays and a new admission must offer the same NarHash.
+   * The NAR file stays; with no narinfo naming it, it is evicted like any other.
+   * One synced batch.
+   * @returns the dropped record and the released NarHash, either undefined when there was none.
+   */
+  async dropNarInfo(hashPart: string, options: { releasePin?: boolean } = {}): Promise<{ record?: NarInfoRecord; firstNarHash?: string }> {
+    const record = await this.#narinfos.get(hashPart)
+    const firstNarHash = options.releasePin ? await this.#first.get(hashPart) : undefined
+    let fileName: string | undefined
+    try {
+      fileName = record ? narFileNameOf(parseNarInfo(record.narinfo)) : undefined
+    } catch {
+      fileName = undefined
+    }
+    const ops = [
+      ...(record ? [{ type: 'del' as const, sublevel: this.#narinfos, key: hashPart }] : []),
+      ...(fileName ? [{ type: 'del' as const, sublevel: this.#byNar, key: `${fileName}/${hashPart}` }] : []),
+      ...(firstNarHash !== undefined ? [{ type: 'del' as const, sublevel: this.#first, key: hashPart }] : []),
+    ]
+    if (ops.length === 0) return {}
+    try {
+      await this.#db.batch(ops as never, { sync: true })
+    } catch (err) {
+      throw ioError('cannot write the index', err)
+    }
+    return { ...(record ? { record } : {}), ...(firstNarHash !== undefined ? { firstNarHash } : {}) }
   }
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { formatPublicKey, parseSecretKey, toPublicKey } from '../../src/protocol/index.js'
 import { runCli as narthex } from '../helpers/narthex.js'
 
-const COMMANDS = ['serve', 'mirror', 'export', 'import', 'explain', 'verify', 'gc', 'keygen', 'audit', 'client-config']
+const COMMANDS = ['serve', 'mirror', 'export', 'import', 'explain', 'verify', 'gc', 'forget', 'keygen', 'audit', 'client-config']
 
 test('--help lists every command of the public interface', async () => {
   const r = await narthex(['--help'])

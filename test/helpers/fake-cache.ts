@@ -147,7 +147,7 @@ export async function startCache(options: StartCacheOptions = {}): Promise<Cache
     store,
     upstreams,
     policy,
-    signingKey: key,
+    signingKeys: [key],
     log: pino({ level: 'silent' }),
     metrics: new Metrics(),
     audit,
