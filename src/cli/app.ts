@@ -9,7 +9,7 @@ import { Cache, Metrics, PushReceiver } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
-import { createNarthexServer } from '../server/index.js'
+import { AccessControl, createNarthexServer, type TokenSource } from '../server/index.js'
 import { AuditLog, startVerifyThreads, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKey } from './keys.js'
@@ -26,6 +26,8 @@ export interface Narthex {
   readonly signingKey: SecretKey
   /** narthex's public key in Nix's format. */
   readonly publicKey: string
+  /** Reads the upstream credentials and client token files again (SIGHUP); nothing else. */
+  reloadCredentials(): void
   /** Stops accepting, aborts downloads, waits for responses (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>
 }
@@ -59,7 +61,9 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
     log.warn(recovery, 'repaired the store after an unclean stop')
   }
   const audit = await AuditLog.open(config.dataDir)
-  const upstreams = config.upstreams.map((u) => new Upstream(u))
+  const onCredentialsRejected = (upstream: string, status: number, message: string) => log.error({ upstream, status }, message)
+  const upstreams = config.upstreams.map((u) => new Upstream(u, { onCredentialsRejected }))
+  for (const u of upstreams) for (const w of u.credentialWarnings) log.warn({ upstream: u.name }, w)
   const metrics = new Metrics({ processMetrics: true })
   const policy = compilePolicy(config)
   const cache = new Cache({
@@ -104,8 +108,9 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
   // byte (other commands start them on first use, if ever).
   startVerifyThreads()
   const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey } = core
+  const access = new AccessControl(config.access.read === 'tokens', accessTokenSources(config))
+  for (const w of access.warnings) log.warn(w)
   const push = config.push && {
-    tokens: config.push.tokens,
     receiver: new PushReceiver({
       store,
       audit,
@@ -114,7 +119,7 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       onAdmitted: (hashPart) => cache.forget(hashPart),
     }),
   }
-  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, push })
+  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, push, access })
   const { host, port } = splitListen(config.listen)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -148,5 +153,32 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       clearTimeout(timer)
       await core.close()
     })())
-  return { server, cache, store, url, signingKey, publicKey, close }
+  const reloadCredentials = () => {
+    for (const u of upstreams) {
+      try {
+        for (const w of u.reloadCredentials()) log.warn({ upstream: u.name }, w)
+      } catch (err) {
+        log.error({ upstream: u.name, err: (err as Error).message }, 'cannot reload the upstream credentials; keeping the old ones')
+      }
+    }
+    try {
+      for (const w of access.reload()) log.warn(w)
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'cannot reload the client tokens; keeping the old ones')
+    }
+    log.info({ upstreams: upstreams.filter((u) => u.hasCredentials).map((u) => u.name) }, 'reloaded credentials')
+  }
+  return { server, cache, store, url, signingKey, publicKey, reloadCredentials, close }
+}
+
+/**
+ * The client tokens of a configuration: `access.tokens` (secrets in files) and
+ * the older inline `push.tokens`, which stay push-only tokens named
+ * `push.tokens[N]`.
+ */
+export function accessTokenSources(config: Pick<Config, 'access' | 'push'>): TokenSource[] {
+  return [
+    ...config.access.tokens.map((t) => ({ name: t.name, secretFile: t.secretFile, scopes: t.scopes, pushMatch: t.pushMatch })),
+    ...(config.push?.tokens ?? []).map((secret, i) => ({ name: `push.tokens[${i}]`, secret, scopes: ['push' as const] })),
+  ]
 }

@@ -5,7 +5,7 @@
 /** What the status page shows. */
 export interface StatusView {
   readonly publicKey: string
-  readonly upstreams: ReadonlyArray<{ name: string; url: string; down: boolean; consecutiveFailures: number }>
+  readonly upstreams: ReadonlyArray<{ name: string; url: string; down: boolean; consecutiveFailures: number; credentialsRejected?: boolean }>
   readonly downloadsInFlight: number
 }
 
@@ -18,7 +18,7 @@ export function renderStatusPage(view: StatusView): string {
   const rows = view.upstreams
     .map(
       (u) =>
-        `<tr><td>${escapeHtml(u.name)}</td><td>${escapeHtml(u.url)}</td><td>${u.down ? 'down' : 'up'}</td><td>${u.consecutiveFailures}</td></tr>`,
+        `<tr><td>${escapeHtml(u.name)}</td><td>${escapeHtml(u.url)}</td><td>${u.credentialsRejected ? 'credentials rejected' : u.down ? 'down' : 'up'}</td><td>${u.consecutiveFailures}</td></tr>`,
     )
     .join('\n')
   return `<!doctype html>
