@@ -11,6 +11,7 @@ import { createWriteStream } from 'node:fs'
 import { open, rename, unlink } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import picomatch from 'picomatch'
 import type { Logger } from 'pino'
 import { NarthexError, isNarthexError } from '../errors.js'
 import {
@@ -19,6 +20,7 @@ import {
   formatNixHash,
   formatStorePath,
   HashingPassThrough,
+  isHashPart,
   narFileNameOf,
   parseNarFileName,
   parseNarInfo,
@@ -35,6 +37,23 @@ export interface PushSettings {
   readonly publicKeys: readonly PublicKey[]
   readonly minSignatures: number
   readonly maxNarBytes: number
+}
+
+/** The client token a push came with: its name for the audit log, and what it may push. */
+export interface Pusher {
+  readonly name: string
+  /** Store path name globs, store paths or hash parts; any path when undefined. */
+  readonly pushMatch?: readonly string[] | undefined
+}
+
+/** True when `pushMatch` allows the store path `hashPart`-`name` (globs match the name part, as rules do). */
+export function pushAllowed(pushMatch: readonly string[] | undefined, hashPart: string, name: string): boolean {
+  if (pushMatch === undefined) return true
+  return pushMatch.some((p) => {
+    if (p.startsWith('/')) return p === `/nix/store/${hashPart}-${name}`
+    if (isHashPart(p)) return p === hashPart
+    return picomatch(p, { dot: true })(name)
+  })
 }
 
 /** What a {@link PushReceiver} needs. */
@@ -84,12 +103,13 @@ export class PushReceiver {
   }
 
   /**
-   * Admits a pushed narinfo.
+   * Admits a pushed narinfo. `token` is the client token of a push, recorded
+   * in the audit log; a path outside its `pushMatch` is refused.
    * @returns `admitted`, or `unchanged` when the same NarHash was admitted before.
    * @throws NarthexError NARINFO_INVALID, BAD_REQUEST (missing or bad NAR),
    *   PUSH_REFUSED (signatures), PUSH_CONFLICT (another NarHash was admitted before).
    */
-  async receiveNarInfo(hashPart: string, text: string, origin: 'push' | 'import' = 'push'): Promise<'admitted' | 'unchanged'> {
+  async receiveNarInfo(hashPart: string, text: string, origin: 'push' | 'import' = 'push', token?: Pusher): Promise<'admitted' | 'unchanged'> {
     const { store, settings, audit, log } = this.#d
     const info = parseNarInfo(text)
     const storePath = formatStorePath(info.storePath)
@@ -99,10 +119,14 @@ export class PushReceiver {
     const sigs = validSignatures(info, settings.publicKeys)
     const signers = [...new Set(sigs.map(signatureKeyName))].sort()
     const narHash = formatNixHash(info.narHash)
+    const by = token ? { token: token.name } : {}
     const refuse = async (code: 'PUSH_REFUSED' | 'PUSH_CONFLICT' | 'BAD_REQUEST', message: string): Promise<never> => {
-      await audit.append({ decision: 'refuse', storePath, narHash, upstreams: [origin], signers, reason: code, message })
-      log.warn({ path: storePath, code }, `${origin} refused: ${message}`)
+      await audit.append({ decision: 'refuse', storePath, narHash, upstreams: [origin], signers, reason: code, message, ...by })
+      log.warn({ path: storePath, code, ...by }, `${origin} refused: ${message}`)
       throw new NarthexError(code, message)
+    }
+    if (token && !pushAllowed(token.pushMatch, hashPart, info.storePath.name)) {
+      await refuse('PUSH_REFUSED', `token ${token.name} may not push ${storePath} (its pushMatch: ${token.pushMatch!.join(', ')})`)
     }
     if (signers.length < settings.minSignatures) {
       await refuse('PUSH_REFUSED', `${signers.length} of ${settings.minSignatures} required ${origin} signature(s)`)
@@ -150,8 +174,8 @@ export class PushReceiver {
       admittedAt: Date.now(),
       origin,
     })
-    await audit.append({ decision: origin, storePath, narHash, upstreams: [origin], signers })
-    log.info({ path: storePath, signers }, `${origin} admitted`)
+    await audit.append({ decision: origin, storePath, narHash, upstreams: [origin], signers, ...by })
+    log.info({ path: storePath, signers, ...by }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)
     return 'admitted'
   }

@@ -9,7 +9,7 @@ import { applyDenyToStore, Cache, Metrics, PushReceiver, type DenySweep } from '
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
-import { createNarthexServer } from '../server/index.js'
+import { AccessControl, createNarthexServer, type TokenSource } from '../server/index.js'
 import { AuditLog, startVerifyThreads, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKeys } from './keys.js'
@@ -28,6 +28,8 @@ export interface Narthex {
   readonly publicKey: string
   /** Every signing key's public key, in `signingKeyFile` order. */
   readonly publicKeys: readonly string[]
+  /** Reads the upstream credentials and client token files again (SIGHUP); nothing else. */
+  reloadCredentials(): void
   /** Stops accepting, aborts downloads, waits for responses (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>
 }
@@ -78,7 +80,9 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
     onCheckpointError: (err) => log.warn({ err: (err as Error).message }, 'cannot write the audit checkpoint'),
   })
   if (audit.tornTail) log.warn(audit.tornTail, 'set aside the torn last line of the audit log (a crash mid-append)')
-  const upstreams = config.upstreams.map((u) => new Upstream(u))
+  const onCredentialsRejected = (upstream: string, status: number, message: string) => log.error({ upstream, status }, message)
+  const upstreams = config.upstreams.map((u) => new Upstream(u, { onCredentialsRejected }))
+  for (const u of upstreams) for (const w of u.credentialWarnings) log.warn({ upstream: u.name }, w)
   const metrics = new Metrics({ processMetrics: true })
   const policy = compilePolicy(config)
   const cache = new Cache({
@@ -140,8 +144,9 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
   // byte (other commands start them on first use, if ever).
   startVerifyThreads()
   const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey, publicKeys } = core
+  const access = new AccessControl(config.access.read === 'tokens', accessTokenSources(config))
+  for (const w of access.warnings) log.warn(w)
   const push = config.push && {
-    tokens: config.push.tokens,
     receiver: new PushReceiver({
       store,
       audit,
@@ -150,7 +155,7 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       onAdmitted: (hashPart) => cache.forget(hashPart),
     }),
   }
-  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, publicKeys, push, auditCheckpoint: () => audit.checkpoint })
+  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, publicKeys, push, access, auditCheckpoint: () => audit.checkpoint })
   const { host, port } = splitListen(config.listen)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -184,5 +189,32 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       clearTimeout(timer)
       await core.close()
     })())
-  return { server, cache, store, url, signingKey, publicKey, publicKeys, close }
+  const reloadCredentials = () => {
+    for (const u of upstreams) {
+      try {
+        for (const w of u.reloadCredentials()) log.warn({ upstream: u.name }, w)
+      } catch (err) {
+        log.error({ upstream: u.name, err: (err as Error).message }, 'cannot reload the upstream credentials; keeping the old ones')
+      }
+    }
+    try {
+      for (const w of access.reload()) log.warn(w)
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'cannot reload the client tokens; keeping the old ones')
+    }
+    log.info({ upstreams: upstreams.filter((u) => u.hasCredentials).map((u) => u.name) }, 'reloaded credentials')
+  }
+  return { server, cache, store, url, signingKey, publicKey, publicKeys, reloadCredentials, close }
+}
+
+/**
+ * The client tokens of a configuration: `access.tokens` (secrets in files) and
+ * the older inline `push.tokens`, which stay push-only tokens named
+ * `push.tokens[N]`.
+ */
+export function accessTokenSources(config: Pick<Config, 'access' | 'push'>): TokenSource[] {
+  return [
+    ...config.access.tokens.map((t) => ({ name: t.name, secretFile: t.secretFile, scopes: t.scopes, pushMatch: t.pushMatch })),
+    ...(config.push?.tokens ?? []).map((secret, i) => ({ name: `push.tokens[${i}]`, secret, scopes: ['push' as const] })),
+  ]
 }

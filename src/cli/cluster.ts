@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Config } from '../config/index.js'
 import { startNarthex, type Narthex } from './app.js'
-import { ROLE_ENV } from './worker.js'
+import { ACCESS_ENV, accessForWorkers, ROLE_ENV } from './worker.js'
 
 // How long a worker may take to finish its requests after SIGTERM before it is killed.
 const WORKER_STOP_MS = 15_000
@@ -18,6 +18,8 @@ const WORKER_STOP_MS = 15_000
 /** A running cluster, from the primary's side. */
 export interface ClusterHandle {
   readonly url: string
+  /** Reloads the credentials in the core and in every worker (SIGHUP). */
+  reloadCredentials(): void
   close(): Promise<void>
 }
 
@@ -33,6 +35,8 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
     NARTHEX_WORKER_LISTEN: config.listen,
     NARTHEX_WORKER_LOG_LEVEL: config.log.level,
     NARTHEX_WORKER_LRU: String(config.cache.narinfoLruEntries),
+    // Paths of the token files, never the tokens: each worker reads them itself.
+    [ACCESS_ENV]: accessForWorkers(config),
   }
   let stopping = false
   let publicUrl: string
@@ -67,6 +71,10 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
   log.info({ url: publicUrl, core: core.url, workers: config.workers, dataDir: config.dataDir, publicKey: core.publicKey }, 'narthex is serving')
   return {
     url: publicUrl,
+    reloadCredentials() {
+      core.reloadCredentials()
+      for (const w of Object.values(cluster.workers ?? {})) if (w && !w.isDead()) w.send({ reloadCredentials: true })
+    },
     async close() {
       stopping = true
       const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)

@@ -73,10 +73,18 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
   const onSignal = (signal: string) => (signalled ? signalled(signal) : (early ??= signal))
   const onTerm = () => onSignal('SIGTERM')
   const onInt = () => onSignal('SIGINT')
+  // SIGHUP re-reads the credential files (upstream netrc/bearer files, client tokens), nothing else.
+  let onHup: () => void = () => log.warn('SIGHUP while starting: credentials are being read anyway')
+  const hup = () => onHup()
   process.on('SIGTERM', onTerm)
   process.on('SIGINT', onInt)
+  process.on('SIGHUP', hup)
   try {
     const running = config.workers > 0 ? await startCluster(config, log) : await startNarthex(config, log)
+    onHup = () => {
+      log.info('SIGHUP: reloading credentials')
+      running.reloadCredentials()
+    }
     await new Promise<void>((resolve) => {
       signalled = (signal: string) => {
         // A second signal while shutting down does not wait any longer.
@@ -96,6 +104,7 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
   } finally {
     process.off('SIGTERM', onTerm)
     process.off('SIGINT', onInt)
+    process.off('SIGHUP', hup)
   }
   log.flush()
 }
@@ -110,6 +119,21 @@ function clientConfig(argv: { config: string; url?: string | undefined }): void 
     url = `http://${shown}:${port}`
   }
   out(`substituters = ${url}\ntrusted-public-keys = ${keys.map((k) => formatPublicKey(toPublicKey(k))).join(' ')}`)
+  if (config.access.read === 'tokens') out(privateClientConfig(url))
+}
+
+/** The netrc set-up a client of a private narthex needs (a placeholder, never a token). */
+function privateClientConfig(url: string): string {
+  const host = new URL(url.replace('<this-host>', 'this-host')).hostname.replace('this-host', '<this-host>')
+  return [
+    'netrc-file = /etc/nix/netrc',
+    '',
+    '# This narthex needs a token with the read scope. Nix sends it from a netrc file:',
+    '# put this line in /etc/nix/netrc (chmod 600; the nix-daemon reads it as root):',
+    `#   machine ${host} password <your token>`,
+    '# On NixOS, instead of editing nix.conf:',
+    '#   nix.settings.netrc-file = "/etc/nix/netrc";',
+  ].join('\n')
 }
 
 function keygen(argv: { name?: string | undefined; public?: boolean | undefined }): void {

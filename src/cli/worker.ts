@@ -5,11 +5,32 @@
  * it directly), not LevelDB, the policy or the config validation.
  */
 import cluster from 'node:cluster'
-import { createFrontServer } from '../server/index.js'
+import type { Config } from '../config/index.js'
+import { AccessControl, createFrontServer, type TokenSource } from '../server/index.js'
 import { createLogger, splitListen } from './log.js'
 
 /** The environment variable that carries the core's URL to the workers. */
 export const ROLE_ENV = 'NARTHEX_WORKER_CORE_URL'
+
+/** The environment variable that carries the client token files (JSON; empty for public reading). */
+export const ACCESS_ENV = 'NARTHEX_WORKER_ACCESS'
+
+/**
+ * What a worker needs to check reads itself: with private reading, the token
+ * files (names, paths and scopes; the secrets stay in their files). Pushes
+ * pass on to the core, which checks them.
+ */
+export function accessForWorkers(config: Pick<Config, 'access'>): string {
+  if (config.access.read !== 'tokens') return ''
+  const sources: TokenSource[] = config.access.tokens.map((t) => ({ name: t.name, secretFile: t.secretFile, scopes: t.scopes, pushMatch: t.pushMatch }))
+  return JSON.stringify(sources)
+}
+
+/** The worker's access check, from {@link ACCESS_ENV}; undefined for public reading. */
+function workerAccess(): AccessControl | undefined {
+  const text = process.env[ACCESS_ENV]
+  return text ? new AccessControl(true, JSON.parse(text) as TokenSource[]) : undefined
+}
 
 /** True in a worker process forked by the cluster's primary. */
 export function isClusterWorker(): boolean {
@@ -27,7 +48,22 @@ export async function runClusterWorker(): Promise<void> {
     touched.clear()
   }, 5_000)
   report.unref()
+  const access = workerAccess()
+  for (const w of access?.warnings ?? []) log.warn(w)
+  const reload = () => {
+    try {
+      access?.reload()
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'cannot reload the client tokens; keeping the old ones')
+    }
+  }
+  process.on('message', (msg: { reloadCredentials?: boolean }) => {
+    if (msg?.reloadCredentials) reload()
+  })
+  // A SIGHUP sent to the whole process group must not stop the worker (its default).
+  process.on('SIGHUP', reload)
   const { server, close } = createFrontServer({
+    access,
     coreUrl: process.env[ROLE_ENV]!,
     narDir: process.env.NARTHEX_WORKER_NAR_DIR!,
     lruEntries: Number(process.env.NARTHEX_WORKER_LRU ?? 50_000),

@@ -56,6 +56,13 @@ function finishConfig(input: ConfigInput, baseDir: string, source?: string): Con
     signingKeyFiles,
     // Without rules, every upstream may supply every path, in config order, with one signature.
     rules: input.rules ?? [{ match: ['*'], upstreams: input.upstreams.map((u) => u.name), minSignatures: 1, onConflict: 'priority' }],
+    // Secret files are named like every other path: relative to the working directory.
+    upstreams: input.upstreams.map((u) => ({
+      ...u,
+      ...(u.netrcFile !== undefined ? { netrcFile: resolve(baseDir, u.netrcFile) } : {}),
+      ...(u.bearerTokenFile !== undefined ? { bearerTokenFile: resolve(baseDir, u.bearerTokenFile) } : {}),
+    })),
+    access: { ...input.access, tokens: input.access.tokens.map((t) => ({ ...t, secretFile: resolve(baseDir, t.secretFile) })) },
     ...(source ? { source } : {}),
   }
 }

@@ -55,7 +55,15 @@ const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, 
 
 const upstream = z.strictObject({
   name,
-  url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).transform((u) => u.replace(/\/+$/, '')),
+  url: z
+    .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+    // Credentials in the URL would show on the status page and in logs.
+    .refine((u) => new URL(u).username === '' && new URL(u).password === '', 'put credentials in netrcFile or bearerTokenFile, not in the URL')
+    .transform((u) => u.replace(/\/+$/, '')),
+  /** A netrc file (`machine HOST login L password P`) whose entry for the URL's host is sent as Basic auth. */
+  netrcFile: z.string().min(1).optional(),
+  /** A file holding one token, sent as `Authorization: Bearer`. */
+  bearerTokenFile: z.string().min(1).optional(),
   publicKeys: z.array(publicKey).default([]),
   /** Deadline for a narinfo answer, and the idle limit between bytes of a NAR. */
   timeoutMs: z.number().int().min(100).max(600_000).default(5000),
@@ -132,10 +140,29 @@ const deny = z.strictObject({
   paths: z.array(denyPath).default([]),
 })
 
+/** A scope a client token grants. */
+const scope = z.enum(['read', 'push'])
+
+const accessToken = z.strictObject({
+  /** Shown in logs and the audit log instead of the secret. */
+  name,
+  /** A file holding the token (at least 16 characters). */
+  secretFile: z.string().min(1),
+  scopes: z.array(scope).min(1),
+  /** Globs on store path names this token may push; every name when absent. */
+  pushMatch: z.array(matchPattern).min(1).optional(),
+})
+
+const access = z.strictObject({
+  /** `public`: anyone may read (as before); `tokens`: every request but /healthz needs a token with the read scope. */
+  read: z.enum(['public', 'tokens']).default('public'),
+  tokens: z.array(accessToken).default([]),
+})
+
 const push = z
   .strictObject({
-    /** Accepted as `Authorization: Bearer <token>` or as the password of Basic auth (netrc). */
-    tokens: z.array(z.string().min(16, 'push tokens must have at least 16 characters')).min(1),
+    /** Push tokens written inline (kept working; `access.tokens` with the push scope is the newer way). */
+    tokens: z.array(z.string().min(16, 'push tokens must have at least 16 characters')).default([]),
     /** Pushed narinfos must be signed by at least `minSignatures` of these keys. */
     publicKeys: z.array(publicKey).default([]),
     minSignatures: z.number().int().min(0).default(1),
@@ -202,6 +229,7 @@ export const configSchema = z
       .default({ references: true, nars: false, maxInFlight: 16 }),
     deny: deny.default({ keys: [], paths: [] }),
     push: push.optional(),
+    access: access.default({ read: 'public', tokens: [] }),
     import: importSettings.optional(),
     log: z
       .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
@@ -218,7 +246,11 @@ export const configSchema = z
     cfg.upstreams.forEach((u, i) => {
       if (names.has(u.name)) ctx.addIssue({ code: 'custom', path: ['upstreams', i, 'name'], message: `duplicate upstream name ${JSON.stringify(u.name)}` })
       names.add(u.name)
+      if (u.netrcFile !== undefined && u.bearerTokenFile !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['upstreams', i], message: 'give netrcFile or bearerTokenFile, not both' })
+      }
     })
+    checkAccess(cfg, ctx)
     let catchAllAt = -1
     cfg.rules?.forEach((r, i) => {
       if (catchAllAt >= 0) {
@@ -256,6 +288,36 @@ export const configSchema = z
     }
   })
 
+/** Cross-field rules of `access` and `push`. */
+function checkAccess(cfg: { access: z.infer<typeof access>; push?: z.infer<typeof push> | undefined }, ctx: z.RefinementCtx): void {
+  const tokens = Array.isArray(cfg.access?.tokens) ? cfg.access.tokens : []
+  const seen = new Set<string>()
+  tokens.forEach((t, i) => {
+    if (seen.has(t.name)) ctx.addIssue({ code: 'custom', path: ['access', 'tokens', i, 'name'], message: `duplicate token name ${JSON.stringify(t.name)}` })
+    seen.add(t.name)
+    const scopes: string[] = Array.isArray(t.scopes) ? t.scopes : []
+    if (t.pushMatch !== undefined && !scopes.includes('push')) {
+      ctx.addIssue({ code: 'custom', path: ['access', 'tokens', i, 'pushMatch'], message: 'pushMatch needs the push scope' })
+    }
+    if (scopes.includes('push') && !cfg.push) {
+      ctx.addIssue({ code: 'custom', path: ['access', 'tokens', i, 'scopes'], message: 'the push scope needs a push section (publicKeys, minSignatures)' })
+    }
+  })
+  const inline = Array.isArray(cfg.push?.tokens) ? cfg.push.tokens : []
+  if (cfg.access?.read === 'tokens' && inline.length > 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['push', 'tokens'],
+      message:
+        'with access.read: tokens, pushers must read too: move each push token into a file and list it as ' +
+        '"access: { tokens: [{ name: ci, secretFile: /etc/narthex/tokens/ci, scopes: [read, push] }] }"',
+    })
+  }
+  if (cfg.push && inline.length === 0 && !tokens.some((t) => Array.isArray(t.scopes) && t.scopes.includes('push'))) {
+    ctx.addIssue({ code: 'custom', path: ['push'], message: 'no token may push: give push.tokens or an access.tokens entry with the push scope' })
+  }
+}
+
 /**
  * Counts the distinct key names among `keys` that `deny` leaves, and how many
  * were denied. Tolerates malformed entries (reported at their own field).
@@ -283,6 +345,10 @@ export type UpstreamConfig = ConfigInput['upstreams'][number]
 export type RuleConfig = z.infer<typeof rule>
 /** Push settings. */
 export type PushConfig = z.infer<typeof push>
+/** Client access: who may read and push. */
+export type AccessConfig = z.infer<typeof access>
+/** One client token of `access.tokens`. */
+export type AccessTokenConfig = AccessConfig['tokens'][number]
 /** The deny lists. */
 export type DenyConfig = z.infer<typeof deny>
 

@@ -15,6 +15,7 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
 import { MAX_NARINFO_BYTES, narShardPath } from '../protocol/index.js'
+import { sendRefusal, type AccessControl } from './access.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
 import { respondStatus } from './respond-error.js'
 
@@ -28,6 +29,8 @@ export interface FrontDeps {
   /** How long a narinfo is answered from the worker's memory before asking the core again. */
   readonly lruTtlMs: number
   readonly log: Logger
+  /** Who may read: checked here too, since hits never reach the core. */
+  readonly access?: AccessControl | undefined
   /** Told of every stored NAR the worker served, so the core can keep its use times. */
   readonly onServedFile?: (fileName: string) => void
 }
@@ -85,6 +88,8 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const admitted = deps.access?.gate(req)
+    if (admitted && !admitted.ok) return sendRefusal(res, admitted.refusal)
     const path = requestPath(req)
     // `*` or an authority cannot be passed on (undici wants a path); the core would answer 400.
     if (!path.startsWith('/') && !/^https?:\/\//i.test(path)) {

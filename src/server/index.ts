@@ -1,3 +1,4 @@
 /** The HTTP server: the core (single owner of the store) and the worker front. */
 export { createNarthexServer, type ServerDeps } from './server.js'
 export { createFrontServer, type FrontDeps } from './front.js'
+export { AccessControl, MAX_AUTHORIZATION_BYTES, presentedSecret, sendRefusal, type ClientToken, type Refusal, type Scope, type TokenSource } from './access.js'

@@ -3,12 +3,12 @@
  * request path (never decoded, never joined onto a file system path), and the
  * answers of docs/DESIGN.md's table.
  */
-import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import type { Cache, Metrics, NarAnswer, PushReceiver } from '../cache/index.js'
 import { NarthexError } from '../errors.js'
 import { formatCacheInfo, MAX_NARINFO_BYTES, STORE_DIR } from '../protocol/index.js'
+import { sendRefusal, type AccessControl, type ClientToken } from './access.js'
 import { LOG_ROUTE, NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendFollower, sendStream, SUSPICIOUS_PATH } from './http-util.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { renderStatusPage } from './status-page.js'
@@ -23,8 +23,10 @@ export interface ServerDeps {
   readonly publicKey: string
   /** Every signing key's public key (key rotation), shown on the status page; default: `publicKey` alone. */
   readonly publicKeys?: readonly string[] | undefined
-  /** Accepting `nix copy --to` pushes: the receiver and the accepted tokens. */
-  readonly push?: { readonly receiver: PushReceiver; readonly tokens: readonly string[] } | undefined
+  /** Accepting `nix copy --to` pushes (tokens with the push scope are in `access`). */
+  readonly push?: { readonly receiver: PushReceiver } | undefined
+  /** Who may read and push. */
+  readonly access: AccessControl
   /** The latest signed checkpoint of the audit log, served at `/audit/checkpoint`. */
   readonly auditCheckpoint?: (() => string | undefined) | undefined
 }
@@ -55,6 +57,8 @@ export function createNarthexServer(deps: ServerDeps): Server {
   async function handle(req: IncomingMessage, res: ServerResponse, setRoute: (r: Route) => void): Promise<void> {
     const path = requestPath(req)
     const method = req.method ?? 'GET'
+    const admitted = deps.access.gate(req)
+    if (!admitted.ok) return sendRefusal(res, admitted.refusal)
     if (SUSPICIOUS_PATH.test(path) || !path.startsWith('/')) {
       respondStatus(res, 400, 'bad request path')
       return
@@ -143,15 +147,16 @@ export function createNarthexServer(deps: ServerDeps): Server {
   }
 
   async function handlePut(req: IncomingMessage, res: ServerResponse, path: string, push: NonNullable<ServerDeps['push']>): Promise<void> {
-    if (!authorized(req.headers.authorization, push.tokens)) {
-      res.shouldKeepAlive = false
-      respondStatus(res, 401, 'pushing needs a token (Authorization: Bearer, or a netrc password)', { 'www-authenticate': 'Basic realm="narthex"' })
-      return
+    const allowed = deps.access.authorizePush(req)
+    if (!allowed.ok) {
+      if (allowed.refusal.status === 403) deps.log.info({ token: allowed.refusal.token, url: req.url }, 'push refused: the token lacks the push scope')
+      return sendRefusal(res, allowed.refusal)
     }
+    const token: ClientToken = allowed.token
     let m: RegExpExecArray | null
     if ((m = NARINFO_ROUTE.exec(path))) {
       const text = await readBody(req, MAX_NARINFO_BYTES)
-      const outcome = await push.receiver.receiveNarInfo(m[1], text)
+      const outcome = await push.receiver.receiveNarInfo(m[1], text, 'push', token)
       respondStatus(res, outcome === 'admitted' ? 201 : 200, outcome)
       return
     }
@@ -187,23 +192,6 @@ export function createNarthexServer(deps: ServerDeps): Server {
   }
 
   return server
-}
-
-/** True when the Authorization header carries one of `tokens` (Bearer, or Basic with it as password). */
-function authorized(header: string | undefined, tokens: readonly string[]): boolean {
-  if (!header) return false
-  let presented: string | undefined
-  if (/^Bearer /i.test(header)) presented = header.slice(7).trim()
-  else if (/^Basic /i.test(header)) {
-    const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8')
-    presented = decoded.slice(decoded.indexOf(':') + 1)
-  }
-  if (!presented) return false
-  // Compared as hashes, in constant time, so neither length nor content leaks by timing.
-  const digest = createHash('sha256').update(presented).digest()
-  let ok = false
-  for (const t of tokens) ok = timingSafeEqual(digest, createHash('sha256').update(t).digest()) || ok
-  return ok
 }
 
 /** Reads a small request body (a narinfo), refusing more than `maxBytes`. */

@@ -7,7 +7,7 @@ export interface StatusView {
   readonly publicKey: string
   /** Every public key narthex signs with (more than one during a key rotation); clients may trust any. */
   readonly publicKeys?: readonly string[] | undefined
-  readonly upstreams: ReadonlyArray<{ name: string; url: string; down: boolean; consecutiveFailures: number }>
+  readonly upstreams: ReadonlyArray<{ name: string; url: string; down: boolean; consecutiveFailures: number; credentialsRejected?: boolean }>
   readonly downloadsInFlight: number
 }
 
@@ -20,7 +20,7 @@ export function renderStatusPage(view: StatusView): string {
   const rows = view.upstreams
     .map(
       (u) =>
-        `<tr><td>${escapeHtml(u.name)}</td><td>${escapeHtml(u.url)}</td><td>${u.down ? 'down' : 'up'}</td><td>${u.consecutiveFailures}</td></tr>`,
+        `<tr><td>${escapeHtml(u.name)}</td><td>${escapeHtml(u.url)}</td><td>${u.credentialsRejected ? 'credentials rejected' : u.down ? 'down' : 'up'}</td><td>${u.consecutiveFailures}</td></tr>`,
     )
     .join('\n')
   return `<!doctype html>

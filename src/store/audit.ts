@@ -40,6 +40,8 @@ export interface AuditEvent {
   readonly rule?: number
   readonly reason?: string
   readonly message?: string
+  /** The name of the client token a push came with. */
+  readonly token?: string
 }
 
 /** A stored entry: the event with its sequence number, time and chain hashes. */

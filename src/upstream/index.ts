@@ -1,2 +1,4 @@
-/** Upstream binary caches over undici. */
-export { Upstream, type UpstreamOptions, type NarInfoLookup, type NarResponse } from './upstream.js'
+/** Upstream binary caches over undici, and the credentials narthex presents to private ones. */
+export { Upstream, type UpstreamHealth, type UpstreamHooks, type UpstreamOptions, type NarInfoLookup, type NarResponse } from './upstream.js'
+export { loadCredentials, readSecretFile, secretFileModeWarning, type CredentialSource, type LoadedCredentials } from './credentials.js'
+export { netrcEntryFor, parseNetrc, type NetrcEntry } from './netrc.js'

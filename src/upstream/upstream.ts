@@ -8,9 +8,11 @@ import type { Readable } from 'node:stream'
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import { NarthexError } from '../errors.js'
 import { MAX_NARINFO_BYTES, parseNarInfo, type NarInfo } from '../protocol/index.js'
+import { loadCredentials, type CredentialSource } from './credentials.js'
+import { readCapped, watchSpeed, type SpeedWatch } from './pace.js'
 
 /** Settings of one upstream (the config's `upstreams[]` entry). */
-export interface UpstreamOptions {
+export interface UpstreamOptions extends CredentialSource {
   readonly name: string
   readonly url: string
   readonly timeoutMs: number
@@ -31,6 +33,22 @@ export type NarInfoLookup = { readonly kind: 'present'; readonly info: NarInfo }
 export interface NarResponse {
   readonly body: Readable
   readonly contentLength: number | undefined
+}
+
+/** What else an upstream tells its owner. */
+export interface UpstreamHooks {
+  /** The upstream refused narthex's credentials (or demanded some): called once per change into that state. */
+  readonly onCredentialsRejected?: (upstream: string, status: number, message: string) => void
+}
+
+/** Health of an upstream, for the status page and metrics. */
+export interface UpstreamHealth {
+  readonly name: string
+  readonly url: string
+  readonly down: boolean
+  readonly consecutiveFailures: number
+  /** The last answer was a 401/403 to narthex's credentials (or to their absence). */
+  readonly credentialsRejected: boolean
 }
 
 const ABSENT_STATUSES = new Set([404, 410, 403])
@@ -59,11 +77,18 @@ export class Upstream {
   readonly #basePath: string
   readonly #pool: Pool
   readonly #options: UpstreamOptions
+  readonly #hooks: UpstreamHooks
   #failures = 0
   #downUntil = 0
+  #authorization: string | undefined
+  #credentialsRejected = false
+  /** Warnings from loading the credentials (a secret file readable by others, no netrc entry). */
+  credentialWarnings: readonly string[] = []
 
-  constructor(options: UpstreamOptions) {
+  /** @throws NarthexError CONFIG_INVALID when a credentials file cannot be read or parsed. */
+  constructor(options: UpstreamOptions, hooks: UpstreamHooks = {}) {
     this.#options = options
+    this.#hooks = hooks
     this.name = options.name
     this.baseUrl = options.url.replace(/\/+$/, '')
     const u = new URL(this.baseUrl)
@@ -76,6 +101,26 @@ export class Upstream {
       bodyTimeout: options.timeoutMs,
       keepAliveTimeout: 30_000,
     })
+    this.reloadCredentials()
+  }
+
+  /** True when narthex presents credentials to this upstream. */
+  get hasCredentials(): boolean {
+    return this.#authorization !== undefined
+  }
+
+  /**
+   * Reads the credentials files again (at start and on SIGHUP). On an error the
+   * credentials held so far stay in use.
+   * @returns warnings for the log.
+   * @throws NarthexError CONFIG_INVALID when a file cannot be read or parsed.
+   */
+  reloadCredentials(): readonly string[] {
+    const loaded = loadCredentials(this.name, this.baseUrl, this.#options)
+    this.#authorization = loaded.authorization
+    this.#credentialsRejected = false
+    this.credentialWarnings = loaded.warnings
+    return loaded.warnings
   }
 
   /** True while the upstream is considered down after repeated failures. */
@@ -84,13 +129,33 @@ export class Upstream {
   }
 
   /** Health for the status page and metrics. */
-  health(): { name: string; url: string; down: boolean; consecutiveFailures: number } {
-    return { name: this.name, url: this.baseUrl, down: this.isDown, consecutiveFailures: this.#failures }
+  health(): UpstreamHealth {
+    return { name: this.name, url: this.baseUrl, down: this.isDown, consecutiveFailures: this.#failures, credentialsRejected: this.#credentialsRejected }
   }
 
   #succeeded(): void {
     this.#failures = 0
     this.#downUntil = 0
+    this.#credentialsRejected = false
+  }
+
+  /**
+   * A 401, or a 403 to credentials, is a configuration problem, not an absent
+   * path: never 404 to clients. (A 403 without credentials stays "absent": S3
+   * answers it for a missing key when listing is not allowed.)
+   */
+  #isRejection(status: number): boolean {
+    return status === 401 || (status === 403 && this.#authorization !== undefined)
+  }
+
+  /** The error for a rejection; it does not mark the upstream down (retrying cannot help, and the reason would be lost). */
+  #rejected(status: number, what: string): NarthexError {
+    const message = this.#authorization
+      ? `upstream ${this.name} answered ${status} for ${what}: credentials rejected (check its netrcFile or bearerTokenFile)`
+      : `upstream ${this.name} answered ${status} for ${what}: it demands credentials (set netrcFile or bearerTokenFile)`
+    if (!this.#credentialsRejected) this.#hooks.onCredentialsRejected?.(this.name, status, message)
+    this.#credentialsRejected = true
+    return new NarthexError('UPSTREAM_UNAVAILABLE', message, { detail: { upstream: this.name, status, reason: 'UNAUTHORIZED' } })
   }
 
   #failed(): void {
@@ -128,7 +193,11 @@ export class Upstream {
   }
 
   async #request(path: string, method: 'GET' | 'HEAD', signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    return this.#pool.request({ path, method, signal, headers: { 'user-agent': 'narthex' } })
+    // The pool is bound to this upstream's origin and never follows redirects, so the
+    // credentials reach no other host.
+    const headers: Record<string, string> = { 'user-agent': 'narthex' }
+    if (this.#authorization !== undefined) headers.authorization = this.#authorization
+    return this.#pool.request({ path, method, signal, headers })
   }
 
   /**
@@ -146,6 +215,10 @@ export class Upstream {
       const combined = signal ? AbortSignal.any([signal, deadline]) : deadline
       try {
         const res = await this.#request(path, 'GET', combined)
+        if (this.#isRejection(res.statusCode)) {
+          await res.body.dump()
+          throw this.#rejected(res.statusCode, `${hashPart}.narinfo`)
+        }
         if (ABSENT_STATUSES.has(res.statusCode)) {
           await res.body.dump()
           this.#succeeded()
@@ -240,6 +313,7 @@ export class Upstream {
           return { body: res.body, contentLength: Number.isSafeInteger(len) ? len : undefined }
         }
         await res.body.dump()
+        if (this.#isRejection(res.statusCode)) throw this.#rejected(res.statusCode, path)
         if (ABSENT_STATUSES.has(res.statusCode)) {
           throw new NarthexError('NOT_FOUND', `upstream ${this.name} no longer has ${path} (${res.statusCode})`, { detail: { upstream: this.name } })
         }
@@ -301,6 +375,7 @@ export class Upstream {
           detail: { upstream: this.name },
         })
       }
+      if (this.#isRejection(status)) throw this.#rejected(status, what)
       if (ABSENT_STATUSES.has(status)) throw new NarthexError('NOT_FOUND', `upstream ${this.name} has no ${what} (${status})`, { detail: { upstream: this.name } })
       if (isTransientStatus(status) && attempt < this.#options.retries) {
         await backoff(attempt)
@@ -323,56 +398,5 @@ export class Upstream {
   /** Closes the connection pool. */
   async close(): Promise<void> {
     await this.#pool.close()
-  }
-}
-
-async function readCapped(body: Readable, maxBytes: number, upstream: string): Promise<string> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length
-    if (size > maxBytes) {
-      // Leaving the loop by a throw makes the iterator destroy the body, with its error handled.
-      throw new NarthexError('UPSTREAM_INVALID', `upstream ${upstream} sent a narinfo larger than ${maxBytes} bytes`, { detail: { upstream } })
-    }
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks).toString('utf8')
-}
-
-/** Counts a download's bytes; see {@link Upstream.watchSpeed}. */
-export interface SpeedWatch {
-  /** `bytes` more arrived. */
-  add(bytes: number): void
-  /** The download ended: stop watching. */
-  stop(): void
-}
-
-/**
- * Calls `onSlow` with UPSTREAM_TIMEOUT when fewer than `minBytesPerSecond ×
- * window` bytes arrived in the last window: a trickle (1 byte/s) never trips an
- * idle timeout, so it needs a rate limit of its own.
- */
-function watchSpeed(minBytesPerSecond: number, windowMs: number, upstream: string, onSlow: (err: NarthexError) => void): SpeedWatch {
-  let windowBytes = 0
-  if (minBytesPerSecond <= 0) return { add: () => undefined, stop: () => undefined }
-  const needed = (minBytesPerSecond * windowMs) / 1000
-  const timer = setInterval(() => {
-    if (windowBytes < needed) {
-      clearInterval(timer)
-      onSlow(
-        new NarthexError('UPSTREAM_TIMEOUT', `upstream ${upstream} sent ${windowBytes} bytes in ${windowMs} ms, below ${minBytesPerSecond} bytes/s`, {
-          detail: { upstream },
-        }),
-      )
-    }
-    windowBytes = 0
-  }, windowMs)
-  timer.unref()
-  return {
-    add: (bytes) => {
-      windowBytes += bytes
-    },
-    stop: () => clearInterval(timer),
   }
 }

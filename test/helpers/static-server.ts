@@ -42,12 +42,22 @@ export interface RequestRecord {
   method: string
   /** The request target as sent, query string included. */
   url: string
+  /** The Authorization header, if any. */
+  authorization?: string
 }
+
+/** Credentials a server demands (see {@link StaticServerOptions.auth}). */
+export type ServerAuth = { kind: 'basic'; login: string; password: string } | { kind: 'bearer'; token: string }
 
 /** Options of {@link startStaticServer}. */
 export interface StaticServerOptions {
   /** Serve every body at this rate (a `trickle` fault overrides it per request). */
   throttleBytesPerSec?: number
+  /**
+   * Demand these credentials, as a private cache does: any request without them gets 401 with a
+   * `WWW-Authenticate` challenge, and one with other credentials gets 403.
+   */
+  auth?: ServerAuth
 }
 
 /** A running server; see {@link startStaticServer}. */
@@ -78,7 +88,7 @@ export async function startStaticServer(dir: string, opts: StaticServerOptions =
   const requests: RequestRecord[] = []
 
   const server = createServer((req, res) => {
-    requests.push({ method: req.method ?? '', url: req.url ?? '' })
+    requests.push({ method: req.method ?? '', url: req.url ?? '', ...(req.headers.authorization !== undefined ? { authorization: req.headers.authorization } : {}) })
     handle(req, res).catch((err: unknown) => {
       // A helper misuse (e.g. `flip` past the end); make it visible rather than hang the test.
       process.stderr.write(`static-server: ${String(err)}\n`)
@@ -113,6 +123,13 @@ export async function startStaticServer(dir: string, opts: StaticServerOptions =
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const head = req.method === 'HEAD'
+    if (opts.auth) {
+      const expected =
+        opts.auth.kind === 'basic' ? `Basic ${Buffer.from(`${opts.auth.login}:${opts.auth.password}`).toString('base64')}` : `Bearer ${opts.auth.token}`
+      const given = req.headers.authorization
+      if (given === undefined) return sendText(res, 401, { 'WWW-Authenticate': opts.auth.kind === 'basic' ? 'Basic realm="cache"' : 'Bearer' }, head)
+      if (given !== expected) return sendText(res, 403, undefined, head)
+    }
     if (!head && req.method !== 'GET') return sendText(res, 405)
     const fault = self.fault?.(req)
     if (fault?.kind === 'hang') return

@@ -499,3 +499,91 @@ for (const workers of [0, 2]) describe(`hostile requests (${workers === 0 ? 'one
     t.diagnostic(`bad inputs tried: ${tried}`)
   })
 })
+
+for (const workers of [0, 2]) describe(`hostile credentials against a private narthex (${workers === 0 ? 'one process' : `${workers} worker processes`})`, { skip }, () => {
+  const TOKEN = `read-token-${randomBytes(12).toString('hex')}`
+  let upstream: StaticServer
+  let narthex: NarthexProcess
+  let port: number
+  let narUrl: string
+
+  before(async () => {
+    upstream = await startStaticServer(cacheDir)
+    const tokenFile = join(nix.dir, `hostile-token-${workers}`)
+    await writeFile(tokenFile, TOKEN, { mode: 0o600 })
+    narthex = await NarthexProcess.start({
+      upstreams: [{ name: 'up', url: upstream.url, publicKeys: [key.publicKey], timeoutMs: 2000, retries: 0 }],
+      rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
+      access: { read: 'tokens', tokens: [{ name: 'reader', secretFile: tokenFile, scopes: ['read'] }] },
+      workers,
+      log: { level: 'info' },
+    })
+    port = Number(new URL(narthex.url).port)
+    const res = await fetch(`${narthex.url}/${hashPartOf(app)}.narinfo`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    assert.equal(res.status, 200)
+    narUrl = `/${parseNarInfo(await res.text()).url}`
+  })
+
+  after(async () => {
+    await narthex?.cleanup()
+    await upstream?.close()
+  })
+
+  /** The response without its Date header: what must be byte-identical between refusals. */
+  const normalised = (ex: Exchange) => ex.raw.toString('latin1').replace(/^date: [^\r\n]*\r\n/im, '')
+
+  test('missing, malformed, overlong, wrong-scheme and wrong tokens all get the same 401, for paths that exist and that do not', async () => {
+    const b64 = (s: string) => Buffer.from(s).toString('base64')
+    const wrong = `read-token-${randomBytes(12).toString('hex')}`
+    const headers: Array<[string, string]> = [
+      ['no Authorization', ''],
+      ['empty Authorization', 'Authorization: \r\n'],
+      ['Bearer without a token', 'Authorization: Bearer\r\n'],
+      ['Bearer with a wrong token of the right length', `Authorization: Bearer ${wrong}\r\n`],
+      ['Bearer with the token plus one character', `Authorization: Bearer ${TOKEN}x\r\n`],
+      ['Bearer with a prefix of the token', `Authorization: Bearer ${TOKEN.slice(0, -1)}\r\n`],
+      ['Basic with a wrong password', `Authorization: Basic ${b64(`nix:${wrong}`)}\r\n`],
+      ['Basic with the token as the login', `Authorization: Basic ${b64(`${TOKEN}:`)}\r\n`],
+      ['Basic without a colon', `Authorization: Basic ${b64(TOKEN)}\r\n`],
+      ['Basic that is not base64', `Authorization: Basic ${TOKEN}!!\r\n`],
+      ['Basic with trailing garbage', `Authorization: Basic ${b64(`nix:${TOKEN}`)} extra\r\n`],
+      ['the token with no scheme', `Authorization: ${TOKEN}\r\n`],
+      ['Digest scheme', `Authorization: Digest username="nix", response="${TOKEN}"\r\n`],
+      ['Negotiate scheme', `Authorization: Negotiate ${b64(TOKEN)}\r\n`],
+      ['Token scheme', `Authorization: Token ${TOKEN}\r\n`],
+      ['a 5 KiB bearer token', `Authorization: Bearer ${'a'.repeat(5 * 1024)}\r\n`],
+      ['a 12 KiB Basic header ending in the token', `Authorization: Basic ${b64(`${'x'.repeat(9 * 1024)}:${TOKEN}`)}\r\n`],
+      ['the token in another header', `X-Authorization: Bearer ${TOKEN}\r\nProxy-Authorization: Bearer ${TOKEN}\r\n`],
+    ]
+    const targets = [`/${hashPartOf(app)}.narinfo`, `/${hashPartOf(unknown)}.narinfo`, narUrl, `/nar/${'1'.repeat(52)}.nar.xz`, '/nix-cache-info', '/', '/metrics', '/no-such-route']
+    let reference: string | undefined
+    for (const target of targets) {
+      for (const method of ['GET', 'HEAD']) {
+        for (const [what, extra] of headers) {
+          const ex = await exchange(port, requestFor(target, method, extra))
+          assert.deepEqual(ex.statuses, [401], `${method} ${target} with ${what}: got ${ex.statuses}`)
+          assert.ok(ex.closed, `${what}: the connection was left open`)
+          const text = normalised(ex)
+          if (method === 'GET') {
+            reference ??= text
+            assert.equal(text, reference, `${method} ${target} with ${what} was answered differently from a request without credentials`)
+          }
+          assert.ok(!ex.raw.includes(TOKEN), `${what}: the response contains the token`)
+        }
+      }
+    }
+    assert.match(reference!, /^www-authenticate: Basic realm="narthex"\r$/im)
+    // The same credentials that were refused above are never logged, nor is the real token.
+    const logs = narthex.logs.map((l) => JSON.stringify(l)).join('\n')
+    assert.ok(!logs.includes(TOKEN) && !logs.includes(wrong), 'a presented token is in the log')
+  })
+
+  test('the right token still works after all that, as Basic password and as Bearer; /healthz needs none', async () => {
+    const basic = `Authorization: Basic ${Buffer.from(`anyone:${TOKEN}`).toString('base64')}\r\n`
+    assert.deepEqual((await exchange(port, requestFor(`/${hashPartOf(app)}.narinfo`, 'GET', basic))).statuses, [200])
+    assert.deepEqual((await exchange(port, requestFor(narUrl, 'GET', `Authorization: Bearer ${TOKEN}\r\n`))).statuses, [200])
+    assert.deepEqual((await exchange(port, requestFor(`/${hashPartOf(unknown)}.narinfo`, 'GET', basic))).statuses, [404])
+    assert.deepEqual((await exchange(port, requestFor('/healthz'))).statuses, [200])
+    assert.deepEqual(narthex.logged('unexpected error'), [])
+  })
+})
