@@ -64,9 +64,9 @@ export interface Core {
  */
 export async function openCore(config: Config, log: Logger, overrides: { prefetch?: boolean } = {}): Promise<Core> {
   const { keys: signingKeys, created } = loadOrCreateSigningKeys(config.signingKeyFiles ?? [config.signingKeyFile], config.signingKeyName)
-  const signingKey = signingKeys[0]!
+  const signingKey = signingKeys[0]
   const publicKeys = signingKeys.map((k) => formatPublicKey(toPublicKey(k)))
-  const publicKey = publicKeys[0]!
+  const publicKey = publicKeys[0]
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
   const { store, recovery } = await Store.open(config.dataDir)
   if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {

@@ -52,7 +52,7 @@ function finishConfig(input: ConfigInput, baseDir: string, source?: string): Con
   return {
     ...input,
     dataDir,
-    signingKeyFile: signingKeyFiles[0]!,
+    signingKeyFile: signingKeyFiles[0],
     signingKeyFiles,
     // Without rules, every upstream may supply every path, in config order, with one signature.
     rules: input.rules ?? [{ match: ['*'], upstreams: input.upstreams.map((u) => u.name), minSignatures: 1, onConflict: 'priority' }],

@@ -68,10 +68,10 @@ export function presentedSecret(header: string | undefined): string | undefined 
   if (header === undefined || header.length > MAX_AUTHORIZATION_BYTES) return undefined
   const m = /^([A-Za-z]+) +([^\s]+) *$/.exec(header)
   if (!m) return undefined
-  const scheme = m[1]!.toLowerCase()
+  const scheme = m[1].toLowerCase()
   if (scheme === 'bearer') return m[2]
-  if (scheme !== 'basic' || !/^[A-Za-z0-9+/]+={0,2}$/.test(m[2]!)) return undefined
-  const decoded = Buffer.from(m[2]!, 'base64').toString('utf8')
+  if (scheme !== 'basic' || !/^[A-Za-z0-9+/]+={0,2}$/.test(m[2])) return undefined
+  const decoded = Buffer.from(m[2], 'base64').toString('utf8')
   const colon = decoded.indexOf(':')
   if (colon < 0) return undefined
   const password = decoded.slice(colon + 1)

@@ -30,12 +30,12 @@ function tokenize(text: string, source: string): Token[] {
     throw new NarthexError('CONFIG_INVALID', `${source}: line ${line}: ${why}`)
   }
   while (i < text.length) {
-    const c = text[i]!
+    const c = text[i]
     if (c === '\n') {
       line++
       i++
     } else if (c === ' ' || c === '\t' || c === '\r' || c === '\f' || c === '\v') i++
-    else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]!))) {
+    else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]))) {
       while (i < text.length && text[i] !== '\n') i++
     } else if (c === '"') {
       let value = ''
@@ -43,10 +43,10 @@ function tokenize(text: string, source: string): Token[] {
       i++
       for (;;) {
         if (i >= text.length || text[i] === '\n') bad('unterminated quoted token')
-        const q = text[i]!
+        const q = text[i]
         if (q === '"') break
         if (q === '\\' && i + 1 < text.length) {
-          const e = text[i + 1]!
+          const e = text[i + 1]
           value += e === 'n' ? '\n' : e === 'r' ? '\r' : e === 't' ? '\t' : e
           i += 2
         } else {
@@ -58,7 +58,7 @@ function tokenize(text: string, source: string): Token[] {
       tokens.push({ text: value, line: start })
     } else {
       const start = i
-      while (i < text.length && !/\s/.test(text[i]!)) i++
+      while (i < text.length && !/\s/.test(text[i])) i++
       const word = text.slice(start, i)
       tokens.push({ text: word, line })
       if (word === 'macdef') {
@@ -84,7 +84,7 @@ export function parseNetrc(text: string, source = 'netrc'): NetrcEntry[] {
   const entries: Array<{ machine: string | undefined; login: string | undefined; password: string | undefined }> = []
   let current: (typeof entries)[number] | undefined
   for (let i = 0; i < tokens.length; i++) {
-    const { text: word, line } = tokens[i]!
+    const { text: word, line } = tokens[i]
     const value = (): string => {
       const next = tokens[++i]
       if (next === undefined) throw new NarthexError('CONFIG_INVALID', `${source}: line ${line}: "${word}" needs a value`)

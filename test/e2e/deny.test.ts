@@ -44,12 +44,12 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
     paths = await nix.buildClosure({ 'keyed-k': {}, 'victim-p': {}, 'rebuilt-r': {} })
     keyA = await nix.genKey('a-1')
     keyB = await nix.genKey('b-1')
-    await nix.sign(keyA.secretFile, [paths['keyed-k']!, paths['rebuilt-r']!])
-    await nix.sign(keyB.secretFile, [paths['victim-p']!])
+    await nix.sign(keyA.secretFile, [paths['keyed-k'], paths['rebuilt-r']])
+    await nix.sign(keyB.secretFile, [paths['victim-p']])
     aDir = nix.freshDir('a')
     bDir = nix.freshDir('b')
-    await nix.copyToCache(aDir, [paths['keyed-k']!, paths['rebuilt-r']!])
-    await nix.copyToCache(bDir, [paths['victim-p']!])
+    await nix.copyToCache(aDir, [paths['keyed-k'], paths['rebuilt-r']])
+    await nix.copyToCache(bDir, [paths['victim-p']])
     a = await startStaticServer(aDir)
     b = await startStaticServer(bDir)
     const upstream = (name: string, server: StaticServer, key: NixKey) => ({ name, url: server.url, publicKeys: [key.publicKey], timeoutMs: 2000, retries: 0 })
@@ -76,15 +76,15 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
   }
 
   test('before any denial, all three paths are admitted and substituted', async () => {
-    const { store } = await nix.substitute(narthex.url, [paths['keyed-k']!, paths['victim-p']!, paths['rebuilt-r']!], [narthex.publicKey])
-    for (const p of ['keyed-k', 'victim-p', 'rebuilt-r']) await nix.verifyPath(store, paths[p]!)
+    const { store } = await nix.substitute(narthex.url, [paths['keyed-k'], paths['victim-p'], paths['rebuilt-r']], [narthex.publicKey])
+    for (const p of ['keyed-k', 'victim-p', 'rebuilt-r']) await nix.verifyPath(store, paths[p])
   })
 
   test('after a restart with the key on deny.keys and a path on deny.paths, neither is served any more', async () => {
     await narthex.stop()
     const config = parse(await readFile(narthex.configFile, 'utf8')) as Record<string, unknown>
     // The full public key: the record keeps key names, so narthex must match the signatures' bytes.
-    config.deny = { keys: [keyA.publicKey], paths: [paths['victim-p']!] }
+    config.deny = { keys: [keyA.publicKey], paths: [paths['victim-p']] }
     await writeFile(narthex.configFile, stringify(config))
     await narthex.restart()
     assert.equal((await narthex.waitForLog('deny lists applied to the store')).length, 1, 'the start-up walk dropped the denied records')
@@ -95,16 +95,16 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
     assert.ok(victim.some((e) => e.decision === 'deny-applied' && e.reason === 'DENIED'), JSON.stringify(victim))
 
     // keyed-k: upstream a still offers it, but only under the denied key; b does not have it.
-    assert.equal((await narinfo(paths['keyed-k']!)).status, 404)
+    assert.equal((await narinfo(paths['keyed-k'])).status, 404)
     // victim-p: b still offers it under a trusted key; every rule would admit it.
-    assert.equal((await narinfo(paths['victim-p']!)).status, 404)
-    await assert.rejects(nix.substitute(narthex.url, [paths['victim-p']!], [narthex.publicKey]), NixCommandError)
+    assert.equal((await narinfo(paths['victim-p'])).status, 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['victim-p']], [narthex.publicKey]), NixCommandError)
     assert.ok((await auditOf('victim-p')).some((e) => e.decision === 'refuse' && e.reason === 'DENIED'))
 
     // explain says why: the path's own denial, and which offered signature is by a denied key.
-    const path = await runCli(['explain', paths['victim-p']!, '--config', narthex.configFile])
+    const path = await runCli(['explain', paths['victim-p'], '--config', narthex.configFile])
     assert.match(path.stdout, /denied: .*deny\.paths/)
-    const key = await runCli(['explain', paths['keyed-k']!, '--fetch', '--config', narthex.configFile])
+    const key = await runCli(['explain', paths['keyed-k'], '--fetch', '--config', narthex.configFile])
     assert.equal(key.code, 0, key.stderr)
     assert.match(key.stdout, /never counted: +deny\.keys: 1 key\(s\) by their bytes/)
     assert.match(key.stdout, /a +sha256:.*signed by a-1; valid trusted: none; on deny\.keys: a-1/)
@@ -112,33 +112,33 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
   })
 
   test('the path of the denied key is served again once a source signed by another trusted key offers it', async () => {
-    await nix.sign(keyB.secretFile, [paths['keyed-k']!])
-    await nix.copyToCache(bDir, [paths['keyed-k']!])
-    const res = await narinfo(paths['keyed-k']!)
+    await nix.sign(keyB.secretFile, [paths['keyed-k']])
+    await nix.copyToCache(bDir, [paths['keyed-k']])
+    const res = await narinfo(paths['keyed-k'])
     assert.equal(res.status, 200)
     const served = parseNarInfo(await res.text())
     assert.deepEqual(served.sigs.map((s) => s.split(':')[0]).sort(), ['b-1', 'narthex-1'], 'the denied key\'s signature is not passed on')
-    const { store } = await nix.substitute(narthex.url, [paths['keyed-k']!], [narthex.publicKey])
-    await nix.verifyPath(store, paths['keyed-k']!)
+    const { store } = await nix.substitute(narthex.url, [paths['keyed-k']], [narthex.publicKey])
+    await nix.verifyPath(store, paths['keyed-k'])
   })
 
   test('the first-seen NarHash outlives the denial: another copy is refused until narthex forget releases it', async () => {
     // rebuilt-r was admitted on a-1 (now denied, so its record is gone); b now offers another build, signed by b-1.
-    await nix.sign(keyB.secretFile, [paths['rebuilt-r']!])
-    await nix.copyToCache(bDir, [paths['rebuilt-r']!])
-    const other = await forgeNar(bDir, paths['rebuilt-r']!, 'rebuilt-r', 'rebuilt-X', keyB.secretKey)
-    assert.equal((await narinfo(paths['rebuilt-r']!)).status, 404)
+    await nix.sign(keyB.secretFile, [paths['rebuilt-r']])
+    await nix.copyToCache(bDir, [paths['rebuilt-r']])
+    const other = await forgeNar(bDir, paths['rebuilt-r'], 'rebuilt-r', 'rebuilt-X', keyB.secretKey)
+    assert.equal((await narinfo(paths['rebuilt-r'])).status, 404)
     assert.ok((await auditOf('rebuilt-r')).some((e) => e.decision === 'refuse' && e.reason === 'CONFLICT_WITH_ADMITTED'))
 
-    const whileRunning = await runCli(['forget', paths['rebuilt-r']!, '--config', narthex.configFile])
+    const whileRunning = await runCli(['forget', paths['rebuilt-r'], '--config', narthex.configFile])
     assert.equal(whileRunning.code, 1)
     assert.match(whileRunning.stderr, /locked: is another narthex running/)
     await narthex.stop()
     assert.equal((await runCli(['forget', 'not-a-store-path', '--config', narthex.configFile])).code, 2)
-    const forgot = await runCli(['forget', paths['rebuilt-r']!, '--config', narthex.configFile])
+    const forgot = await runCli(['forget', paths['rebuilt-r'], '--config', narthex.configFile])
     assert.equal(forgot.code, 0, forgot.stderr)
     assert.match(forgot.stdout, /forgot the first-seen NarHash sha256:/)
-    const again = await runCli(['forget', paths['rebuilt-r']!, '--config', narthex.configFile])
+    const again = await runCli(['forget', paths['rebuilt-r'], '--config', narthex.configFile])
     assert.equal(again.code, 1, 'nothing left to forget')
     assert.match(again.stdout, /nothing to forget/)
     // forget signs the audit checkpoint as narthex does: it covers the forget entry.
@@ -149,12 +149,12 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
     assert.match(verified.stdout, new RegExp(`\\(${lines.length} entries, signed by narthex-1`))
     await narthex.restart()
 
-    const res = await narinfo(paths['rebuilt-r']!)
+    const res = await narinfo(paths['rebuilt-r'])
     assert.equal(res.status, 200)
     assert.equal(formatNixHash(parseNarInfo(await res.text()).narHash), formatNixHash(other.narHash), 'the new NarHash is admitted')
     const entries = await auditOf('rebuilt-r')
     const forget = entries.find((e) => e.decision === 'forget')
-    assert.equal(forget?.narHash, formatNixHash((await readCacheNarInfo(aDir, paths['rebuilt-r']!)).narHash), 'the released NarHash is recorded')
+    assert.equal(forget?.narHash, formatNixHash((await readCacheNarInfo(aDir, paths['rebuilt-r'])).narHash), 'the released NarHash is recorded')
     assert.ok(entries.findIndex((e) => e.decision === 'forget') < entries.findLastIndex((e) => e.decision === 'admit'))
   })
 
@@ -164,10 +164,10 @@ describe('deny lists applied to the stored paths, and narthex forget', { skip },
       rules: [{ match: '*', upstreams: [] }],
     })
     try {
-      const asked = b.count(`/${hashPartOf(paths['victim-p']!)}.narinfo`)
-      assert.equal((await fetch(`${denying.url}/${hashPartOf(paths['victim-p']!)}.narinfo`)).status, 404)
-      assert.equal(b.count(`/${hashPartOf(paths['victim-p']!)}.narinfo`), asked, 'no rule may use the upstream, so it is not even asked')
-      const explained = await runCli(['explain', paths['victim-p']!, '--config', denying.configFile])
+      const asked = b.count(`/${hashPartOf(paths['victim-p'])}.narinfo`)
+      assert.equal((await fetch(`${denying.url}/${hashPartOf(paths['victim-p'])}.narinfo`)).status, 404)
+      assert.equal(b.count(`/${hashPartOf(paths['victim-p'])}.narinfo`), asked, 'no rule may use the upstream, so it is not even asked')
+      const explained = await runCli(['explain', paths['victim-p'], '--config', denying.configFile])
       assert.match(explained.stdout, /upstreams: +none: the rule denies the path/)
     } finally {
       await denying.cleanup()

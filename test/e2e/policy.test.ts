@@ -58,14 +58,14 @@ describe('trust policy with hostile upstreams', { skip }, () => {
     primaryKey = await nix.genKey('primary-1')
     thirdKey = await nix.genKey('third-1')
     const signedByPrimary = [
-      paths.libx!,
-      paths['shadow-w']!,
-      paths['quorum-a']!,
-      paths['quorum-b']!,
-      paths['quorum-c']!,
-      paths['strict-s']!,
-      paths['denied-d']!,
-      paths['closure-top']!,
+      paths.libx,
+      paths['shadow-w'],
+      paths['quorum-a'],
+      paths['quorum-b'],
+      paths['quorum-c'],
+      paths['strict-s'],
+      paths['denied-d'],
+      paths['closure-top'],
     ]
     await nix.sign(primaryKey.secretFile, signedByPrimary)
     primaryDir = nix.freshDir('primary')
@@ -74,15 +74,15 @@ describe('trust policy with hostile upstreams', { skip }, () => {
     // The third-party cache: a legitimately signed path of its own, quorum-a with a second
     // signature, and other builds of libx, shadow-w and strict-s signed with its own (trusted) key.
     const thirdStore = nix.freshDir('third-store')
-    await nix.copyToStore(thirdStore, [paths['quorum-a']!, paths.hello!])
-    await nix.sign(thirdKey.secretFile, [paths['quorum-a']!, paths.hello!], thirdStore)
+    await nix.copyToStore(thirdStore, [paths['quorum-a'], paths.hello])
+    await nix.sign(thirdKey.secretFile, [paths['quorum-a'], paths.hello], thirdStore)
     thirdDir = nix.freshDir('third')
-    await nix.copyToCache(thirdDir, [paths['quorum-a']!, paths.hello!], { store: thirdStore })
-    await copyCacheEntries(primaryDir, thirdDir, [paths.libx!, paths['shadow-w']!, paths['strict-s']!, paths['quorum-c']!])
-    await forgeNar(thirdDir, paths.libx!, 'libx', 'evil', thirdKey.secretKey)
-    await forgeNar(thirdDir, paths['shadow-w']!, 'shadow-w', 'shadow-X', thirdKey.secretKey)
-    await forgeNar(thirdDir, paths['strict-s']!, 'strict-s', 'strict-X', thirdKey.secretKey)
-    await forgeNar(thirdDir, paths['quorum-c']!, 'quorum-c', 'quorum-X', thirdKey.secretKey)
+    await nix.copyToCache(thirdDir, [paths['quorum-a'], paths.hello], { store: thirdStore })
+    await copyCacheEntries(primaryDir, thirdDir, [paths.libx, paths['shadow-w'], paths['strict-s'], paths['quorum-c']])
+    await forgeNar(thirdDir, paths.libx, 'libx', 'evil', thirdKey.secretKey)
+    await forgeNar(thirdDir, paths['shadow-w'], 'shadow-w', 'shadow-X', thirdKey.secretKey)
+    await forgeNar(thirdDir, paths['strict-s'], 'strict-s', 'strict-X', thirdKey.secretKey)
+    await forgeNar(thirdDir, paths['quorum-c'], 'quorum-c', 'quorum-X', thirdKey.secretKey)
 
     primary = await startStaticServer(primaryDir)
     primary.fault = (req) => (failPrimaryFor && req.url?.startsWith(`/${failPrimaryFor}`) ? { kind: 'status', status: 500 } : undefined)
@@ -149,42 +149,42 @@ describe('trust policy with hostile upstreams', { skip }, () => {
     assert.equal(third.count('/nar/'), 0, 'nothing of the third party was used')
 
     // The disagreement is recorded: audit log (both answers), /metrics, a warning, and explain --fetch.
-    const primaryHash = await narHashIn(primaryDir, paths['shadow-w']!)
-    const thirdHash = await narHashIn(thirdDir, paths['shadow-w']!)
+    const primaryHash = await narHashIn(primaryDir, paths['shadow-w'])
+    const thirdHash = await narHashIn(thirdDir, paths['shadow-w'])
     assert.notEqual(primaryHash, thirdHash)
     const conflicts = (await auditOf('shadow-w')).filter((e) => e.decision === 'conflict')
     assert.equal(conflicts.length, 1, 'one admission, one conflict entry')
-    assert.equal(conflicts[0]!.narHash, primaryHash)
-    assert.deepEqual(conflicts[0]!.upstreams, ['primary', 'third'])
-    assert.deepEqual(conflicts[0]!.narHashes, [primaryHash, thirdHash])
-    assert.deepEqual(conflicts[0]!.conflicts, [{ upstream: 'third', narHash: thirdHash, signers: ['third-1'] }])
+    assert.equal(conflicts[0].narHash, primaryHash)
+    assert.deepEqual(conflicts[0].upstreams, ['primary', 'third'])
+    assert.deepEqual(conflicts[0].narHashes, [primaryHash, thirdHash])
+    assert.deepEqual(conflicts[0].conflicts, [{ upstream: 'third', narHash: thirdHash, signers: ['third-1'] }])
     const metrics = await (await fetch(`${narthex.url}/metrics`)).text()
     assert.match(metrics, /narthex_conflicts_total\{rule="4",upstream="third"\} 1\b/)
     assert.ok((await narthex.waitForLog('upstreams disagree')).some((l) => l.level === 40 && l.path === paths['shadow-w']))
-    const explained = await runCli(['explain', paths['shadow-w']!, '--fetch', '--config', narthex.configFile])
+    const explained = await runCli(['explain', paths['shadow-w'], '--fetch', '--config', narthex.configFile])
     assert.equal(explained.code, 0, explained.stderr)
     assert.match(explained.stdout, new RegExp(`admitted: +${primaryHash} from primary`))
     assert.match(explained.stdout, new RegExp(`conflict: +third offers ${thirdHash} \\(signed by third-1\\)`))
   })
 
   test('under onConflict: refuse, two signed answers that disagree are refused and audited', async () => {
-    assert.equal(await narinfoStatus(paths['strict-s']!), 404)
-    await assert.rejects(nix.substitute(narthex.url, [paths['strict-s']!], [narthex.publicKey]), NixCommandError)
+    assert.equal(await narinfoStatus(paths['strict-s']), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['strict-s']], [narthex.publicKey]), NixCommandError)
     const entries = await auditOf('strict-s')
     const refusal = entries.find((e) => e.decision === 'refuse' && e.reason === 'CONFLICT' && e.storePath === paths['strict-s'])
     assert.ok(refusal, JSON.stringify(entries))
-    assert.deepEqual(refusal.narHashes, [await narHashIn(primaryDir, paths['strict-s']!), await narHashIn(thirdDir, paths['strict-s']!)])
+    assert.deepEqual(refusal.narHashes, [await narHashIn(primaryDir, paths['strict-s']), await narHashIn(thirdDir, paths['strict-s'])])
     assert.deepEqual(refusal.upstreams, ['primary', 'third'])
     const metrics = await (await fetch(`${narthex.url}/metrics`)).text()
     assert.match(metrics, /narthex_refusals_total\{reason="CONFLICT"\} [1-9]/)
   })
 
   test('a 2-of-2 quorum whose two caches sign different copies is refused (CONFLICT) and audited with both', async () => {
-    assert.equal(await narinfoStatus(paths['quorum-c']!), 404)
-    await assert.rejects(nix.substitute(narthex.url, [paths['quorum-c']!], [narthex.publicKey]), NixCommandError)
+    assert.equal(await narinfoStatus(paths['quorum-c']), 404)
+    await assert.rejects(nix.substitute(narthex.url, [paths['quorum-c']], [narthex.publicKey]), NixCommandError)
     const refusal = (await auditOf('quorum-c')).find((e) => e.decision === 'refuse')
     assert.equal(refusal?.reason, 'CONFLICT')
-    assert.deepEqual(refusal.narHashes, [await narHashIn(primaryDir, paths['quorum-c']!), await narHashIn(thirdDir, paths['quorum-c']!)])
+    assert.deepEqual(refusal.narHashes, [await narHashIn(primaryDir, paths['quorum-c']), await narHashIn(thirdDir, paths['quorum-c'])])
     assert.deepEqual(refusal.upstreams, ['primary', 'third'])
     assert.deepEqual(refusal.conflicts?.map((c) => c.signers), [['primary-1'], ['third-1']])
   })
@@ -258,13 +258,13 @@ describe('trust policy with hostile upstreams', { skip }, () => {
   })
 
   test('explain --closure lists every path of a closure with its decision and names the refused member', async () => {
-    const r = await runCli(['explain', paths['closure-top']!, '--closure', '--config', narthex.configFile])
+    const r = await runCli(['explain', paths['closure-top'], '--closure', '--config', narthex.configFile])
     assert.equal(r.code, 1, `exit 1 when part of the closure would not be admitted\n${r.stdout}${r.stderr}`)
     assert.match(r.stdout, new RegExp(`^admit +${paths['closure-top']}$`, 'm'))
     assert.match(r.stdout, new RegExp(`^admit +${paths.libx}$`, 'm'))
     assert.match(r.stdout, new RegExp(`^refuse +${paths['quorum-b']}\n +rule: rules\\[1\\].*INSUFFICIENT_SIGNATURES`, 'm'))
     assert.match(r.stdout, /^3 path\(s\): 2 admitted, 1 refused, 0 unavailable, 0 absent$/m)
-    const json = await runCli(['explain', paths.libx!, '--closure', '--json', '--config', narthex.configFile])
+    const json = await runCli(['explain', paths.libx, '--closure', '--json', '--config', narthex.configFile])
     assert.equal(json.code, 0, json.stderr)
     assert.deepEqual((JSON.parse(json.stdout) as { summary: unknown }).summary, { paths: 1, admitted: 1, refused: 0, unavailable: 0, absent: 0 })
   })

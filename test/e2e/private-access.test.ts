@@ -37,9 +37,9 @@ for (const workers of [0, 2]) {
       })
       upKey = await nix.genKey('upstream-1')
       corp = await nix.genKey('corp-1')
-      await nix.sign(upKey.secretFile, [paths['pub-app']!])
+      await nix.sign(upKey.secretFile, [paths['pub-app']])
       const dir = nix.freshDir('cache')
-      await nix.copyToCache(dir, [paths['pub-app']!])
+      await nix.copyToCache(dir, [paths['pub-app']])
       upstream = await startStaticServer(dir)
       const tokens = join(nix.dir, 'tokens')
       await writeFile(`${tokens}-laptops`, `${LAPTOPS}\n`, { mode: 0o600 })
@@ -63,8 +63,8 @@ for (const workers of [0, 2]) {
       const host = new URL(narthex.url).hostname
       for (const [name, token] of [['laptops', LAPTOPS], ['ci', CI]]) {
         // The line `narthex client-config` tells clients to write: no login.
-        netrcs[name!] = join(nix.dir, `netrc-${name}`)
-        await writeFile(netrcs[name!]!, `machine ${host} password ${token}\n`)
+        netrcs[name] = join(nix.dir, `netrc-${name}`)
+        await writeFile(netrcs[name], `machine ${host} password ${token}\n`)
       }
     })
 
@@ -85,18 +85,18 @@ for (const workers of [0, 2]) {
         .map((l) => JSON.parse(l) as { decision: string; storePath: string; token?: string; reason?: string; message?: string })
 
     test('without credentials nix cannot substitute: narthex answers 401 and reveals nothing', async () => {
-      await assert.rejects(substitute(paths['pub-app']!), NixCommandError)
-      const res = await fetch(`${narthex.url}/${hashPartOf(paths['pub-app']!)}.narinfo`)
+      await assert.rejects(substitute(paths['pub-app']), NixCommandError)
+      const res = await fetch(`${narthex.url}/${hashPartOf(paths['pub-app'])}.narinfo`)
       assert.equal(res.status, 401)
       assert.equal(res.headers.get('www-authenticate'), 'Basic realm="narthex"')
       assert.equal(upstream.requests.length, 0, 'an unauthenticated request reached the upstream')
     })
 
     test('with the netrc of a read token nix substitutes the closure', async () => {
-      const { store } = await substitute(paths['pub-app']!, netrcs.laptops)
-      for (const p of ['pub-lib', 'pub-app']) await nix.verifyPath(store, paths[p]!)
+      const { store } = await substitute(paths['pub-app'], netrcs.laptops)
+      for (const p of ['pub-lib', 'pub-app']) await nix.verifyPath(store, paths[p])
       // Now cached: with workers, a hit is answered by a worker, which must check too.
-      const url = `${narthex.url}/${hashPartOf(paths['pub-app']!)}.narinfo`
+      const url = `${narthex.url}/${hashPartOf(paths['pub-app'])}.narinfo`
       // Several authenticated asks first, so that every worker holds the narinfo in memory.
       for (let i = 0; i < 6; i++) assert.equal((await fetch(url, { headers: { authorization: `Bearer ${LAPTOPS}` } })).status, 200)
       for (let i = 0; i < 6; i++) assert.equal((await fetch(url)).status, 401, 'a cached narinfo was served without a token')
@@ -112,25 +112,25 @@ for (const workers of [0, 2]) {
     })
 
     test('a read-only token cannot push', async () => {
-      await assert.rejects(push(paths['corp-tool']!, netrcs.laptops!), NixCommandError)
-      assert.equal((await fetch(`${narthex.url}/${hashPartOf(paths['corp-tool']!)}.narinfo`, { headers: { authorization: `Bearer ${LAPTOPS}` } })).status, 404)
+      await assert.rejects(push(paths['corp-tool'], netrcs.laptops), NixCommandError)
+      assert.equal((await fetch(`${narthex.url}/${hashPartOf(paths['corp-tool'])}.narinfo`, { headers: { authorization: `Bearer ${LAPTOPS}` } })).status, 404)
     })
 
     test('a push token pushes a path its pushMatch allows, audited with its name', async () => {
-      await push(paths['corp-tool']!, netrcs.ci!)
+      await push(paths['corp-tool'], netrcs.ci)
       const admitted = (await auditEntries()).filter((e) => e.decision === 'push' && e.storePath === paths['corp-tool'])
       assert.deepEqual(admitted.map((e) => e.token), ['ci'])
-      const { store } = await substitute(paths['corp-tool']!, netrcs.laptops)
-      await nix.verifyPath(store, paths['corp-tool']!)
+      const { store } = await substitute(paths['corp-tool'], netrcs.laptops)
+      await nix.verifyPath(store, paths['corp-tool'])
     })
 
     test('a push outside the token\'s pushMatch is 403 with the reason, and audited', async () => {
-      await assert.rejects(push(paths['other-tool']!, netrcs.ci!), NixCommandError)
-      await nix.sign(corp.secretFile, [paths['other-tool']!])
+      await assert.rejects(push(paths['other-tool'], netrcs.ci), NixCommandError)
+      await nix.sign(corp.secretFile, [paths['other-tool']])
       const dir = nix.freshDir('other')
-      await nix.copyToCache(dir, [paths['other-tool']!])
-      const narinfo = await readFile(join(dir, `${hashPartOf(paths['other-tool']!)}.narinfo`), 'utf8')
-      const res = await fetch(`${narthex.url}/${hashPartOf(paths['other-tool']!)}.narinfo`, { method: 'PUT', headers: { authorization: `Bearer ${CI}` }, body: narinfo })
+      await nix.copyToCache(dir, [paths['other-tool']])
+      const narinfo = await readFile(join(dir, `${hashPartOf(paths['other-tool'])}.narinfo`), 'utf8')
+      const res = await fetch(`${narthex.url}/${hashPartOf(paths['other-tool'])}.narinfo`, { method: 'PUT', headers: { authorization: `Bearer ${CI}` }, body: narinfo })
       assert.equal(res.status, 403)
       assert.match(await res.text(), /token ci may not push .*other-tool.*pushMatch: corp-\*/)
       const refused = (await auditEntries()).filter((e) => e.decision === 'refuse' && e.storePath === paths['other-tool'])

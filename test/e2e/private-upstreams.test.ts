@@ -93,8 +93,8 @@ describe('private upstreams (netrc and bearer token)', { skip }, () => {
   const narinfoStatus = async (path: string) => (await fetch(`${narthex.url}/${hashPartOf(path)}.narinfo`)).status
 
   test('closures substitute through narthex from both private upstreams', async () => {
-    const { store } = await nix.substitute(narthex.url, [paths['basic-app']!, paths['bearer-app']!], [narthex.publicKey])
-    for (const p of ['basic-lib', 'basic-app', 'bearer-app']) await nix.verifyPath(store, paths[p]!)
+    const { store } = await nix.substitute(narthex.url, [paths['basic-app'], paths['bearer-app']], [narthex.publicKey])
+    for (const p of ['basic-lib', 'basic-app', 'bearer-app']) await nix.verifyPath(store, paths[p])
     assert.ok(basic.count('/') > 0 && bearer.count('/') > 0, 'an upstream was never asked')
     assert.ok(basic.requests.every((r) => r.authorization === `Basic ${Buffer.from(`narthex:${PASSWORD}`).toString('base64')}`))
     assert.ok(bearer.requests.every((r) => r.authorization === `Bearer ${TOKEN}`))
@@ -105,8 +105,8 @@ describe('private upstreams (netrc and bearer token)', { skip }, () => {
     await writeFile(netrcFile, netrc(WRONG))
     await writeFile(tokenFile, WRONG)
     await reload()
-    for (const p of ['basic-late', 'bearer-late']) assert.equal(await narinfoStatus(paths[p]!), 503, `${p} was not answered 503`)
-    await assert.rejects(nix.substitute(narthex.url, [paths['basic-late']!], [narthex.publicKey], { options: { 'download-attempts': '1' } }), NixCommandError)
+    for (const p of ['basic-late', 'bearer-late']) assert.equal(await narinfoStatus(paths[p]), 503, `${p} was not answered 503`)
+    await assert.rejects(nix.substitute(narthex.url, [paths['basic-late']], [narthex.publicKey], { options: { 'download-attempts': '1' } }), NixCommandError)
     for (const name of ['basic', 'bearer']) {
       const lines = narthex.logs.filter((l) => l.level >= 50 && l.upstream === name && l.msg.includes('credentials rejected'))
       assert.ok(lines.length > 0, `no error line says why ${name} failed`)
@@ -114,7 +114,7 @@ describe('private upstreams (netrc and bearer token)', { skip }, () => {
     const page = await (await fetch(`${narthex.url}/`)).text()
     outputs.push(page)
     assert.equal(page.match(/credentials rejected/g)?.length, 2, 'the status page does not show both upstreams rejecting')
-    const explain = await runCli(['explain', '--config', narthex.configFile, '--fetch', paths['bearer-late']!])
+    const explain = await runCli(['explain', '--config', narthex.configFile, '--fetch', paths['bearer-late']])
     outputs.push(explain.stdout, explain.stderr)
     assert.match(explain.stdout, /bearer +could not be asked: .*credentials rejected/)
     assert.match(explain.stdout, /unavailable \(503\)/)
@@ -124,8 +124,8 @@ describe('private upstreams (netrc and bearer token)', { skip }, () => {
     await writeFile(netrcFile, netrc(PASSWORD))
     await writeFile(tokenFile, TOKEN)
     await reload()
-    const { store } = await nix.substitute(narthex.url, [paths['basic-late']!, paths['bearer-late']!], [narthex.publicKey])
-    await nix.verifyPath(store, paths['bearer-late']!)
+    const { store } = await nix.substitute(narthex.url, [paths['basic-late'], paths['bearer-late']], [narthex.publicKey])
+    await nix.verifyPath(store, paths['bearer-late'])
     const page = await (await fetch(`${narthex.url}/`)).text()
     assert.ok(!page.includes('credentials rejected'))
   })
@@ -139,7 +139,7 @@ describe('private upstreams (netrc and bearer token)', { skip }, () => {
   })
 
   test('the secrets appear in no log line, /metrics, status page, explain output or audit log', async () => {
-    const explain = await runCli(['explain', '--config', narthex.configFile, '--fetch', '--json', paths['basic-app']!])
+    const explain = await runCli(['explain', '--config', narthex.configFile, '--fetch', '--json', paths['basic-app']])
     assert.equal(explain.code, 0, explain.stderr)
     outputs.push(explain.stdout, explain.stderr)
     outputs.push(await (await fetch(`${narthex.url}/metrics`)).text(), await (await fetch(`${narthex.url}/`)).text())

@@ -30,9 +30,9 @@ describe('signing-key rotation', { skip }, () => {
     nix = await NixEnv.create()
     paths = await nix.buildClosure({ base: {}, top: { deps: ['base'] } })
     const key = await nix.genKey('up-1')
-    await nix.sign(key.secretFile, [paths.top!])
+    await nix.sign(key.secretFile, [paths.top])
     const cacheDir = nix.freshDir('cache')
-    await nix.copyToCache(cacheDir, [paths.top!])
+    await nix.copyToCache(cacheDir, [paths.top])
     upstream = await startStaticServer(cacheDir)
     upstreamConfig = { name: 'up', url: upstream.url, publicKeys: [key.publicKey], retries: 0 }
     dir = await mkdtemp(join(tmpdir(), 'narthex-rotation-'))
@@ -66,15 +66,15 @@ describe('signing-key rotation', { skip }, () => {
     assert.match(oldKey, /^narthex-1:/, 'the first key was created on first start')
     assert.deepEqual(narthex.logged('narthex is serving')[0]?.publicKeys, [oldKey, newKey])
 
-    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.top!)}.narinfo`)).text())
+    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.top)}.narinfo`)).text())
     assert.deepEqual(info.sigs.map((s) => s.split(':')[0]).sort(), ['narthex-1', 'narthex-2', 'up-1'])
     for (const trusted of [oldKey, newKey]) {
-      const { store } = await nix.substitute(narthex.url, [paths.top!], [trusted])
-      await nix.verifyPath(store, paths.top!)
-      await nix.verifyPath(store, paths.base!)
+      const { store } = await nix.substitute(narthex.url, [paths.top], [trusted])
+      await nix.verifyPath(store, paths.top)
+      await nix.verifyPath(store, paths.base)
     }
     const stranger = await nix.genKey('stranger-1')
-    await assert.rejects(nix.substitute(narthex.url, [paths.base!], [stranger.publicKey]), NixCommandError)
+    await assert.rejects(nix.substitute(narthex.url, [paths.base], [stranger.publicKey]), NixCommandError)
 
     const cc = await runCli(['client-config', '--config', narthex.configFile])
     assert.equal(cc.code, 0, cc.stderr)
@@ -86,10 +86,10 @@ describe('signing-key rotation', { skip }, () => {
   test('export signs with every key: a client trusting only the new one substitutes from the exported cache', async () => {
     await narthex.stop()
     const out = join(dir, 'export')
-    const r = await runCli(['export', '--to', out, paths.top!, '--config', narthex.configFile])
+    const r = await runCli(['export', '--to', out, paths.top, '--config', narthex.configFile])
     assert.equal(r.code, 0, r.stderr)
     assert.ok(r.stdout.includes(newKey), r.stdout)
-    const { store } = await nix.substitute(`file://${out}`, [paths.top!], [newKey])
-    await nix.verifyPath(store, paths.top!)
+    const { store } = await nix.substitute(`file://${out}`, [paths.top], [newKey])
+    await nix.verifyPath(store, paths.top)
   })
 })

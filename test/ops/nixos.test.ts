@@ -52,7 +52,7 @@ function unitWords(text: string): Map<string, string[]> {
   const words = new Map<string, string[]>()
   for (const line of text.split('\n')) {
     const m = /^(\w+)=(.*)$/.exec(line.trim())
-    if (m) words.set(m[1]!, [...(words.get(m[1]!) ?? []), ...m[2]!.split(/\s+/).filter(Boolean)])
+    if (m) words.set(m[1], [...(words.get(m[1]) ?? []), ...m[2].split(/\s+/).filter(Boolean)])
   }
   return words
 }
@@ -83,10 +83,10 @@ test('nix-instantiate parses the module', withNix, () => {
 
 test('the NixOS service has every setting of config/narthex.service, with the same values', withNix, () => {
   const [unitPart, servicePart] = UNIT.split(/^\[Service\]$/m)
-  const unit = unitWords(servicePart!.split(/^\[Install\]$/m)[0]!)
+  const unit = unitWords(servicePart.split(/^\[Install\]$/m)[0])
   // ExecStart differs by design (the package's bin/narthex, the rendered config).
   unit.delete('ExecStart')
-  const head = unitWords(unitPart!)
+  const head = unitWords(unitPart)
   for (const lib of LIBS) {
     const { serviceConfig, description, wants, after, wantedBy, package: pkg, configFile } = evaluate({}, lib)
     assert.equal(serviceConfig.ExecStart, `${pkg}/bin/narthex serve --config ${configFile}`)
@@ -98,7 +98,7 @@ test('the NixOS service has every setting of config/narthex.service, with the sa
     assert.equal(description, UNIT.match(/^Description=(.*)$/m)![1])
     assert.deepEqual(wants, head.get('Wants'))
     assert.deepEqual(after, head.get('After'))
-    assert.deepEqual(wantedBy, unitWords(UNIT.split(/^\[Install\]$/m)[1]!).get('WantedBy'))
+    assert.deepEqual(wantedBy, unitWords(UNIT.split(/^\[Install\]$/m)[1]).get('WantedBy'))
   }
 })
 

@@ -561,7 +561,7 @@ for (const workers of [0, 2]) describe(`hostile credentials against a private na
       for (const method of ['GET', 'HEAD']) {
         for (const [what, extra] of headers) {
           const ex = await exchange(port, requestFor(target, method, extra))
-          assert.deepEqual(ex.statuses, [401], `${method} ${target} with ${what}: got ${ex.statuses}`)
+          assert.deepEqual(ex.statuses, [401], `${method} ${target} with ${what}: got ${ex.statuses.join(",")}`)
           assert.ok(ex.closed, `${what}: the connection was left open`)
           const text = normalised(ex)
           if (method === 'GET') {

@@ -25,8 +25,8 @@ function issues(raw: unknown): string {
 test('access defaults to public reading; secret file paths are taken from the working directory', () => {
   assert.deepEqual(buildConfig({}, '/srv').access, { read: 'public', tokens: [] })
   const c = buildConfig({ upstreams: [{ ...up, netrcFile: 'netrc' }], access: { read: 'tokens', tokens: [reader] } }, '/srv/narthex')
-  assert.equal(c.upstreams[0]!.netrcFile, '/srv/narthex/netrc')
-  assert.equal(c.access.tokens[0]!.secretFile, '/srv/narthex/tokens/laptops')
+  assert.equal(c.upstreams[0].netrcFile, '/srv/narthex/netrc')
+  assert.equal(c.access.tokens[0].secretFile, '/srv/narthex/tokens/laptops')
 })
 
 test('inline push.tokens keep working with public reading', () => {
