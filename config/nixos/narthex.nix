@@ -111,7 +111,8 @@ in
         User = "narthex";
         Group = "narthex";
         ExecStart = "${cfg.package}/bin/narthex serve --config ${cfg.configFile}";
-        # No ExecReload: narthex does not handle SIGHUP. A changed configuration restarts it.
+        # SIGHUP re-reads the credential files only; a changed configuration restarts the service.
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         WorkingDirectory = cfg.settings.dataDir;
         StateDirectory = "narthex";
         StateDirectoryMode = "0750";

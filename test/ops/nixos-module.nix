@@ -31,7 +31,7 @@ let
         configFile = "/etc/narthex/narthex.yaml";
         settings = { listen = "0.0.0.0:5557"; dataDir = "/var/lib/narthex"; } // settings;
       };
-      pkgs = { formats.yaml = { }: { type = "yaml"; generate = _: _: cfg.configFile; }; };
+      pkgs = { formats.yaml = { }: { type = "yaml"; generate = _: _: cfg.configFile; }; coreutils = "/coreutils"; };
       out = (import module { lib = stubLib; inherit pkgs; config.services.narthex = cfg; }).config;
     in
     {
@@ -48,6 +48,7 @@ let
       # pkgs.formats.yaml's value type as nixpkgs defines it: any JSON value.
       valueType = with lib.types; nullOr (oneOf [ bool int float str path (attrsOf valueType) (listOf valueType) ]) // { description = "YAML value"; };
       pkgs.formats.yaml = { }: { type = valueType; generate = name: value: builtins.toFile name (builtins.toJSON value); };
+      pkgs.coreutils = "/coreutils";
       loose = lib.mkOption { type = lib.types.attrsOf (lib.types.attrsOf lib.types.anything); default = { }; };
       nixosOptions = {
         options.users.users = loose;

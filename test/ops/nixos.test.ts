@@ -84,14 +84,18 @@ test('nix-instantiate parses the module', withNix, () => {
 test('the NixOS service has every setting of config/narthex.service, with the same values', withNix, () => {
   const [unitPart, servicePart] = UNIT.split(/^\[Service\]$/m)
   const unit = unitWords(servicePart.split(/^\[Install\]$/m)[0])
-  // ExecStart differs by design (the package's bin/narthex, the rendered config).
+  // ExecStart and ExecReload differ by design (the package's bin/narthex, the rendered config,
+  // coreutils' kill from the store).
   unit.delete('ExecStart')
+  unit.delete('ExecReload')
   const head = unitWords(unitPart)
   for (const lib of LIBS) {
     const { serviceConfig, description, wants, after, wantedBy, package: pkg, configFile } = evaluate({}, lib)
     assert.equal(serviceConfig.ExecStart, `${pkg}/bin/narthex serve --config ${configFile}`)
     const onNixos = new Map(Object.entries(serviceConfig).map(([k, v]) => [k, nixWords(v)]))
     onNixos.delete('ExecStart')
+    assert.equal(serviceConfig.ExecReload, '/coreutils/bin/kill -HUP $MAINPID')
+    onNixos.delete('ExecReload')
     // Set only for a dataDir outside the StateDirectory (next test).
     onNixos.delete('ReadWritePaths')
     assert.deepEqual(Object.fromEntries(onNixos), Object.fromEntries(unit))
