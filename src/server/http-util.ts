@@ -16,6 +16,10 @@ export const NARINFO_ROUTE = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 export const NAR_ROUTE = /^\/nar\/([0-9a-df-np-sv-z]{52}\.nar(?:\.(?:xz|bz2|zst|br|lz4|lzip|gz))?)$/
 /** `/log/<hash>-<name>.drv`: a build log. */
 export const LOG_ROUTE = /^\/log\/([0-9a-df-np-sv-z]{32}-[0-9A-Za-z+\-_?=][0-9A-Za-z+\-._?=]{0,210}\.drv)$/
+/** `/realisations/sha256:<hex>!<output>.doi`: a ca-derivations realisation. */
+export const REALISATION_ROUTE = /^\/realisations\/(sha256:[0-9a-f]{64}![0-9A-Za-z+\-._?=]{1,211})\.doi$/
+/** `/<hashPart>.ls`: a NAR listing. */
+export const LISTING_ROUTE = /^\/([0-9a-df-np-sv-z]{32})\.ls$/
 /** Anything that looks like an attempt to leave the route space: a 400, not a 404. */
 export const SUSPICIOUS_PATH = /\.\.|%|\\|\0|\/\//
 

@@ -1,0 +1,178 @@
+/**
+ * Answering `GET /realisations/<id>.doi` (ca-derivations: which store path a
+ * content-addressed derivation's output is): from the index, or by asking the
+ * upstreams and admitting the first answer the policy accepts. The rule is the
+ * one of the realisation's output path (its name is known only from the
+ * answer); the realisation's own signatures must reach the rule's quorum of
+ * trusted keys, as a narinfo's must, and only an upstream of that rule may
+ * supply it. Admitted realisations are indexed with their verified signatures
+ * and served re-signed by narthex. Concurrent requests for one id share one
+ * resolution.
+ */
+import { LRUCache } from 'lru-cache'
+import type { Logger } from 'pino'
+import { denyReason, describeRule, ruleFor, type Policy, type Rule } from '../policy/index.js'
+import {
+  formatRealisation,
+  formatStorePath,
+  MAX_REALISATION_BYTES,
+  parseRealisation,
+  signatureKeyName,
+  signRealisation,
+  validRealisationSignatures,
+  type Realisation,
+  type SecretKey,
+} from '../protocol/index.js'
+import type { AuditLog, RealisationRecord, Store } from '../store/index.js'
+import type { Upstream } from '../upstream/index.js'
+
+/** The answer to a realisation request. */
+export type RealisationAnswer =
+  | { readonly kind: 'found'; readonly text: string }
+  | { readonly kind: 'absent' }
+  | { readonly kind: 'unavailable'; readonly retryAfterS: number }
+
+/** What a {@link RealisationResolver} works with. */
+export interface RealisationDeps {
+  readonly store: Store
+  /** Configured upstreams, in config order. */
+  readonly upstreams: ReadonlyMap<string, Upstream>
+  readonly policy: Policy
+  readonly signingKey: SecretKey
+  readonly log: Logger
+  readonly audit: AuditLog
+  /** How long "absent" is remembered; 0 does not remember it. */
+  readonly negativeTtlMs: number
+}
+
+/** One upstream's acceptable answer. */
+interface Candidate {
+  readonly upstream: string
+  readonly realisation: Realisation
+  readonly rule: Rule
+  readonly sigs: string[]
+  readonly signers: string[]
+}
+
+/** The distinct key names of `sigs`, sorted. */
+function signersOf(sigs: readonly string[]): string[] {
+  return [...new Set(sigs.map(signatureKeyName))].sort()
+}
+
+/** Resolves realisation requests; owns their negative cache. */
+export class RealisationResolver {
+  readonly #d: RealisationDeps
+  readonly #absent = new LRUCache<string, true>({ max: 10_000, ttlAutopurge: false })
+  readonly #resolving = new Map<string, Promise<RealisationAnswer>>()
+
+  constructor(deps: RealisationDeps) {
+    this.#d = deps
+  }
+
+  /**
+   * Answers a request for the realisation `id` (`sha256:<hex>!<output>`,
+   * already validated). The index is read before the remembered "absent", so a
+   * push is served at once.
+   */
+  get(id: string): Promise<RealisationAnswer> {
+    let pending = this.#resolving.get(id)
+    if (!pending) {
+      pending = this.#resolve(id).finally(() => this.#resolving.delete(id))
+      this.#resolving.set(id, pending)
+    }
+    return pending
+  }
+
+  /** The served text of an indexed realisation: its verified signatures and narthex's. */
+  serve(record: RealisationRecord): string {
+    return formatRealisation(signRealisation(parseRealisation(record.realisation), this.#d.signingKey))
+  }
+
+  async #resolve(id: string): Promise<RealisationAnswer> {
+    const { store, policy, log } = this.#d
+    const record = await store.getRealisation(id)
+    if (record) return { kind: 'found', text: this.serve(record) }
+    if (this.#absent.get(id)) return { kind: 'absent' }
+    const names = policy.upstreamsInUse.filter((n) => this.#d.upstreams.has(n))
+    let unavailable = false
+    const answers = await Promise.all(
+      names.map(async (name) => {
+        try {
+          return { name, text: await this.#d.upstreams.get(name)!.fetchRealisation(id, MAX_REALISATION_BYTES) }
+        } catch (err) {
+          unavailable = true
+          log.warn({ upstream: name, id, err: (err as Error).message }, 'could not ask an upstream for a realisation')
+          return { name, text: undefined }
+        }
+      }),
+    )
+    const candidates: Candidate[] = []
+    for (const { name, text } of answers) {
+      if (text === undefined) continue
+      const candidate = this.#judge(id, name, text)
+      if (candidate === 'denied') return this.#absentFor(id)
+      if (candidate) candidates.push(candidate)
+    }
+    // The rule's upstream order decides between candidates, as it does for narinfos.
+    const chosen = candidates.sort((a, b) => a.rule.upstreams.indexOf(a.upstream) - b.rule.upstreams.indexOf(b.upstream))[0]
+    if (!chosen) return unavailable ? { kind: 'unavailable', retryAfterS: 10 } : this.#absentFor(id)
+    const outPath = chosen.realisation.outPath
+    const disagreeing = candidates.filter((c) => c.realisation.outPath.hashPart !== outPath.hashPart)
+    if (disagreeing.length > 0 && chosen.rule.onConflict === 'refuse') {
+      await this.#refuse(id, formatStorePath(outPath), 'CONFLICT', `upstreams disagree on the output of ${id}`, chosen.rule)
+      return this.#absentFor(id)
+    }
+    const admitted: RealisationRecord = {
+      realisation: formatRealisation({ ...chosen.realisation, signatures: chosen.sigs }),
+      origin: chosen.upstream,
+      rule: chosen.rule.index,
+      signers: chosen.signers,
+      admittedAt: Date.now(),
+    }
+    await store.putRealisation(id, admitted)
+    await this.#d.audit.append({
+      decision: 'realisation',
+      storePath: formatStorePath(outPath),
+      upstreams: [chosen.upstream],
+      signers: chosen.signers,
+      rule: chosen.rule.index,
+      message: id,
+    })
+    log.info({ id, path: formatStorePath(outPath), upstream: chosen.upstream, rule: describeRule(chosen.rule) }, 'realisation admitted')
+    return { kind: 'found', text: this.serve(admitted) }
+  }
+
+  /** Whether one upstream's answer may be admitted: well-formed, for `id`, from the rule's upstream, signed enough, not denied. */
+  #judge(id: string, upstream: string, text: string): Candidate | 'denied' | undefined {
+    const { policy, log } = this.#d
+    let realisation: Realisation
+    try {
+      realisation = parseRealisation(text)
+      if (realisation.id !== id) throw new Error(`it is the realisation of ${realisation.id}`)
+    } catch (err) {
+      log.warn({ upstream, id, err: (err as Error).message }, 'ignoring an invalid realisation')
+      return undefined
+    }
+    const { hashPart, name } = realisation.outPath
+    if (denyReason(policy, hashPart, name)) return 'denied'
+    const rule = ruleFor(policy, hashPart, name)
+    if (!rule || !rule.upstreams.includes(upstream)) return undefined
+    const sigs = validRealisationSignatures(realisation, rule.trustedKeys)
+    const signers = signersOf(sigs)
+    if (signers.length < rule.minSignatures) {
+      log.warn({ upstream, id, signers, rule: describeRule(rule) }, `realisation refused: ${signers.length} of ${rule.minSignatures} required signature(s)`)
+      return undefined
+    }
+    return { upstream, realisation, rule, sigs, signers }
+  }
+
+  async #refuse(id: string, storePath: string, reason: string, message: string, rule: Rule): Promise<void> {
+    this.#d.log.warn({ id, path: storePath, reason }, `realisation refused: ${message}`)
+    await this.#d.audit.append({ decision: 'refuse', storePath, rule: rule.index, reason, message })
+  }
+
+  #absentFor(id: string): RealisationAnswer {
+    if (this.#d.negativeTtlMs > 0) this.#absent.set(id, true, { ttl: this.#d.negativeTtlMs })
+    return { kind: 'absent' }
+  }
+}
