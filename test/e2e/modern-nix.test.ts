@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import { brotliCompressSync } from 'node:zlib'
 import { after, before, describe, test } from 'node:test'
 import {
   formatRealisation,
@@ -177,6 +178,18 @@ describe('modern Nix: content-addressed outputs, listings, build logs', { skip }
     // Unauthenticated, none of it is accepted.
     const drvName = pushed.drv.slice('/nix/store/'.length)
     assert.equal((await fetch(`${narthex.url}/log/${drvName}`, { method: 'PUT', body: 'forged log' })).status, 401)
+  })
+
+  test('a build log pushed with a Content-Encoding is kept so and served with it; an unknown encoding is refused', async () => {
+    const drvName = `${'1'.repeat(32)}-encoded.drv`
+    const text = 'a log line\n'.repeat(1000)
+    const put = (body: Buffer, encoding: string) =>
+      fetch(`${narthex.url}/log/${drvName}`, { method: 'PUT', headers: { authorization: `Bearer ${TOKEN}`, 'content-encoding': encoding }, body })
+    assert.equal((await put(Buffer.from(text), 'compress')).status, 400)
+    assert.equal((await put(brotliCompressSync(text), 'br')).status, 201)
+    const res = await fetch(`${narthex.url}/log/${drvName}`)
+    assert.equal(res.headers.get('content-encoding'), 'br')
+    assert.equal(await res.text(), text)
   })
 
   test('a pushed realisation needs a push key, a path narthex holds, and no earlier other answer', async () => {
