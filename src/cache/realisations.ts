@@ -11,7 +11,7 @@
  */
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
-import { denyReason, describeRule, ruleFor, type Policy, type Rule } from '../policy/index.js'
+import { denyReason, describeRule, ruleFor, type Policy, type RefusalReason, type Rule } from '../policy/index.js'
 import {
   formatRealisation,
   formatStorePath,
@@ -52,6 +52,14 @@ interface Candidate {
   readonly rule: Rule
   readonly sigs: string[]
   readonly signers: string[]
+}
+
+/** Why one upstream's answer was not admitted. */
+interface Refusal {
+  readonly storePath: string
+  readonly reason: RefusalReason
+  readonly message: string
+  readonly rule?: Rule
 }
 
 /** The distinct key names of `sigs`, sorted. */
@@ -107,19 +115,29 @@ export class RealisationResolver {
       }),
     )
     const candidates: Candidate[] = []
+    const refusals: Array<Refusal & { upstream: string }> = []
     for (const { name, text } of answers) {
       if (text === undefined) continue
-      const candidate = this.#judge(id, name, text)
-      if (candidate === 'denied') return this.#absentFor(id)
-      if (candidate) candidates.push(candidate)
+      const verdict = this.#judge(id, name, text)
+      if (verdict && 'reason' in verdict) refusals.push({ ...verdict, upstream: name })
+      else if (verdict) candidates.push(verdict)
+    }
+    const denied = refusals.find((r) => r.reason === 'DENIED')
+    if (denied) {
+      await this.#refuse(id, denied)
+      return this.#absentFor(id)
     }
     // The rule's upstream order decides between candidates, as it does for narinfos.
     const chosen = candidates.sort((a, b) => a.rule.upstreams.indexOf(a.upstream) - b.rule.upstreams.indexOf(b.upstream))[0]
-    if (!chosen) return unavailable ? { kind: 'unavailable', retryAfterS: 10 } : this.#absentFor(id)
+    if (!chosen) {
+      if (refusals[0]) await this.#refuse(id, refusals[0])
+      return unavailable ? { kind: 'unavailable', retryAfterS: 10 } : this.#absentFor(id)
+    }
     const outPath = chosen.realisation.outPath
     const disagreeing = candidates.filter((c) => c.realisation.outPath.hashPart !== outPath.hashPart)
     if (disagreeing.length > 0 && chosen.rule.onConflict === 'refuse') {
-      await this.#refuse(id, formatStorePath(outPath), 'CONFLICT', `upstreams disagree on the output of ${id}`, chosen.rule)
+      const message = `upstreams disagree on the output of ${id}`
+      await this.#refuse(id, { storePath: formatStorePath(outPath), reason: 'CONFLICT', message, rule: chosen.rule, upstream: chosen.upstream })
       return this.#absentFor(id)
     }
     const admitted: RealisationRecord = {
@@ -143,7 +161,7 @@ export class RealisationResolver {
   }
 
   /** Whether one upstream's answer may be admitted: well-formed, for `id`, from the rule's upstream, signed enough, not denied. */
-  #judge(id: string, upstream: string, text: string): Candidate | 'denied' | undefined {
+  #judge(id: string, upstream: string, text: string): Candidate | Refusal | undefined {
     const { policy, log } = this.#d
     let realisation: Realisation
     try {
@@ -154,21 +172,24 @@ export class RealisationResolver {
       return undefined
     }
     const { hashPart, name } = realisation.outPath
-    if (denyReason(policy, hashPart, name)) return 'denied'
+    const storePath = formatStorePath(realisation.outPath)
+    const denied = denyReason(policy, hashPart, name)
+    if (denied) return { storePath, reason: 'DENIED', message: denied }
     const rule = ruleFor(policy, hashPart, name)
-    if (!rule || !rule.upstreams.includes(upstream)) return undefined
+    if (!rule) return { storePath, reason: 'NO_RULE', message: `no rule matches ${storePath}` }
+    if (!rule.upstreams.includes(upstream)) return { storePath, reason: 'NOT_ELIGIBLE', message: `${describeRule(rule)} does not allow upstream ${upstream}`, rule }
     const sigs = validRealisationSignatures(realisation, rule.trustedKeys)
     const signers = signersOf(sigs)
     if (signers.length < rule.minSignatures) {
-      log.warn({ upstream, id, signers, rule: describeRule(rule) }, `realisation refused: ${signers.length} of ${rule.minSignatures} required signature(s)`)
-      return undefined
+      return { storePath, reason: 'INSUFFICIENT_SIGNATURES', message: `${signers.length} of ${rule.minSignatures} required signature(s) on the realisation`, rule }
     }
     return { upstream, realisation, rule, sigs, signers }
   }
 
-  async #refuse(id: string, storePath: string, reason: string, message: string, rule: Rule): Promise<void> {
-    this.#d.log.warn({ id, path: storePath, reason }, `realisation refused: ${message}`)
-    await this.#d.audit.append({ decision: 'refuse', storePath, rule: rule.index, reason, message })
+  async #refuse(id: string, refusal: Refusal & { upstream: string }): Promise<void> {
+    const { storePath, reason, message, rule, upstream } = refusal
+    this.#d.log.warn({ id, path: storePath, upstream, reason }, `realisation refused: ${message}`)
+    await this.#d.audit.append({ decision: 'refuse', storePath, upstreams: [upstream], reason, message: `${id}: ${message}`, ...(rule ? { rule: rule.index } : {}) })
   }
 
   #absentFor(id: string): RealisationAnswer {

@@ -25,7 +25,7 @@ import {
   validRealisationSignatures,
 } from '../../src/protocol/index.js'
 import { hashPartOf } from '../helpers/caches.js'
-import { NarthexProcess } from '../helpers/narthex.js'
+import { NarthexProcess, runCli } from '../helpers/narthex.js'
 import { clientCommand, clientNixDir, NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
 import { startStaticServer, type StaticServer } from '../helpers/static-server.js'
 
@@ -147,6 +147,9 @@ describe('modern Nix: content-addressed outputs, listings, build logs', { skip }
     await writeFile(join(upDir, 'realisations', doi!), formatRealisation(lie))
     assert.equal((await fetch(`${narthex.url}/realisations/${doi}`)).status, 404)
     await assert.rejects(substituteCa(other.file), NixCommandError)
+    const audit = await runCli(['audit', '--config', narthex.configFile, '--json'])
+    const refused = audit.stdout.trim().split('\n').map((l) => JSON.parse(l) as { decision: string; reason?: string; message?: string })
+    assert.ok(refused.some((e) => e.decision === 'refuse' && e.reason === 'INSUFFICIENT_SIGNATURES' && e.message?.startsWith(doi!.replace(/\.doi$/, ''))))
   })
 
   test('GET /<hash>.ls is the listing Nix writes, made by narthex from the NAR it verified', async () => {
