@@ -1,6 +1,7 @@
 /**
  * narthex's use cases behind one facade: answer a narinfo (resolve-narinfo.ts),
- * a NAR (fetch-nar.ts) and a build log (build-log.ts), with prefetch
+ * a NAR (fetch-nar.ts), a build log (build-log.ts), a realisation
+ * (realisations.ts) and a NAR listing (listing.ts), with prefetch
  * (prefetch.ts) and the store's size limit (gc-trigger.ts) running alongside.
  * {@link Cache} builds the pieces and wires each one's events to the others;
  * it holds no state of its own.
@@ -12,13 +13,17 @@ import { supportedCompressions, type AuditLog, type NarInfoRecord, type Store } 
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
 import { askUpstreams } from './ask.js'
-import { findBuildLog, type LogAnswer } from './build-log.js'
+import { findBuildLog, storedBuildLog, type LogAnswer } from './build-log.js'
+import { ListingWriter, type ListingAnswer } from './listing.js'
+import { RealisationResolver, type RealisationAnswer } from './realisations.js'
 import { NarFetcher, type NarAnswer } from './fetch-nar.js'
 import { GcTrigger } from './gc-trigger.js'
 import { Prefetcher } from './prefetch.js'
 import { NarInfoResolver, type NarInfoAnswer } from './resolve-narinfo.js'
 
 export type { LogAnswer } from './build-log.js'
+export type { ListingAnswer } from './listing.js'
+export type { RealisationAnswer } from './realisations.js'
 export type { NarAnswer } from './fetch-nar.js'
 export type { NarInfoAnswer } from './resolve-narinfo.js'
 
@@ -58,6 +63,9 @@ export class Cache {
   readonly #nars: NarFetcher
   readonly #prefetch: Prefetcher
   readonly #gc: GcTrigger
+  readonly #store: Store
+  readonly #realisations: RealisationResolver
+  readonly #listings: ListingWriter
 
   constructor(deps: CacheDeps) {
     const { store, policy, signingKeys, log, metrics, audit, settings } = deps
@@ -65,6 +73,9 @@ export class Cache {
     const supported = new Set(supportedCompressions())
     this.#upstreams = deps.upstreams
     this.#audit = audit
+    this.#store = store
+    this.#realisations = new RealisationResolver({ store, upstreams, policy, signingKeys, log, audit, negativeTtlMs: settings.negativeTtlMs })
+    this.#listings = new ListingWriter(store)
     this.#ask = (hashPart) => askUpstreams(upstreams, upstreamsToAsk(policy, hashPart), hashPart, supported, log, metrics)
     // The callbacks below run only once requests come in, after every piece exists.
     this.#gc = new GcTrigger({ store, log, maxStoreBytes: settings.maxStoreBytes, onEvicted: (names) => this.#nars.evicted(names) })
@@ -135,9 +146,19 @@ export class Cache {
     return this.#nars.get(fileName)
   }
 
-  /** Answers `GET /log/<drv>` (`nix log`) from the upstreams (see {@link findBuildLog}). */
-  getLog(drvName: string): Promise<LogAnswer> {
-    return findBuildLog(this.#upstreams, drvName)
+  /** Answers `GET /log/<drv>` (`nix log`): a pushed log, else the upstreams' (see {@link findBuildLog}). */
+  async getLog(drvName: string): Promise<LogAnswer> {
+    return (await storedBuildLog(this.#store, drvName)) ?? findBuildLog(this.#upstreams, drvName)
+  }
+
+  /** Answers `GET /realisations/<id>.doi` (see {@link RealisationResolver}). */
+  getRealisation(id: string): Promise<RealisationAnswer> {
+    return this.#realisations.get(id)
+  }
+
+  /** Answers `GET /<hashPart>.ls`: the listing narthex writes from the stored NAR (see {@link ListingWriter}). */
+  getListing(hashPart: string): Promise<ListingAnswer> {
+    return this.#listings.get(hashPart)
   }
 
   /** Asks every upstream that may supply `hashPart` at once (see {@link askUpstreams}). */

@@ -1,5 +1,14 @@
 /** The use cases: resolve narinfos, fetch and verify NARs. */
-export { Cache, type CacheDeps, type CacheSettings, type LogAnswer, type NarAnswer, type NarInfoAnswer } from './cache.js'
+export {
+  Cache,
+  type CacheDeps,
+  type CacheSettings,
+  type ListingAnswer,
+  type LogAnswer,
+  type NarAnswer,
+  type NarInfoAnswer,
+  type RealisationAnswer,
+} from './cache.js'
 export { askUpstreams } from './ask.js'
 export { Metrics } from './metrics.js'
 export { verifyStore, type CorruptNar, type StoreVerification } from './verify-store.js'

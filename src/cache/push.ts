@@ -6,6 +6,12 @@
  * conflict with what narthex admitted before for that path, and its NAR
  * verifies (FileHash, FileSize, NarHash, NarSize, grammar). Then the NAR moves
  * into the store, the narinfo is indexed, and the push is audited.
+ *
+ * Nix 2.26 pushes more: realisations of content-addressed outputs (`PUT
+ * realisations/<id>.doi`, after their paths), admitted under the same keys and
+ * quorum; NAR listings (`PUT <hash>.ls`, with `write-nar-listing=true`, sent
+ * first), accepted and dropped, since narthex lists what it verified itself;
+ * and build logs (`PUT log/<drv>`, `nix store copy-log`), stored as sent.
  */
 import { createWriteStream } from 'node:fs'
 import { open, rename, unlink } from 'node:fs/promises'
@@ -28,8 +34,13 @@ import {
   signatureKeyName,
   type NarInfo,
   type PublicKey,
+  formatRealisation,
+  MAX_LISTING_BYTES,
+  parseRealisation,
+  validRealisationSignatures,
 } from '../protocol/index.js'
 import type { AuditLog, Store } from '../store/index.js'
+import { storeBuildLog } from './build-log.js'
 import { verifyNarFile } from './verify-file.js'
 
 /** Push settings (the config's `push` section, keys parsed). */
@@ -178,5 +189,68 @@ export class PushReceiver {
     log.info({ path: storePath, signers, ...by }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)
     return 'admitted'
+  }
+
+  /**
+   * Admits a pushed realisation (`PUT realisations/<id>.doi`): signed by enough
+   * push keys, for a path narthex already holds (Nix pushes paths first), and
+   * not contradicting one admitted before.
+   * @returns `admitted`, or `unchanged` when the same output was admitted before.
+   * @throws NarthexError BAD_REQUEST (malformed, another id, unknown output path),
+   *   PUSH_REFUSED (signatures), PUSH_CONFLICT (another output was admitted before).
+   */
+  async receiveRealisation(id: string, text: string): Promise<'admitted' | 'unchanged'> {
+    const { store, settings, audit, log } = this.#d
+    const realisation = parseRealisation(text)
+    const storePath = formatStorePath(realisation.outPath)
+    if (realisation.id !== id) throw new NarthexError('BAD_REQUEST', `realisation of ${realisation.id} pushed as ${id}.doi`)
+    const sigs = validRealisationSignatures(realisation, settings.publicKeys)
+    const signers = [...new Set(sigs.map(signatureKeyName))].sort()
+    const refuse = async (code: 'PUSH_REFUSED' | 'PUSH_CONFLICT' | 'BAD_REQUEST', message: string): Promise<never> => {
+      await audit.append({ decision: 'refuse', storePath, upstreams: ['push'], signers, reason: code, message })
+      log.warn({ id, path: storePath, code }, `realisation push refused: ${message}`)
+      throw new NarthexError(code, message)
+    }
+    if (signers.length < settings.minSignatures) {
+      await refuse('PUSH_REFUSED', `realisation ${id}: ${signers.length} of ${settings.minSignatures} required push signature(s)`)
+    }
+    const existing = await store.getRealisation(id)
+    if (existing) {
+      const before = parseRealisation(existing.realisation).outPath
+      if (before.hashPart === realisation.outPath.hashPart) return 'unchanged'
+      await refuse('PUSH_CONFLICT', `${id} was admitted before as ${formatStorePath(before)}; refusing ${storePath}`)
+    }
+    if (!(await store.getNarInfo(realisation.outPath.hashPart))) {
+      await refuse('BAD_REQUEST', `push ${storePath} before its realisation ${id}`)
+    }
+    await store.putRealisation(id, {
+      realisation: formatRealisation({ ...realisation, signatures: sigs }),
+      origin: 'push',
+      rule: -1,
+      signers,
+      admittedAt: Date.now(),
+    })
+    await audit.append({ decision: 'realisation', storePath, upstreams: ['push'], signers, message: id })
+    log.info({ id, path: storePath, signers }, 'pushed realisation admitted')
+    return 'admitted'
+  }
+
+  /**
+   * Takes a pushed NAR listing (`PUT <hash>.ls`) and drops it: narthex serves
+   * listings it writes from the NARs it verified.
+   * @throws NarthexError PAYLOAD_TOO_LARGE past the listing cap.
+   */
+  async receiveListing(body: Readable): Promise<void> {
+    let size = 0
+    for await (const chunk of body) {
+      size += (chunk as Buffer).length
+      if (size > MAX_LISTING_BYTES) throw new NarthexError('PAYLOAD_TOO_LARGE', `listing larger than ${MAX_LISTING_BYTES} bytes`)
+    }
+  }
+
+  /** Stores a pushed build log (`PUT log/<drv>`; see {@link storeBuildLog}). */
+  async receiveLog(drvName: string, body: Readable, encoding: string | undefined): Promise<void> {
+    await storeBuildLog(this.#d.store, drvName, body, encoding)
+    this.#d.log.info({ drv: drvName, encoding }, 'build log pushed')
   }
 }

@@ -39,7 +39,7 @@ export {
   compareBytewise,
   type NarInfo,
 } from './narinfo.js'
-export { NarParser, DEFAULT_NAR_LIMITS, type NarLimits, type NarStats } from './nar/parser.js'
+export { NarParser, DEFAULT_NAR_LIMITS, type NarLimits, type NarStats, type NarVisitor } from './nar/parser.js'
 export { NarSink, HashingPassThrough, checkFinal, checkSize, sha256Of, type Expected, type Measured } from './nar/verify.js'
 export {
   NIX32_ALPHABET,
@@ -83,3 +83,15 @@ export {
   formatStorePathBase,
   type StorePath,
 } from './store-path.js'
+export {
+  DRV_OUTPUT_ID,
+  MAX_REALISATION_BYTES,
+  isDrvOutputId,
+  parseRealisation,
+  formatRealisation,
+  fingerprintRealisation,
+  validRealisationSignatures,
+  signRealisation,
+  type Realisation,
+} from './realisation.js'
+export { NarListingWriter, MAX_LISTING_BYTES } from './nar/listing.js'

@@ -17,6 +17,10 @@ export const NARINFO_ROUTE = new RegExp(`^/(${HASH_PART_PATTERN})\\.narinfo$`)
 export const NAR_ROUTE = new RegExp(`^/nar/(${NAR_FILE_NAME_PATTERN})$`)
 /** `/log/<hash>-<name>.drv`: a build log. The name may not start with a dot here. */
 export const LOG_ROUTE = new RegExp(`^/log/(${HASH_PART_PATTERN}-(?!\\.)${NAME_CHAR_CLASS}{1,${MAX_NAME_LENGTH}}\\.drv)$`)
+/** `/realisations/sha256:<hex>!<output>.doi`: a ca-derivations realisation. */
+export const REALISATION_ROUTE = new RegExp(`^/realisations/(sha256:[0-9a-f]{64}!${NAME_CHAR_CLASS}{1,${MAX_NAME_LENGTH}})\\.doi$`)
+/** `/<hashPart>.ls`: a NAR listing. */
+export const LISTING_ROUTE = new RegExp(`^/(${HASH_PART_PATTERN})\\.ls$`)
 /** Anything that looks like an attempt to leave the route space: a 400, not a 404. */
 export const SUSPICIOUS_PATH = /\.\.|%|\\|\0|\/\//
 

@@ -7,9 +7,20 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from 'pino'
 import type { Cache, Metrics, NarAnswer, PushReceiver } from '../cache/index.js'
 import { NarthexError } from '../errors.js'
-import { formatCacheInfo, MAX_NARINFO_BYTES, STORE_DIR } from '../protocol/index.js'
+import { formatCacheInfo, MAX_NARINFO_BYTES, MAX_REALISATION_BYTES, STORE_DIR } from '../protocol/index.js'
 import { sendRefusal, type AccessControl, type ClientToken } from './access.js'
-import { LOG_ROUTE, NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendFollower, sendStream, SUSPICIOUS_PATH } from './http-util.js'
+import {
+  LISTING_ROUTE,
+  LOG_ROUTE,
+  NAR_ROUTE,
+  NARINFO_ROUTE,
+  REALISATION_ROUTE,
+  requestPath,
+  sendFile,
+  sendFollower,
+  sendStream,
+  SUSPICIOUS_PATH,
+} from './http-util.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { renderStatusPage } from './status-page.js'
 
@@ -33,7 +44,7 @@ export interface ServerDeps {
 
 
 /** Route names, for metrics (bounded label values). */
-type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'push' | 'status' | 'healthz' | 'metrics' | 'audit-checkpoint' | 'other'
+type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'realisation' | 'listing' | 'push' | 'status' | 'healthz' | 'metrics' | 'audit-checkpoint' | 'other'
 
 /** Creates the HTTP server (not yet listening). */
 export function createNarthexServer(deps: ServerDeps): Server {
@@ -96,12 +107,32 @@ export function createNarthexServer(deps: ServerDeps): Server {
       if (answer.kind === 'absent') respondStatus(res, 404)
       else if (answer.kind === 'unavailable') respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
       else if (answer.kind === 'streaming') {
-        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', ...(answer.size !== undefined ? { 'content-length': answer.size } : {}) })
+        res.writeHead(200, {
+          'content-type': 'text/plain; charset=utf-8',
+          ...(answer.size !== undefined ? { 'content-length': answer.size } : {}),
+          ...(answer.encoding !== undefined ? { 'content-encoding': answer.encoding } : {}),
+        })
         if (method === 'HEAD') {
           answer.stream.on('error', () => undefined).destroy()
           res.end()
         } else await sendStream(answer.stream, res)
       }
+      return
+    }
+    if ((m = REALISATION_ROUTE.exec(path))) {
+      setRoute('realisation')
+      const answer = await deps.cache.getRealisation(m[1])
+      if (answer.kind === 'found') sendJson(res, method, answer.text)
+      else if (answer.kind === 'absent') respondStatus(res, 404)
+      else respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
+      return
+    }
+    if ((m = LISTING_ROUTE.exec(path))) {
+      setRoute('listing')
+      const answer = await deps.cache.getListing(m[1])
+      if (answer.kind === 'found') sendJson(res, method, answer.text)
+      else if (answer.kind === 'absent') respondStatus(res, 404)
+      else respondStatus(res, 413, 'the listing of this path is larger than narthex writes')
       return
     }
     switch (path) {
@@ -165,8 +196,24 @@ export function createNarthexServer(deps: ServerDeps): Server {
       respondStatus(res, 201, 'stored')
       return
     }
+    if ((m = REALISATION_ROUTE.exec(path))) {
+      const text = await readBody(req, MAX_REALISATION_BYTES)
+      const outcome = await push.receiver.receiveRealisation(m[1], text)
+      respondStatus(res, outcome === 'admitted' ? 201 : 200, outcome)
+      return
+    }
+    if (LISTING_ROUTE.test(path)) {
+      await push.receiver.receiveListing(req)
+      respondStatus(res, 200, 'accepted; narthex serves listings it writes from the NARs it verified')
+      return
+    }
+    if ((m = LOG_ROUTE.exec(path))) {
+      await push.receiver.receiveLog(m[1], req, req.headers['content-encoding'])
+      respondStatus(res, 201, 'stored')
+      return
+    }
     res.shouldKeepAlive = false
-    respondStatus(res, 405, 'narthex accepts pushes of NARs and narinfos only', { allow: 'GET, HEAD' })
+    respondStatus(res, 405, 'narthex accepts pushes of NARs, narinfos, realisations, listings and build logs only', { allow: 'GET, HEAD' })
   }
 
   async function serveNar(req: IncomingMessage, res: ServerResponse, answer: NarAnswer): Promise<void> {
@@ -192,6 +239,12 @@ export function createNarthexServer(deps: ServerDeps): Server {
   }
 
   return server
+}
+
+/** Sends a small JSON document (a realisation, a listing). */
+function sendJson(res: ServerResponse, method: string, text: string): void {
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(method === 'HEAD' ? undefined : text)
 }
 
 /** Reads a small request body (a narinfo), refusing more than `maxBytes`. */

@@ -40,6 +40,18 @@ export interface NarInfoRecord {
   readonly origin: string
 }
 
+/** An admitted realisation (`realisations/<id>.doi`) as the index keeps it. */
+export interface RealisationRecord {
+  /** The realisation in Nix's JSON, with the verified trusted signatures only. */
+  readonly realisation: string
+  /** An upstream name, or `push`. */
+  readonly origin: string
+  /** Index of the rule that admitted it (-1 for a push), and the key names that counted. */
+  readonly rule: number
+  readonly signers: readonly string[]
+  readonly admittedAt: number
+}
+
 /** A stored NAR file. Its name is `<NarHash nix32>.nar<ext>`. */
 export interface NarFileRecord {
   readonly fileHash: string
@@ -74,6 +86,8 @@ export class Store {
   readonly #byNar
   readonly #access
   readonly #pins
+  readonly #realisations
+  readonly #listings
   /** Bytes of all indexed NAR files. */
   #totalBytes = 0
   /** Last-use times not yet written to the index. */
@@ -94,6 +108,8 @@ export class Store {
     this.#byNar = db.sublevel<string, string>('bynar', { valueEncoding: 'utf8' })
     this.#access = db.sublevel<string, number>('access', { valueEncoding: 'json' })
     this.#pins = db.sublevel<string, number>('pin', { valueEncoding: 'json' })
+    this.#realisations = db.sublevel<string, RealisationRecord>('realisation', { valueEncoding: 'json' })
+    this.#listings = db.sublevel<string, string>('listing', { valueEncoding: 'utf8' })
     this.narDir = join(dataDir, 'nar')
     this.tmpDir = join(dataDir, 'tmp')
     this.uploadsDir = join(dataDir, 'uploads')
@@ -361,6 +377,30 @@ export class Store {
       await unlink(tempPath).catch(() => undefined)
       throw ioError(`cannot store ${fileName}`, err)
     }
+  }
+
+  /** The admitted realisation of a derivation output id, or undefined. */
+  async getRealisation(id: string): Promise<RealisationRecord | undefined> {
+    return this.#realisations.get(id)
+  }
+
+  /** Records an admitted realisation (synced, as admissions are). */
+  async putRealisation(id: string, record: RealisationRecord): Promise<void> {
+    try {
+      await this.#db.batch([{ type: 'put', sublevel: this.#realisations, key: id, value: record }] as never, { sync: true })
+    } catch (err) {
+      throw ioError('cannot write the index', err)
+    }
+  }
+
+  /** The listing kept for a NAR (keyed by its NarHash), or undefined. */
+  async getListing(narHash: string): Promise<string | undefined> {
+    return this.#listings.get(narHash)
+  }
+
+  /** Keeps a NAR's listing; it depends on the NAR's bytes only, so it never goes stale. */
+  async putListing(narHash: string, listing: string): Promise<void> {
+    await this.#listings.put(narHash, listing)
   }
 
   /**

@@ -6,14 +6,14 @@ import type { Readable } from 'node:stream'
 import { NarthexError } from '../errors.js'
 
 /** Reads a small body (a narinfo) as text, refusing more than `maxBytes`. */
-export async function readCapped(body: Readable, maxBytes: number, upstream: string): Promise<string> {
+export async function readCapped(body: Readable, maxBytes: number, upstream: string, what = 'narinfo'): Promise<string> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of body) {
     size += (chunk as Buffer).length
     if (size > maxBytes) {
       // Leaving the loop by a throw makes the iterator destroy the body, with its error handled.
-      throw new NarthexError('UPSTREAM_INVALID', `upstream ${upstream} sent a narinfo larger than ${maxBytes} bytes`, { detail: { upstream } })
+      throw new NarthexError('UPSTREAM_INVALID', `upstream ${upstream} sent a ${what} larger than ${maxBytes} bytes`, { detail: { upstream } })
     }
     chunks.push(chunk as Buffer)
   }

@@ -345,9 +345,37 @@ export class Upstream {
    *   UPSTREAM_TIMEOUT / UPSTREAM_UNAVAILABLE when it cannot be fetched.
    */
   async openLog(drvName: string, signal?: AbortSignal): Promise<NarResponse> {
+    return this.#openExtra(`log/${drvName}`, signal)
+  }
+
+  /**
+   * Looks up the realisation `realisations/<id>.doi` (ca-derivations). Like
+   * logs, realisations are an extra many caches do not serve, so the answer
+   * never counts for or against the upstream's health.
+   * @returns the file's text, or undefined when the upstream has none.
+   * @throws NarthexError UPSTREAM_TIMEOUT / UPSTREAM_UNAVAILABLE when it cannot be asked,
+   *   UPSTREAM_INVALID when the file is larger than `maxBytes`.
+   */
+  async fetchRealisation(id: string, maxBytes: number, signal?: AbortSignal): Promise<string | undefined> {
+    const deadline = AbortSignal.timeout(this.#options.timeoutMs)
+    let res: NarResponse
+    try {
+      res = await this.#openExtra(`realisations/${id}.doi`, signal ? AbortSignal.any([signal, deadline]) : deadline)
+    } catch (err) {
+      if (err instanceof NarthexError && err.code === 'NOT_FOUND') return undefined
+      if (deadline.aborted && !signal?.aborted) {
+        throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} did not answer for realisation ${id}`, { cause: err, detail: { upstream: this.name } })
+      }
+      throw err
+    }
+    return readCapped(res.body, maxBytes, this.name, 'realisation')
+  }
+
+  /** GETs `relPath` under the cache root, for files whose failures leave the upstream's health alone. */
+  async #openExtra(relPath: string, signal?: AbortSignal): Promise<NarResponse> {
     this.#checkUp()
-    const path = `${this.#basePath}/log/${drvName}`
-    const what = `log/${drvName}`
+    const path = `${this.#basePath}/${relPath}`
+    const what = relPath
     for (let attempt = 0; ; attempt++) {
       let status: number
       try {

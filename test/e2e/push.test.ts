@@ -3,13 +3,14 @@
  * by a push key), and clients substitute the pushed paths trusting narthex.
  */
 import assert from 'node:assert/strict'
-import { writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { formatNarInfo, parseNarInfo, parseSecretKey, signNarInfo } from '../../src/protocol/index.js'
 import { hashPartOf } from '../helpers/caches.js'
 import { NarthexProcess, runCli } from '../helpers/narthex.js'
-import { NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
+import { clientCommand, NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
 
 const skip = nixSkipReason()
 const TOKEN = 'push-token-0123456789abcdef'
@@ -43,8 +44,9 @@ for (const workers of [0, 2]) {
       await nix?.cleanup()
     })
 
+    // write-nar-listing=true makes Nix PUT `<hash>.ls` before anything else.
     const push = (keyFile: string, p: string, netrcFile = netrc) =>
-      nix.push(`${narthex.url}?secret-key=${keyFile}`, [p], { 'netrc-file': netrcFile })
+      nix.push(`${narthex.url}?secret-key=${keyFile}&write-nar-listing=true`, [p], { 'netrc-file': netrcFile })
 
     test('a signed, authenticated push is admitted and clients substitute it trusting narthex only', async () => {
       await push(corp.secretFile, paths['corp-app'])
@@ -55,6 +57,35 @@ for (const workers of [0, 2]) {
       assert.deepEqual(pushed.filter((e) => e.decision === 'push').map((e) => e.storePath).sort(), [paths['corp-app'], paths['corp-base']].sort())
       // Pushing again is a no-op, not an error.
       await push(corp.secretFile, paths['corp-app'])
+      const listing = await fetch(`${narthex.url}/${hashPartOf(paths['corp-app'])}.ls`)
+      assert.equal(listing.status, 200)
+      const root = (JSON.parse(await listing.text()) as { root: { entries: Record<string, unknown> } }).root
+      assert.deepEqual(Object.keys(root.entries), ['bin', 'blob', 'deps', 'link', 'name', 'readme.txt'])
+    })
+
+    test('nix store copy-log --to narthex stores the build log, and a client reads it back', async () => {
+      const drv = (await nix.run('nix-store', ['-q', '--deriver', paths['corp-other']])).stdout.trim()
+      const base = drv.slice('/nix/store/'.length)
+      // A chroot store holding the derivation and its log, as Nix keeps logs: bzip2 under var/log/nix/drvs.
+      // `--derivation`: the .drv itself, not its outputs.
+      const copyDrv = (to: string) => nix.run('nix', ['copy', '--no-check-sigs', '--derivation', '--to', to, drv])
+      const withLog = resolve(nix.freshDir('with-log'))
+      await copyDrv(withLog)
+      const logDir = join(withLog, 'nix/var/log/nix/drvs', base.slice(0, 2))
+      await mkdir(logDir, { recursive: true })
+      await writeFile(join(logDir, `${base.slice(2)}.bz2`), execFileSync('bzip2', ['-c'], { input: `building ${base}\n` }))
+      const client = (args: string[]) => nix.run(clientCommand('nix'), args)
+      await client(['store', 'copy-log', '--store', withLog, '--to', narthex.url, drv, '--option', 'netrc-file', netrc])
+      const served = await fetch(`${narthex.url}/log/${base}`)
+      assert.equal(served.status, 200)
+      assert.equal(await served.text(), `building ${base}\n`)
+      // A client whose own store has no log finds it on narthex.
+      const withoutLog = resolve(nix.freshDir('without-log'))
+      await copyDrv(withoutLog)
+      const { stdout } = await client(['log', '--store', withoutLog, '--option', 'substituters', narthex.url, drv])
+      assert.equal(stdout, `building ${base}\n`)
+      const unauth = await fetch(`${narthex.url}/log/${base}`, { method: 'PUT', body: 'forged' })
+      assert.equal(unauth.status, 401)
     })
 
     test('without the token, or signed by an unknown key, a push is refused', async () => {

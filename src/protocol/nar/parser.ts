@@ -26,6 +26,22 @@ export interface NarLimits {
 /** Default {@link NarLimits}. */
 export const DEFAULT_NAR_LIMITS: NarLimits = { maxNameBytes: 1024, maxTargetBytes: 4096, maxDepth: 256 }
 
+/**
+ * Told of each node as the parser reads it, in archive order (names as latin1
+ * strings, one code unit per byte). Used to list a NAR without holding it.
+ */
+export interface NarVisitor {
+  /** A directory starts; its entries follow, then {@link NarVisitor.directoryEnd}. */
+  directory(): void
+  /** The next entry of the current directory; its node follows. */
+  entry(name: string): void
+  /** The current directory has no more entries. */
+  directoryEnd(): void
+  /** A regular file; `narOffset` is where its contents start in the NAR. */
+  regular(size: number, executable: boolean, narOffset: number): void
+  symlink(target: string): void
+}
+
 /** Counts gathered while parsing. */
 export interface NarStats {
   regularFiles: number
@@ -67,7 +83,10 @@ export class NarParser {
   #bodyFill = 0
   #tokenLength = 0
 
-  constructor(readonly limits: NarLimits = DEFAULT_NAR_LIMITS) {
+  constructor(
+    readonly limits: NarLimits = DEFAULT_NAR_LIMITS,
+    readonly visitor?: NarVisitor,
+  ) {
     this.#grammar = this.#nar()
     this.#need = this.#advance(undefined)
   }
@@ -170,26 +189,34 @@ export class NarParser {
     if (type === 'regular') {
       this.stats.regularFiles++
       let tag = yield TOKEN
-      if (tag === 'executable') {
+      const executable = tag === 'executable'
+      if (executable) {
         this.stats.executables++
         yield* this.#expect('')
         tag = yield TOKEN
       }
       if (tag !== 'contents') throw invalid(`expected "contents", got ${JSON.stringify(tag)}`, this.#offset)
-      yield CONTENTS
+      const size = (yield CONTENTS) as number
+      // The driver resumes here after the contents and their padding.
+      this.visitor?.regular(size, executable, this.#offset - size - ((8 - (size % 8)) % 8))
       yield* this.#expect(')')
     } else if (type === 'symlink') {
       this.stats.symlinks++
       yield* this.#expect('target')
       const target = (yield { kind: 'str', max: this.limits.maxTargetBytes }) as string
       if (target.length === 0 || target.includes('\0')) throw invalid('empty symlink target or one with NUL', this.#offset)
+      this.visitor?.symlink(target)
       yield* this.#expect(')')
     } else if (type === 'directory') {
       this.stats.directories++
+      this.visitor?.directory()
       let previous: string | undefined
       for (;;) {
         const tag = yield TOKEN
-        if (tag === ')') break
+        if (tag === ')') {
+          this.visitor?.directoryEnd()
+          break
+        }
         if (tag !== 'entry') throw invalid(`expected "entry" or ")", got ${JSON.stringify(tag)}`, this.#offset)
         yield* this.#expect('(')
         yield* this.#expect('name')
@@ -201,6 +228,7 @@ export class NarParser {
           throw invalid(`entry ${JSON.stringify(name)} is not sorted after ${JSON.stringify(previous)}`, this.#offset)
         }
         previous = name
+        this.visitor?.entry(name)
         yield* this.#expect('node')
         yield* this.#node(depth + 1)
         yield* this.#expect(')')
