@@ -9,7 +9,7 @@
  * See bench/README.md for what each scenario measures and bench/RESULTS.md for results.
  */
 import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync, unlinkSync } from 'node:fs'
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -708,6 +708,31 @@ function version(cmd: string, args: string[]): string {
   return `${p.stdout ?? ''}${p.stderr ?? ''}`.trim().split('\n')[0] || 'unknown'
 }
 
+const LOCK = join(DIRS.root, 'run.pid')
+
+/** One run at a time: a second one would remove the first one's run directory (and builds) under it. */
+async function claimDataDir(): Promise<void> {
+  const other = Number((await readFile(LOCK, 'utf8').catch(() => '')).trim())
+  if (other && other !== process.pid) {
+    let alive = true
+    try {
+      process.kill(other, 0)
+    } catch {
+      alive = false
+    }
+    if (alive) throw new Error(`another benchmark run (pid ${other}, ${LOCK}) is using ${DIRS.root}; wait for it to end`)
+  }
+  await mkdir(DIRS.root, { recursive: true })
+  await writeFile(LOCK, String(process.pid))
+  process.once('exit', () => {
+    try {
+      if (readFileSync(LOCK, 'utf8').trim() === String(process.pid)) unlinkSync(LOCK)
+    } catch {
+      // already gone
+    }
+  })
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now()
   for (const tool of ['nix', 'nginx', 'wrk', 'curl', 'xz', 'sha256sum']) {
@@ -715,6 +740,7 @@ async function main(): Promise<void> {
       throw new Error(`${tool} is missing: apt-get install -y nix-bin nginx wrk curl xz-utils (see bench/README.md)`)
     }
   }
+  await claimDataDir()
   build = await buildNarthex(ROOT, DIRS.root, { rev: opt('--rev'), worktree: flag('--worktree') }, say)
   manifest = await prepare(BENCH, say)
   await writeFile(listFile, manifest.closureHashParts.map(narinfoPath).join('\n') + '\n')
