@@ -3,7 +3,7 @@
  *
  *   npm --prefix bench run bench [-- --quick]
  *        [-- --only narinfo,warmnar,coldnar,herd,closure,closure-wan,cpu,xz,firstnarinfo,startup]
- *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree] [-- --workers N]
+ *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree] [-- --workers N|auto] [-- --startup-paths N]
  *        [-- --narthex-node-args "FLAGS"]
  *
  * See bench/README.md for what each scenario measures and bench/RESULTS.md for results.
