@@ -1,9 +1,12 @@
 /**
- * Measuring tools: wrk, curl, wall clocks, resident memory, and how busy the
- * machine is (other tests may share these 2 cores).
+ * Measuring tools: wrk, curl, wall clocks, resident memory, CPU time of a
+ * process tree, start-up probes, and how busy the machine is (other tests may
+ * share these 2 cores).
  */
 import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
+import { get as httpGet } from 'node:http'
+import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 export interface Proc {
@@ -223,4 +226,138 @@ export class RssPoller {
 /** VmHWM (peak resident set since the process started) of `pid`. */
 export function vmHWM(pid: number): Promise<number | undefined> {
   return statusField(pid, 'VmHWM')
+}
+
+// ----------------------------------------------------------------- CPU ----
+
+let clockTicks: number | undefined
+
+/** Clock ticks per second of /proc/<pid>/stat's times (`getconf CLK_TCK`). */
+export async function clkTck(): Promise<number> {
+  clockTicks ??= Number((await runOk('getconf', ['CLK_TCK'])).stdout.trim())
+  if (!Number.isFinite(clockTicks) || clockTicks <= 0) throw new Error(`getconf CLK_TCK: ${clockTicks}`)
+  return clockTicks
+}
+
+/** `pid` and all its descendants, from the parent pids in /proc/<pid>/stat. */
+export async function processTree(pid: number): Promise<number[]> {
+  const { readdir } = await import('node:fs/promises')
+  const children = new Map<number, number[]>()
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    const stat = await readFile(`/proc/${d}/stat`, 'utf8').catch(() => undefined)
+    if (!stat) continue
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(d)])
+  }
+  const out: number[] = []
+  const todo = [pid]
+  while (todo.length) {
+    const p = todo.pop()!
+    out.push(p)
+    todo.push(...(children.get(p) ?? []))
+  }
+  return out
+}
+
+/**
+ * CPU ticks used so far by `pid` and its descendants, all threads: utime + stime,
+ * plus cutime + cstime (children that exited and were waited for), per process.
+ */
+export async function treeCpuTicks(pid: number): Promise<Map<number, number>> {
+  const out = new Map<number, number>()
+  for (const p of await processTree(pid)) {
+    const stat = await readFile(`/proc/${p}/stat`, 'utf8').catch(() => undefined)
+    if (!stat) continue
+    // Fields after the command: state(3) ppid(4) … utime(14) stime(15) cutime(16) cstime(17).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    out.set(p, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]))
+  }
+  return out
+}
+
+function ticksSince(before: Map<number, number>, after: Map<number, number>): number {
+  let ticks = 0
+  for (const [p, t] of after) ticks += t - (before.get(p) ?? 0)
+  return ticks
+}
+
+/**
+ * Measures the CPU seconds a process tree spends during `fn`. Processes alive at
+ * both readings count their difference; those started meanwhile count in full;
+ * those started and ended meanwhile count through their parent's cutime/cstime.
+ * With `settleMs`, work the tree goes on doing after `fn` (fsyncs, index writes
+ * after the client's last byte) counts too: the second reading waits until a
+ * `settleMs` window adds at most one tick (for at most 5 s).
+ */
+export async function cpuDuring<T>(
+  pid: () => number,
+  fn: () => Promise<T>,
+  opts: { settleMs?: number } = {},
+): Promise<{ value: T; cpuS: number; processes: number; settledMs: number }> {
+  const hz = await clkTck()
+  const before = await treeCpuTicks(pid())
+  const value = await fn()
+  const ended = performance.now()
+  let after = await treeCpuTicks(pid())
+  if (opts.settleMs) {
+    for (;;) {
+      await sleep(opts.settleMs)
+      const next = await treeCpuTicks(pid())
+      const added = ticksSince(after, next)
+      after = next
+      if (added <= 1 || performance.now() - ended > 5000) break
+    }
+  }
+  return { value, cpuS: ticksSince(before, after) / hz, processes: after.size, settledMs: performance.now() - ended }
+}
+
+// ------------------------------------------------------------ start-up ----
+
+/** One GET on a connection of its own (no keep-alive pool): status and the time until the body's end. */
+export function getFresh(url: string, timeoutMs = 30_000): Promise<{ status: number; ms: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now()
+    const req = httpGet(url, { agent: false, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - t0, body: Buffer.concat(chunks).toString('utf8') }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)))
+    req.on('error', reject)
+  })
+}
+
+/**
+ * GETs `url` (each try on a new connection, `everyMs` apart) until it answers 200.
+ * @returns when that answer ended, in ms after `t0` (a performance.now() value), and how many tries it took.
+ * @throws after `timeoutMs`, or when `alive()` turns false.
+ */
+export async function pollUntilOk(url: string, t0: number, opts: { everyMs?: number; timeoutMs?: number; alive?: () => boolean } = {}): Promise<{ atMs: number; tries: number }> {
+  const { everyMs = 2, timeoutMs = 600_000, alive = () => true } = opts
+  for (let tries = 1; ; tries++) {
+    const r = await getFresh(url, 10_000).catch(() => undefined)
+    if (r?.status === 200) return { atMs: performance.now() - t0, tries }
+    if (!alive()) throw new Error(`GET ${url}: the server exited before answering`)
+    if (performance.now() - t0 > timeoutMs) throw new Error(`GET ${url}: no 200 within ${timeoutMs} ms (last: ${r?.status ?? 'no connection'})`)
+    await sleep(everyMs)
+  }
+}
+
+/** Waits until a TCP connect to 127.0.0.1:`port` succeeds (polled every `everyMs`); ms after `t0`. */
+export async function pollConnect(port: number, t0: number, everyMs = 2, timeoutMs = 60_000): Promise<number> {
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1')
+      s.once('connect', () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.once('error', () => resolve(false))
+    })
+    if (ok) return performance.now() - t0
+    if (performance.now() - t0 > timeoutMs) throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
+    await sleep(everyMs)
+  }
 }

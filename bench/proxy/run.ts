@@ -1,14 +1,15 @@
 /**
  * narthex against nginx proxy_cache, both in front of one static upstream.
  *
- *   npm --prefix bench run bench [-- --quick] [-- --only narinfo,warmnar,coldnar,herd,closure,xz]
- *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree] [-- --workers N]
+ *   npm --prefix bench run bench [-- --quick]
+ *        [-- --only narinfo,warmnar,coldnar,herd,closure,closure-wan,cpu,xz,firstnarinfo,startup]
+ *        [-- --runs N] [-- --cpu-prof] [-- --rev REV | --worktree] [-- --workers N|auto] [-- --startup-paths N]
  *        [-- --narthex-node-args "FLAGS"]
  *
  * See bench/README.md for what each scenario measures and bench/RESULTS.md for results.
  */
 import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync, unlinkSync } from 'node:fs'
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -25,6 +26,7 @@ import {
   run,
   runOk,
   RssPoller,
+  cpuDuring,
   vmHWM,
   waitQuiet,
   wrk,
@@ -32,7 +34,9 @@ import {
 } from './measure.js'
 import { dataDirs, prepare, type Manifest } from './prepare.js'
 import { buildNarthex, type NarthexBuild } from './build.js'
-import { Narthex, Nginx } from './servers.js'
+import { Narthex, Nginx, WanProxy } from './servers.js'
+import { BIG_STORE_COUNT } from './big-store.js'
+import { scenarioFirstNarinfo, scenarioStartup, type SuiteContext } from './startup.js'
 import { NIX_TEST_CONFIG } from '../../test/helpers/nix.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -53,23 +57,30 @@ const opt = (f: string) => {
 const QUICK = flag('--quick')
 const RUNS = Number(opt('--runs') ?? (QUICK ? 1 : 3))
 const WRK_SECONDS = QUICK ? 5 : 10
-const SCENARIOS = ['narinfo', 'warmnar', 'coldnar', 'herd', 'closure', 'xz'] as const
-type Scenario = (typeof SCENARIOS)[number]
+const SCENARIOS = ['narinfo', 'warmnar', 'coldnar', 'herd', 'closure', 'closure-wan', 'cpu', 'xz', 'firstnarinfo', 'startup'] as const
+/** A scenario of the suite (README.md describes each). */
+export type Scenario = (typeof SCENARIOS)[number]
 const ONLY = new Set((opt('--only') ?? SCENARIOS.join(',')).split(',') as Scenario[])
 for (const s of ONLY) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}; one of ${SCENARIOS.join(', ')}`)
 const CPU_PROF = flag('--cpu-prof')
 /** Extra node flags for every narthex (an A/B test of a runtime setting), e.g. "--max-semi-space-size=2". */
 const NARTHEX_NODE_ARGS = (opt('--narthex-node-args') ?? '').split(' ').filter(Boolean)
-/** narthex's `workers` for the extra target `narthex-w` in scenarios 1 and 2 (0: leave it out). */
-const WORKERS = Number(opt('--workers') ?? 2)
+/** narthex's `workers` for the extra target `narthex-w` (0: leave it out; `auto`, the shipped setting, by default). */
+const WORKERS: number | 'auto' = opt('--workers') === undefined || opt('--workers') === 'auto' ? 'auto' : Number(opt('--workers'))
+if (WORKERS !== 'auto' && !(Number.isInteger(WORKERS) && WORKERS >= 0)) throw new Error('--workers takes auto or a count')
 if (!Number.isInteger(RUNS) || RUNS < 1 || RUNS > 20) throw new Error('--runs takes 1..20')
+/** Stored NARs in the startup scenario's data directory (fewer only to try the scenario out). */
+const STARTUP_PATHS = Number(opt('--startup-paths') ?? BIG_STORE_COUNT)
+if (!Number.isInteger(STARTUP_PATHS) || STARTUP_PATHS < 1000) throw new Error('--startup-paths takes a count of at least 1000')
+/** The WAN-like upstream of closure-wan: first byte 30 ms late, 100 Mbit/s per connection. */
+const WAN = { delayMs: 30, mbit: 100 }
 
 const say = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 
 // ------------------------------------------------------------- results ----
 
 /** One measured value of one run, with the machine's load around it. */
-interface Sample {
+export interface Sample {
   scenario: Scenario
   metric: string
   target: 'narthex' | 'narthex-w' | 'narthex-pn' | 'nginx' | 'upstream' | 'reference'
@@ -97,6 +108,14 @@ function med(scenario: Scenario, metric: string, target: Sample['target']): numb
   return median(usable(scenario, metric, target).map((s) => s.value))
 }
 
+/** `median (min-max)` of the usable samples, or just the median of one. */
+function spread(scenario: Scenario, metric: string, target: Sample['target'], d = 2): string {
+  const v = usable(scenario, metric, target).map((s) => s.value)
+  if (v.length === 0) return 'n/a'
+  const m = f(median(v), d)
+  return v.length === 1 ? m : `${m} (${f(Math.min(...v), d)}-${f(Math.max(...v), d)})`
+}
+
 // -------------------------------------------------------------- servers ----
 
 let manifest: Manifest
@@ -113,7 +132,7 @@ async function stopServer(s: Narthex | Nginx | undefined): Promise<void> {
   await s.stop()
 }
 
-async function freshNarthex(label: string, extra: { prefetchNars?: boolean } = {}): Promise<Narthex> {
+async function freshNarthex(label: string, extra: { prefetchNars?: boolean; workers?: number | 'auto'; upstreamUrl?: string } = {}): Promise<Narthex> {
   await stopServer(narthex)
   const dir = join(RUN_DIR, 'narthex')
   const nodeArgs = [...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', join(DIRS.root, 'profiles', label)] : []), ...NARTHEX_NODE_ARGS]
@@ -135,8 +154,13 @@ let narthexW: Narthex | undefined
 /** Exits of servers the benchmark did not ask for (by signal from outside, or a crash). */
 const exits: string[] = []
 
+/** Every watched server still running, so a failed scenario leaves none behind. */
+const live = new Set<import('node:child_process').ChildProcess>()
+
 function watch(what: string, child: import('node:child_process').ChildProcess): void {
+  live.add(child)
   child.once('exit', (code, signal) => {
+    live.delete(child)
     if (!stopping.has(child)) exits.push(`${what} (pid ${child.pid}) exited on its own at ${new Date().toISOString().slice(11, 19)} with ${signal ?? code}`)
   })
 }
@@ -158,24 +182,41 @@ async function freshNarthexW(): Promise<Narthex> {
   return narthexW
 }
 
-async function freshNginx(): Promise<Nginx> {
+async function freshNginx(upstreamUrl = upstream.url): Promise<Nginx> {
   await stopServer(nginx)
   const prefix = join(RUN_DIR, 'nginx-proxy')
   await rm(prefix, { recursive: true, force: true })
   nginx = await Nginx.start({
     template: join(HERE, 'nginx', 'proxy.conf'),
     prefix,
-    vars: { CACHE: join(prefix, 'cache'), UPSTREAM_PORT: new URL(upstream.url).port },
+    vars: { CACHE: join(prefix, 'cache'), UPSTREAM_PORT: new URL(upstreamUrl).port },
   })
   watch('nginx proxy', nginx.child)
   return nginx
 }
 
+let wanProxy: WanProxy | undefined
+
+/** SIGTERMs the watched servers still running but the upstream (those of a failed scenario), by their pids; SIGKILL after 20 s. */
+async function stopLeftovers(): Promise<void> {
+  await Promise.all(
+    [...live].filter((child) => child !== upstream?.child).map(async (child) => {
+      stopping.add(child)
+      child.kill('SIGTERM')
+      const t = setTimeout(() => child.kill('SIGKILL'), 20_000)
+      await new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)))
+      clearTimeout(t)
+    }),
+  )
+}
+
 async function stopAll(): Promise<void> {
+  await wanProxy?.stop().catch(() => undefined)
   await stopServer(narthex).catch(() => undefined)
   await stopServer(narthexW).catch(() => undefined)
   await stopServer(nginx).catch(() => undefined)
   await stopServer(upstream).catch(() => undefined)
+  await stopLeftovers().catch(() => undefined)
 }
 
 const narinfoPath = (hashPart: string) => `/${hashPart}.narinfo`
@@ -249,7 +290,7 @@ async function warmNarinfos(base: string): Promise<void> {
 async function scenarioNarinfo(): Promise<void> {
   say(`1. warm narinfo: wrk -t2 -c64 -d${WRK_SECONDS}s over ${manifest.closureHashParts.length} narinfos`)
   const n = await freshNarthex('narinfo')
-  const w = WORKERS > 0 ? await freshNarthexW() : undefined
+  const w = WORKERS !== 0 ? await freshNarthexW() : undefined
   const x = await freshNginx()
   await warmNarinfos(n.url)
   if (w) await warmNarinfos(w.url)
@@ -268,6 +309,7 @@ async function scenarioNarinfo(): Promise<void> {
       if (errs > 0) notes.push(`narinfo run ${r} ${target}: ${errs} wrk errors`)
       record({ scenario: 'narinfo', metric: 'rps', target, value: value.rps, unit: 'req/s', load, extra: { ...value } }, r)
       record({ scenario: 'narinfo', metric: 'p99', target, value: value.p99_us / 1000, unit: 'ms', load }, r)
+      record({ scenario: 'narinfo', metric: 'p50', target, value: value.p50_us / 1000, unit: 'ms', load }, r)
       say(`   run ${r} ${target}: ${value.rps.toFixed(0)} req/s, p50 ${(value.p50_us / 1000).toFixed(2)} ms, p99 ${(value.p99_us / 1000).toFixed(2)} ms (load ${load.load1}, busy ${(load.busyBefore * 100).toFixed(0)}%)`)
     }
   })
@@ -277,7 +319,7 @@ async function scenarioWarmNar(): Promise<void> {
   const big = manifest.big
   say(`2. warm NAR: ${(big.fileSize / MiB).toFixed(0)} MiB, curl -o /dev/null, sequential; and 4 clients at once`)
   const n = narthex ?? (await freshNarthex('warmnar'))
-  const w = WORKERS > 0 ? (narthexW ?? (await freshNarthexW())) : undefined
+  const w = WORKERS !== 0 ? (narthexW ?? (await freshNarthexW())) : undefined
   const x = nginx ?? (await freshNginx())
   const viaN = await narUrlVia(n.url, big.hashPart)
   const viaW = w ? await narUrlVia(w.url, big.hashPart) : undefined
@@ -377,38 +419,82 @@ async function removeTree(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true })
 }
 
-async function scenarioClosure(): Promise<void> {
+type ClosureTarget = 'narthex' | 'narthex-w' | 'narthex-pn' | 'nginx' | 'upstream'
+
+/**
+ * `nix copy` of the cold closure through each target, from `upstreamUrl`: wall time, and the CPU
+ * time of the proxy's whole process tree (all threads, cluster workers, children) per path.
+ */
+async function closureRuns(scenario: 'closure' | 'closure-wan', upstreamUrl: string): Promise<void> {
   const top = manifest.closureTop
-  say(`5. nix copy of a cold closure of ${manifest.closureHashParts.length} paths`)
-  await repeat('closure', async (r) => {
-    for (const target of order(r, ['narthex', 'narthex-pn', 'nginx', 'upstream'] as const)) {
+  const paths = manifest.closureHashParts.length
+  const targets: ClosureTarget[] = ['narthex', ...(WORKERS !== 0 ? (['narthex-w'] as const) : []), 'narthex-pn', 'nginx', 'upstream']
+  await repeat(scenario, async (r) => {
+    for (const target of order(r, targets)) {
       let base: string
       let key: string
-      if (target === 'narthex' || target === 'narthex-pn') {
-        const n = await freshNarthex('closure', { prefetchNars: target === 'narthex-pn' })
+      let pid: (() => number) | undefined
+      if (target === 'narthex' || target === 'narthex-w' || target === 'narthex-pn') {
+        const n = await freshNarthex(scenario, { prefetchNars: target === 'narthex-pn', upstreamUrl, ...(target === 'narthex-w' ? { workers: WORKERS } : {}) })
         base = n.url
         key = n.publicKey
+        pid = () => n.pid
       } else if (target === 'nginx') {
-        base = (await freshNginx()).url
+        const x = await freshNginx(upstreamUrl)
+        base = x.url
         key = manifest.upstreamPublicKey
+        pid = () => x.child.pid!
       } else {
-        base = upstream.url
+        base = upstreamUrl
         key = manifest.upstreamPublicKey
       }
       const store = join(RUN_DIR, 'client-store')
       await removeTree(store)
       const env = await nixEnv()
-      const { value, load } = await measured(() =>
-        runOk('nix', ['copy', '--from', base, '--to', store, top, '--option', 'trusted-public-keys', key], { env, timeoutMs: 600_000 }),
-      )
+      const copy = () => runOk('nix', ['copy', '--from', base, '--to', store, top, '--option', 'trusted-public-keys', key], { env, timeoutMs: 600_000 })
+      const { value, load } = await measured(async () => (pid ? cpuDuring(pid, copy, { settleMs: 300 }) : { value: await copy(), cpuS: NaN, processes: 0, settledMs: 0 }))
       const got = (await readdir(join(store, 'nix', 'store'))).filter((e) => !e.startsWith('.')).length
-      if (got !== manifest.closureHashParts.length) throw new Error(`${target}: nix copy left ${got} paths, expected ${manifest.closureHashParts.length}`)
+      if (got !== paths) throw new Error(`${target}: nix copy left ${got} paths, expected ${paths}`)
       await removeTree(store)
       await rm(env.XDG_CACHE_HOME!, { recursive: true, force: true })
-      record({ scenario: 'closure', metric: 'wall', target, value: value.ms / 1000, unit: 's', load }, r)
-      say(`   run ${r} ${target}: ${(value.ms / 1000).toFixed(2)} s`)
+      record({ scenario, metric: 'wall', target, value: value.value.ms / 1000, unit: 's', load }, r)
+      const cpu = pid ? ` (CPU ${value.cpuS.toFixed(2)} s over ${value.processes} process(es), ${((value.cpuS * 1000) / paths).toFixed(2)} ms per path)` : ''
+      if (pid) {
+        record({ scenario, metric: 'cpuPerPath', target, value: (value.cpuS * 1000) / paths, unit: 'ms', load, extra: { cpuS: value.cpuS, processes: value.processes, settledMs: value.settledMs } }, r)
+      }
+      say(`   run ${r} ${target}: ${(value.value.ms / 1000).toFixed(2)} s${cpu}`)
     }
   })
+}
+
+async function scenarioClosure(): Promise<void> {
+  say(`5. nix copy of a cold closure of ${manifest.closureHashParts.length} paths (and CPU per cold path)`)
+  await closureRuns('closure', upstream.url)
+}
+
+/** The CPU figures come from the closure runs; alone, `cpu` runs them. */
+async function scenarioCpu(): Promise<void> {
+  if (ONLY.has('closure')) return
+  say(`cpu: CPU per cold path, measured on the cold closure (scenario 5)`)
+  await closureRuns('closure', upstream.url)
+}
+
+async function scenarioClosureWan(): Promise<void> {
+  say(`5w. nix copy of the cold closure from a WAN-like upstream (simulated on loopback: first byte +${WAN.delayMs} ms, ${WAN.mbit} Mbit/s per connection)`)
+  await wanProxy?.stop()
+  wanProxy = await WanProxy.start({ script: join(HERE, 'wan-proxy.mjs'), upstreamUrl: upstream.url, ...WAN, logFile: join(RUN_DIR, 'wan-proxy.log') })
+  watch('wan-proxy', wanProxy.child)
+  try {
+    const t0 = performance.now()
+    const probe = await getText(`${wanProxy.url}/nix-cache-info`)
+    if (probe.status !== 200 || probe.ms < WAN.delayMs) throw new Error(`wan-proxy: status ${probe.status} after ${probe.ms.toFixed(1)} ms`)
+    say(`   wan-proxy at ${wanProxy.url}: nix-cache-info in ${(performance.now() - t0).toFixed(1)} ms`)
+    await closureRuns('closure-wan', wanProxy.url)
+  } finally {
+    stopping.add(wanProxy.child)
+    await wanProxy.stop()
+    wanProxy = undefined
+  }
 }
 
 async function scenarioXz(): Promise<void> {
@@ -492,7 +578,12 @@ function table(): Row[] {
     if (Number.isFinite(nw)) rows.push({ what: `1. … narthex with workers: ${WORKERS}`, narthex: f(nw, 0), nginx: f(x, 0), other: `p99 ${f(med('narinfo', 'p99', 'narthex-w'))} ms`, ratio: f(nw / x), target: '≥ 1.0', met: nw / x >= 1.0 })
     const np = med('narinfo', 'p99', 'narthex')
     const xp = med('narinfo', 'p99', 'nginx')
-    rows.push({ what: '1. warm narinfo p99 latency (ms)', narthex: f(np), nginx: f(xp), other: `upstream ${f(med('narinfo', 'p99', 'upstream'))}`, ratio: f(np / xp), target: '(report)', met: undefined })
+    const p50p99 = (t: Sample['target']) => `${f(med('narinfo', 'p50', t))} / ${f(med('narinfo', 'p99', t))}`
+    rows.push({ what: '1. warm narinfo p50 / p99 latency (ms)', narthex: p50p99('narthex'), nginx: p50p99('nginx'), other: `upstream ${p50p99('upstream')}`, ratio: `p99 ${f(np / xp)}`, target: '(report)', met: undefined })
+    if (Number.isFinite(nw)) {
+      const wp = med('narinfo', 'p99', 'narthex-w')
+      rows.push({ what: `1. … p50 / p99 with workers: ${WORKERS} (ms)`, narthex: p50p99('narthex-w'), nginx: p50p99('nginx'), other: '', ratio: `p99 ${f(wp / xp)}`, target: '(report)', met: undefined })
+    }
   }
   if (has('warmnar')) {
     const n = med('warmnar', 'GBps', 'narthex')
@@ -532,13 +623,27 @@ function table(): Row[] {
     const rss = Math.max(...samples.filter((s) => s.scenario === 'herd' && s.metric === 'peakRss' && s.target === 'narthex').map((s) => s.value))
     rows.push({ what: '4. 64 clients: narthex peak RSS (MiB, max over runs)', narthex: f(rss, 0), nginx: `${f(med('herd', 'peakRss', 'nginx'), 0)} (workers)`, other: '', ratio: '', target: '< 150 MiB', met: rss < 150 })
   }
-  if (has('closure')) {
-    const n = med('closure', 'wall', 'narthex')
-    const x = med('closure', 'wall', 'nginx')
-    rows.push({ what: '5. nix copy, cold closure of 500 paths (s)', narthex: f(n), nginx: f(x), other: `upstream ${f(med('closure', 'wall', 'upstream'))}`, ratio: f(n / x), target: '≤ 0.8', met: n / x <= 0.8 })
-    const pn = med('closure', 'wall', 'narthex-pn')
-    if (Number.isFinite(pn)) rows.push({ what: '5. … narthex with `prefetch.nars: true`', narthex: f(pn), nginx: f(x), other: '', ratio: f(pn / x), target: '≤ 0.8', met: pn / x <= 0.8 })
+  const closureRows = (sc: 'closure' | 'closure-wan', label: string, goal: number) => {
+    const n = med(sc, 'wall', 'narthex')
+    const x = med(sc, 'wall', 'nginx')
+    rows.push({ what: `${label} (s)`, narthex: spread(sc, 'wall', 'narthex'), nginx: spread(sc, 'wall', 'nginx'), other: `upstream ${spread(sc, 'wall', 'upstream')}`, ratio: f(n / x), target: `≤ ${goal}`, met: n / x <= goal })
+    for (const [t, what] of [['narthex-w', `workers: ${WORKERS}`], ['narthex-pn', '`prefetch.nars: true`']] as const) {
+      const v = med(sc, 'wall', t)
+      if (Number.isFinite(v)) rows.push({ what: `… narthex with ${what}`, narthex: spread(sc, 'wall', t), nginx: f(x), other: '', ratio: f(v / x), target: `≤ ${goal}`, met: v / x <= goal })
+    }
   }
+  const cpuRows = (sc: 'closure' | 'closure-wan', label: string) => {
+    const x = med(sc, 'cpuPerPath', 'nginx')
+    for (const [t, what] of [['narthex', ''], ['narthex-w', ` (workers: ${WORKERS})`], ['narthex-pn', ' (`prefetch.nars: true`)']] as const) {
+      const v = med(sc, 'cpuPerPath', t)
+      if (!Number.isFinite(v)) continue
+      rows.push({ what: `${label}${what}: CPU ms per cold path (narinfo + NAR), whole process tree`, narthex: spread(sc, 'cpuPerPath', t, 3), nginx: spread(sc, 'cpuPerPath', 'nginx', 3), other: '', ratio: f(v / x), target: '≤ 2 ms', met: v <= 2 })
+    }
+  }
+  if (has('closure')) closureRows('closure', `5. nix copy, cold closure of ${manifest.closureHashParts.length} paths`, 0.8)
+  if (has('closure-wan')) closureRows('closure-wan', `5w. same closure from a WAN-like upstream (simulated on loopback: +${WAN.delayMs} ms first byte, ${WAN.mbit} Mbit/s per connection)`, 0.5)
+  if (has('closure') || has('cpu')) cpuRows('closure', 'cpu. closure')
+  if (has('closure-wan')) cpuRows('closure-wan', 'cpu. closure-wan')
   if (has('xz')) {
     const n = med('xz', 'fetch', 'narthex')
     const ref = med('xz', 'fetch', 'reference')
@@ -552,6 +657,23 @@ function table(): Row[] {
       target: '(report)',
       met: undefined,
     })
+  }
+  if (has('firstnarinfo')) {
+    const x = med('firstnarinfo', 'first', 'nginx')
+    for (const [t, what] of [['narthex', ''], ['narthex-w', ` (workers: ${WORKERS})`]] as const) {
+      const v = med('firstnarinfo', 'first', t)
+      if (!Number.isFinite(v)) continue
+      rows.push({ what: `7. first narinfo right after start-up, populated store: its latency (ms)${what}`, narthex: spread('firstnarinfo', 'first', t), nginx: spread('firstnarinfo', 'first', 'nginx'), other: `ready after ${spread('firstnarinfo', 'ready', t, 0)} ms (nginx ${spread('firstnarinfo', 'ready', 'nginx', 0)})`, ratio: f(v / x), target: '≤ 5 ms', met: v <= 5 })
+      const st = med('firstnarinfo', 'startToFirst', t) / med('firstnarinfo', 'startToFirst', 'nginx')
+      rows.push({ what: `7. … spawn to first answer (ms)${what}`, narthex: spread('firstnarinfo', 'startToFirst', t, 0), nginx: spread('firstnarinfo', 'startToFirst', 'nginx', 0), other: '', ratio: f(st), target: '(report)', met: undefined })
+    }
+  }
+  if (has('startup')) {
+    for (const [when, label, goal] of [['clean', 'after a clean shutdown', 0.5], ['kill', 'after SIGKILL', 1]] as const) {
+      const a = med('startup', `${when}Narinfo`, 'narthex')
+      const b = med('startup', `${when}Healthz`, 'narthex')
+      rows.push({ what: `8. start-up with ${STARTUP_PATHS.toLocaleString("en")} stored NARs ${label}: spawn → first narinfo answered (s)`, narthex: spread('startup', `${when}Narinfo`, 'narthex', 3), nginx: '', other: `/healthz ${spread('startup', `${when}Healthz`, 'narthex', 3)} s`, ratio: '', target: `≤ ${goal} s (both)`, met: Math.max(a, b) <= goal })
+    }
   }
   return rows
 }
@@ -586,6 +708,31 @@ function version(cmd: string, args: string[]): string {
   return `${p.stdout ?? ''}${p.stderr ?? ''}`.trim().split('\n')[0] || 'unknown'
 }
 
+const LOCK = join(DIRS.root, 'run.pid')
+
+/** One run at a time: a second one would remove the first one's run directory (and builds) under it. */
+async function claimDataDir(): Promise<void> {
+  const other = Number((await readFile(LOCK, 'utf8').catch(() => '')).trim())
+  if (other && other !== process.pid) {
+    let alive = true
+    try {
+      process.kill(other, 0)
+    } catch {
+      alive = false
+    }
+    if (alive) throw new Error(`another benchmark run (pid ${other}, ${LOCK}) is using ${DIRS.root}; wait for it to end`)
+  }
+  await mkdir(DIRS.root, { recursive: true })
+  await writeFile(LOCK, String(process.pid))
+  process.once('exit', () => {
+    try {
+      if (readFileSync(LOCK, 'utf8').trim() === String(process.pid)) unlinkSync(LOCK)
+    } catch {
+      // already gone
+    }
+  })
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now()
   for (const tool of ['nix', 'nginx', 'wrk', 'curl', 'xz', 'sha256sum']) {
@@ -593,6 +740,7 @@ async function main(): Promise<void> {
       throw new Error(`${tool} is missing: apt-get install -y nix-bin nginx wrk curl xz-utils (see bench/README.md)`)
     }
   }
+  await claimDataDir()
   build = await buildNarthex(ROOT, DIRS.root, { rev: opt('--rev'), worktree: flag('--worktree') }, say)
   manifest = await prepare(BENCH, say)
   await writeFile(listFile, manifest.closureHashParts.map(narinfoPath).join('\n') + '\n')
@@ -611,13 +759,42 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
 
+  const ctx: SuiteContext = {
+    bin: build.bin,
+    benchDir: BENCH,
+    runDir: RUN_DIR,
+    keyFile,
+    upstreamUrl: upstream.url,
+    upstreamPublicKey: manifest.upstreamPublicKey,
+    closureHashParts: manifest.closureHashParts,
+    nginxTemplate: join(HERE, 'nginx', 'proxy.conf'),
+    nodeArgs: NARTHEX_NODE_ARGS,
+    workers: WORKERS,
+    quick: QUICK,
+    runs: RUNS,
+    bigStoreCount: STARTUP_PATHS,
+    record,
+    measured,
+    repeat,
+    order,
+    say,
+    note: (msg) => notes.push(msg),
+    watch,
+    expectExit: (child) => stopping.add(child),
+    upstreamRequestsSince,
+    accessLogMark,
+  }
   const bodies: Record<Scenario, () => Promise<void>> = {
     narinfo: scenarioNarinfo,
     warmnar: scenarioWarmNar,
     coldnar: scenarioColdNar,
     herd: scenarioHerd,
     closure: scenarioClosure,
+    'closure-wan': scenarioClosureWan,
+    cpu: scenarioCpu,
     xz: scenarioXz,
+    firstnarinfo: () => scenarioFirstNarinfo(ctx),
+    startup: () => scenarioStartup(ctx),
   }
   try {
     for (const scenario of SCENARIOS) {
@@ -637,7 +814,10 @@ async function main(): Promise<void> {
           await stopServer(narthex).catch(() => undefined)
           await stopServer(narthexW).catch(() => undefined)
           await stopServer(nginx).catch(() => undefined)
+          await wanProxy?.stop().catch(() => undefined)
+          await stopLeftovers().catch(() => undefined)
           narthex = narthexW = nginx = undefined
+          wanProxy = undefined
           if (attempt >= 2) break
         }
       }

@@ -38,7 +38,7 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals, graceMs: n
 }
 
 /** Waits (bounded) until a TCP connect to `port` succeeds. */
-async function waitListening(port: number, child: ChildProcess, what: string, ms = 15_000): Promise<void> {
+export async function waitListening(port: number, child: ChildProcess, what: string, ms = 15_000): Promise<void> {
   const deadline = Date.now() + ms
   const { connect } = await import('node:net')
   for (;;) {
@@ -63,6 +63,8 @@ export interface NginxOptions {
   /** Working directory of this instance (pid, logs, temp dirs, config). */
   prefix: string
   vars: Record<string, string | number>
+  /** Listen on this port (default: a free one). */
+  port?: number
 }
 
 /** One nginx instance (master + workers) in the foreground. */
@@ -78,10 +80,22 @@ export class Nginx {
     return n
   }
 
+  /** Starts nginx without waiting for it to listen; `spawnedAt` is `performance.now()` right before the spawn. */
+  static async spawn(opts: NginxOptions & { port: number }): Promise<{ nginx: Nginx; spawnedAt: number }> {
+    const n = new Nginx(opts)
+    const spawnedAt = await n.#spawn()
+    return { nginx: n, spawnedAt }
+  }
+
   async #start(): Promise<void> {
+    await this.#spawn()
+    await waitListening(Number(new URL(this.url).port), this.child, `nginx (${join(this.opts.prefix, 'nginx.conf')})`)
+  }
+
+  async #spawn(): Promise<number> {
     const { prefix, template } = this.opts
     await mkdir(prefix, { recursive: true })
-    const port = await freePort()
+    const port = this.opts.port ?? (await freePort())
     const isRoot = process.getuid?.() === 0
     const vars: Record<string, string | number> = { ...this.opts.vars, PREFIX: prefix, PORT: port, USER: isRoot ? 'user root;' : '' }
     let conf = await readFile(template, 'utf8')
@@ -90,10 +104,11 @@ export class Nginx {
     const confFile = join(prefix, 'nginx.conf')
     await writeFile(confFile, conf)
     const err = openSync(join(prefix, 'stderr.log'), 'a')
+    const spawnedAt = performance.now()
     this.child = spawn('nginx', ['-p', prefix, '-c', confFile, '-e', join(prefix, 'error.log')], { stdio: ['ignore', 'ignore', err] })
     closeSync(err)
     this.url = `http://127.0.0.1:${port}`
-    await waitListening(port, this.child, `nginx (${confFile})`)
+    return spawnedAt
   }
 
   /** The pids of the worker processes. */
@@ -128,8 +143,12 @@ export interface NarthexOptions {
   upstreamPublicKey: string
   /** Extra node flags, e.g. `--cpu-prof`. */
   nodeArgs?: string[]
-  /** The config's `workers` (0: one process). */
-  workers?: number
+  /** The config's `workers` (0: one process; `auto`: one per core). */
+  workers?: number | 'auto'
+  /** Use this data directory (kept as it is) instead of `<dir>/data`. */
+  dataDir?: string
+  /** Listen on this port (default: any free one, read back from the log). */
+  port?: number
   /** Keep the directory (and so the data dir) of an earlier start instead of starting fresh. */
   keepData?: boolean
   /** The config's `prefetch.nars`: fetch the NARs of admitted paths' references ahead of the client. */
@@ -149,22 +168,34 @@ export class Narthex {
 
   static async start(opts: NarthexOptions): Promise<Narthex> {
     const n = new Narthex(opts)
-    await n.#start()
+    await n.#spawn()
+    await n.waitServing()
     return n
+  }
+
+  /**
+   * Starts narthex without waiting for it to serve (for start-up timings: give a `port`).
+   * `spawnedAt` is `performance.now()` right before the spawn.
+   */
+  static async spawn(opts: NarthexOptions): Promise<{ narthex: Narthex; spawnedAt: number }> {
+    const n = new Narthex(opts)
+    const spawnedAt = await n.#spawn()
+    if (opts.port) n.url = `http://127.0.0.1:${opts.port}`
+    return { narthex: n, spawnedAt }
   }
 
   get pid(): number {
     return this.child.pid!
   }
 
-  async #start(): Promise<void> {
+  async #spawn(): Promise<number> {
     const { dir, bin } = this.opts
     if (!this.opts.keepData) await rm(dir, { recursive: true, force: true })
     await mkdir(dir, { recursive: true })
     await rm(this.logFile, { force: true })
     const config = {
-      listen: '127.0.0.1:0',
-      dataDir: join(dir, 'data'),
+      listen: `127.0.0.1:${this.opts.port ?? 0}`,
+      dataDir: this.opts.dataDir ?? join(dir, 'data'),
       signingKeyFile: this.opts.signingKeyFile,
       upstreams: [{ name: 'up', url: this.opts.upstreamUrl, publicKeys: [this.opts.upstreamPublicKey] }],
       rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
@@ -179,13 +210,19 @@ export class Narthex {
     const out = openSync(join(dir, 'stdout.log'), 'a')
     // Started as `npm start`, the Dockerfile and bin/narthex.js's shebang start it.
     const shipped = ['--max-semi-space-size=2']
+    const spawnedAt = performance.now()
     this.child = spawn(process.execPath, [...shipped, ...(this.opts.nodeArgs ?? []), bin, 'serve', '--config', configFile], {
       cwd: dir,
       stdio: ['ignore', out, err],
     })
     closeSync(err)
     closeSync(out)
-    const deadline = Date.now() + 20_000
+    return spawnedAt
+  }
+
+  /** Waits (at most `ms`) for the log line `narthex is serving`, and takes the URL and key from it. */
+  async waitServing(ms = 20_000): Promise<void> {
+    const deadline = Date.now() + ms
     for (;;) {
       const text = await readFile(this.logFile, 'utf8').catch(() => '')
       for (const line of text.split('\n')) {
@@ -196,7 +233,7 @@ export class Narthex {
         return
       }
       if (this.child.exitCode !== null) throw new Error(`narthex exited with ${this.child.exitCode}: ${text.slice(-2000)}`)
-      if (Date.now() > deadline) throw new Error(`narthex did not start within 20 s: ${text.slice(-2000)}`)
+      if (Date.now() > deadline) throw new Error(`narthex did not start within ${ms / 1000} s: ${text.slice(-2000)}`)
       await sleep(25)
     }
   }
@@ -233,8 +270,37 @@ export class Narthex {
     return out
   }
 
+  /** SIGKILL (a crash, or the OOM killer): nothing is flushed or closed. */
+  async kill(): Promise<void> {
+    const exited = waitExit(this.child, 10_000)
+    this.child.kill('SIGKILL')
+    await exited
+  }
+
   /** SIGTERM (graceful: a --cpu-prof profile is written), SIGKILL after 20 s. */
   async stop(): Promise<void> {
     await stopChild(this.child, 'SIGTERM', 20_000)
+  }
+}
+
+/** bench/proxy/wan-proxy.mjs in front of an upstream: first byte delayed, each connection paced. */
+export class WanProxy {
+  private constructor(
+    readonly child: ChildProcess,
+    readonly url: string,
+  ) {}
+
+  static async start(opts: { script: string; upstreamUrl: string; delayMs: number; mbit: number; logFile: string }): Promise<WanProxy> {
+    const port = await freePort()
+    const err = openSync(opts.logFile, 'a')
+    const args = [opts.script, '--upstream', opts.upstreamUrl, '--port', String(port), '--delay-ms', String(opts.delayMs), '--mbit', String(opts.mbit)]
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', err] })
+    closeSync(err)
+    await waitListening(port, child, 'wan-proxy')
+    return new WanProxy(child, `http://127.0.0.1:${port}`)
+  }
+
+  async stop(): Promise<void> {
+    await stopChild(this.child, 'SIGTERM', 5000)
   }
 }
