@@ -58,7 +58,8 @@ const upstream = z.strictObject({
   url: z
     .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
     // Credentials in the URL would show on the status page and in logs.
-    .refine((u) => new URL(u).username === '' && new URL(u).password === '', 'put credentials in netrcFile or bearerTokenFile, not in the URL')
+    // Refinements run after a failed check too: an unparsable URL was reported already.
+    .refine((u) => !URL.canParse(u) || (new URL(u).username === '' && new URL(u).password === ''), 'put credentials in netrcFile or bearerTokenFile, not in the URL')
     .transform((u) => u.replace(/\/+$/, '')),
   /** A netrc file (`machine HOST login L password P`) whose entry for the URL's host is sent as Basic auth. */
   netrcFile: z.string().min(1).optional(),

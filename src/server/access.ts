@@ -11,7 +11,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { NarthexError } from '../errors.js'
-import { readSecretFile, secretFileModeWarning } from '../upstream/index.js'
+import { readSecretFile, secretFileModeWarning } from '../secret-file.js'
 import { requestPath } from './http-util.js'
 import { respondStatus } from './respond-error.js'
 

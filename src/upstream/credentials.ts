@@ -4,8 +4,9 @@
  * a file holding one bearer token. The secret lives only in the Authorization
  * header value kept here; messages name the file and the upstream, never it.
  */
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { NarthexError } from '../errors.js'
+import { readSecretFile, secretFileModeWarning } from '../secret-file.js'
 import { netrcEntryFor, parseNetrc } from './netrc.js'
 
 /** Where an upstream's credentials come from (the config's `netrcFile` or `bearerTokenFile`). */
@@ -19,38 +20,6 @@ export interface LoadedCredentials {
   /** The `Authorization` header value, or undefined when the netrc has no entry for the host. */
   readonly authorization: string | undefined
   readonly warnings: readonly string[]
-}
-
-/**
- * A warning when `file` is readable by its group or by others, undefined when
- * it is not (a secret should be mode 0600 or 0400).
- */
-export function secretFileModeWarning(file: string): string | undefined {
-  let mode: number
-  try {
-    mode = statSync(file).mode
-  } catch {
-    return undefined
-  }
-  if ((mode & 0o044) === 0) return undefined
-  return `secret file ${file} is readable by ${mode & 0o004 ? 'everyone' : 'its group'} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); chmod 600 it`
-}
-
-/**
- * Reads a secret file: its content with surrounding white space trimmed.
- * @throws NarthexError CONFIG_INVALID when it cannot be read or is empty.
- */
-export function readSecretFile(file: string, what: string): string {
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (err) {
-    throw new NarthexError('CONFIG_INVALID', `${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-  }
-  const secret = text.trim()
-  if (secret === '') throw new NarthexError('CONFIG_INVALID', `${what}: ${file} is empty`)
-  if (/[\r\n]/.test(secret)) throw new NarthexError('CONFIG_INVALID', `${what}: ${file} must hold one token on one line`)
-  return secret
 }
 
 /**
