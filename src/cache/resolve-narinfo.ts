@@ -16,7 +16,7 @@ import { narFileNameOf, sourceOf } from './nar-source.js'
 
 /** The answer to a narinfo request. */
 export type NarInfoAnswer =
-  | { readonly kind: 'found'; readonly text: string }
+  | { readonly kind: 'found'; readonly text: string; /** From what narthex holds, or admitted from an upstream just now. */ readonly outcome?: 'hit' | 'admitted' }
   | { readonly kind: 'absent' }
   | { readonly kind: 'unavailable'; readonly retryAfterS: number }
 
@@ -75,7 +75,7 @@ export class NarInfoResolver {
     const hot = this.#served.get(hashPart)
     if (hot !== undefined) {
       this.#d.metrics.narinfoLookups.inc({ outcome: 'hit' })
-      return { kind: 'found', text: hot }
+      return { kind: 'found', text: hot, outcome: 'hit' }
     }
     const negative = this.#negative.get(hashPart)
     if (negative) {
@@ -133,7 +133,7 @@ export class NarInfoResolver {
     const record = await store.getNarInfo(hashPart)
     if (record) {
       metrics.narinfoLookups.inc({ outcome: 'hit' })
-      return { kind: 'found', text: await this.#remember(hashPart, record) }
+      return { kind: 'found', text: await this.#remember(hashPart, record), outcome: 'hit' }
     }
     if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
     const answers = await this.#d.ask(hashPart)
@@ -189,7 +189,7 @@ export class NarInfoResolver {
     this.#negative.delete(hashPart)
     const text = await this.#remember(hashPart, record)
     this.#d.onAdmitted({ hashPart, fileName, record, info })
-    return { kind: 'found', text }
+    return { kind: 'found', text, outcome: 'admitted' }
   }
 
   #unavailable(hashPart: string): NarInfoAnswer {

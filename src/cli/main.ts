@@ -10,11 +10,11 @@ import { isNarthexError } from '../errors.js'
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, toPublicKey } from '../protocol/index.js'
 import { createLogger, splitListen, startNarthex } from './app.js'
 import { runAudit } from './audit.js'
+import { clientConfigText } from './client-config.js'
 import { runExport, runImport, runMirror } from './closures.js'
 import { startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
 import { runGc } from './gc.js'
-import { loadOrCreateSigningKey } from './keys.js'
 import { runVerify } from './verify.js'
 import { isClusterWorker, runClusterWorker } from './worker.js'
 
@@ -54,7 +54,7 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
   }
   const config = readConfig(argv)
   if (argv.listen) splitListen(argv.listen)
-  const log = createLogger(config.log.level)
+  const log = createLogger(config.log.level, config.log.format)
   // Signals are caught from the start: one that arrives while narthex is still
   // starting stops it as soon as it is up, never kills it half-way.
   let signalled: ((signal: string) => void) | undefined
@@ -89,16 +89,8 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
   log.flush()
 }
 
-function clientConfig(argv: { config: string; url?: string | undefined }): void {
-  const config = readConfig(argv)
-  const { key } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
-  let url = argv.url
-  if (!url) {
-    const { host, port } = splitListen(config.listen)
-    const shown = host === '0.0.0.0' || host === '::' ? '<this-host>' : host.includes(':') ? `[${host}]` : host
-    url = `http://${shown}:${port}`
-  }
-  out(`substituters = ${url}\ntrusted-public-keys = ${formatPublicKey(toPublicKey(key))}`)
+function clientConfig(argv: { config: string; url?: string | undefined; nixos?: boolean | undefined }): void {
+  out(clientConfigText(readConfig(argv), argv))
 }
 
 function keygen(argv: { name?: string | undefined; public?: boolean | undefined }): void {
@@ -244,8 +236,11 @@ export async function main(args: string[]): Promise<number> {
     )
     .command(
       'client-config',
-      'print the nix.conf lines a client needs',
-      (y) => y.option('url', { type: 'string', describe: 'the URL clients reach narthex at' }),
+      'print the system-wide nix.conf lines a client needs (--nixos: the NixOS nix.settings block), and how to check them',
+      (y) =>
+        y
+          .option('url', { type: 'string', describe: 'the URL clients reach narthex at (default: publicUrl of the config, else its listen address)' })
+          .option('nixos', { type: 'boolean', default: false, describe: 'print the NixOS configuration.nix block instead' }),
       (argv) => clientConfig(argv),
     )
     .demandCommand(1, 'name a command (narthex --help lists them)')
