@@ -1,7 +1,7 @@
 /** The use cases: resolve narinfos, fetch and verify NARs. */
 export { Cache, type CacheDeps, type CacheSettings, type LogAnswer, type NarAnswer, type NarInfoAnswer } from './cache.js'
 export { askUpstreams } from './ask.js'
-export { Metrics, type ConflictResolution, type MetricSources, type UpstreamError } from './metrics.js'
+export { Metrics, UPSTREAM_ANSWERS, type ConflictResolution, type MetricSources, type UpstreamError } from './metrics.js'
 export { verifyStore, type CorruptNar, type StoreVerification } from './verify-store.js'
 export { PushReceiver, type PushDeps, type PushSettings } from './push.js'
 export { verifyNarFile, type NarFileExpectation } from './verify-file.js'

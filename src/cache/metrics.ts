@@ -24,7 +24,8 @@ export interface MetricSources {
   readonly storeCounts?: () => { paths: number; narFiles: number; pinned: number } | undefined
 }
 
-const UPSTREAM_OK = new Set(['found', 'absent', 'verified'])
+/** Outcomes of `narthex_upstream_requests_total` that are answers, not errors (every other outcome is an error code). */
+export const UPSTREAM_ANSWERS: ReadonlySet<string> = new Set(['present', 'absent', 'verified'])
 
 /** The metrics narthex keeps about its cache. */
 export class Metrics {
@@ -56,7 +57,7 @@ export class Metrics {
   })
   readonly upstreamRequests = new Counter({
     name: 'narthex_upstream_requests_total',
-    help: 'Requests to upstreams, by upstream, kind (narinfo, nar) and outcome (found, absent, verified, or an error code)',
+    help: 'Requests to upstreams, by upstream, kind (narinfo, nar) and outcome (present, absent, verified, or an error code)',
     labelNames: ['upstream', 'kind', 'outcome'] as const,
     registers: [this.registry],
   })
@@ -132,7 +133,7 @@ export class Metrics {
     // Every failed upstream request passes through this counter: remember the last one per upstream.
     const inc = this.upstreamRequests.inc.bind(this.upstreamRequests) as (labels: Record<string, string>, value?: number) => void
     this.upstreamRequests.inc = ((labels: Record<string, string>, value?: number) => {
-      if (labels.upstream && labels.outcome && !UPSTREAM_OK.has(labels.outcome)) {
+      if (labels.upstream && labels.outcome && !UPSTREAM_ANSWERS.has(labels.outcome)) {
         this.#lastErrors.set(labels.upstream, { kind: labels.kind ?? '', code: labels.outcome, at: Date.now() })
       }
       inc(labels, value)

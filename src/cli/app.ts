@@ -155,7 +155,10 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
       onAdmitted: (hashPart) => cache.forget(hashPart),
     }),
   }
-  metrics.watch({ storeBytes: () => store.totalBytes, storeCounts: storeCounter(store, log) })
+  const storeCounts = storeCounter(store, log)
+  // Counted once now, so that the first page and scrape have figures.
+  storeCounts()
+  metrics.watch({ storeBytes: () => store.totalBytes, storeCounts })
   const status: StatusSources = {
     publicKeys: [publicKey],
     publicUrl: config.publicUrl,

@@ -4,7 +4,7 @@
  * knows: upstream health, the store, the audit log's latest refusals.
  */
 import type { Registry } from 'prom-client'
-import type { UpstreamError } from '../cache/index.js'
+import { UPSTREAM_ANSWERS, type UpstreamError } from '../cache/index.js'
 import { clientSetup, type ClientSetup } from './client-setup.js'
 
 /** What `registry.getMetricsAsJSON()` returns: one process's metrics. */
@@ -99,8 +99,6 @@ function gauge(metrics: MetricsSnapshot, name: string, keep?: (labels: Labels) =
   return values(metrics, name).some((v) => !keep || keep(v.labels)) ? sum(metrics, name, keep) : null
 }
 
-const UPSTREAM_OK = new Set(['found', 'absent', 'verified'])
-
 /** The cumulative request figures in `metrics`. */
 export function totalsOf(metrics: MetricsSnapshot): Totals {
   let hits = 0
@@ -181,7 +179,7 @@ export async function buildStatus(metrics: MetricsSnapshot, sources: StatusSourc
       up: !u.down,
       consecutiveFailures: u.consecutiveFailures,
       requests: sum(metrics, 'narthex_upstream_requests_total', of),
-      errors: sum(metrics, 'narthex_upstream_requests_total', (l) => of(l) && !UPSTREAM_OK.has(String(l.outcome))),
+      errors: sum(metrics, 'narthex_upstream_requests_total', (l) => of(l) && !UPSTREAM_ANSWERS.has(String(l.outcome))),
       meanLatencyMs: count > 0 ? (seconds / count) * 1000 : null,
       lastError: sources.lastUpstreamError(u.name) ?? null,
     }

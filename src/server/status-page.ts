@@ -53,8 +53,8 @@ function hhmm(ms: number): string {
 export function renderChart(history: readonly Bucket[]): string {
   const W = 600
   const H = 150
-  const top = 12
-  const bottom = 128
+  const top = 18
+  const bottom = 126
   const bw = W / Math.max(1, history.length)
   const max = Math.max(1, ...history.map((b) => b.hits + b.misses + b.other))
   const y = (v: number) => bottom - (v / max) * (bottom - top)
@@ -161,11 +161,12 @@ h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em;border-
 .figs{display:flex;flex-wrap:wrap;gap:.5em}.fig{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.4em .7em;min-width:8.5em;flex:1}
 .fig .v{display:block;font-size:1.35em;font-weight:600}.fig .l{color:#555;font-size:.85em}
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;background:#fff}td,th{padding:.25em .6em;text-align:left;border-bottom:1px solid #eee;vertical-align:top}
+#recent td:nth-child(3),#recent td:nth-child(6),#upstreams td:nth-child(2),#upstreams td:nth-child(8){overflow-wrap:anywhere}#recent td:nth-child(2),#recent td:nth-child(4){white-space:nowrap}
 th{font-size:.85em;color:#555}td.none{color:#777}pre{background:#f0f0f0;padding:.6em;overflow-x:auto;white-space:pre-wrap;word-break:break-all;border-radius:4px}
 code{background:#eee;padding:.05em .3em;border-radius:3px;word-break:break-all}.meter{height:.6em;background:#e4e4e4;border-radius:3px;overflow:hidden;margin-top:.3em}
 .meter div{height:100%;background:#3b7dd8}#chart svg{width:100%;height:auto;background:#fff;border:1px solid #ddd;border-radius:6px}
 svg .h{fill:#2a9d4b}svg .m{fill:#e08a00}svg .o{fill:#aaa}svg polyline.r{fill:none;stroke:#1f4fbf;stroke-width:1.5}svg circle.r{fill:#1f4fbf}
-svg .ax{stroke:#ccc}svg text{font-size:11px;fill:#555}.key span{display:inline-block;width:.8em;height:.8em;margin:0 .2em 0 .8em}
+svg .ax{stroke:#ccc}svg text{font-size:14px;fill:#555}.key span{display:inline-block;width:.8em;height:.8em;margin:0 .2em 0 .8em}
 #stale{background:#fde2e2;padding:.3em .6em;border-radius:4px}.warn{background:#fff4d6;padding:.5em .7em;border-radius:4px}`
 
 /** Renders the status page. */
