@@ -31,7 +31,7 @@ function prettyStream(): DestinationStream {
   // Loaded only for a terminal: a server logging JSON never pays for it.
   const require = createRequire(import.meta.url)
   const pretty = require('pino-pretty') as (options: Record<string, unknown>) => DestinationStream
-  return pretty({ destination: 2, sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname' })
+  return pretty({ destination: 2, sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname', singleLine: true })
 }
 
 /** Creates the logger narthex uses, on stderr: JSON lines, or human-readable on a terminal. */

@@ -61,7 +61,7 @@ export class HttpMetrics {
 export interface RequestContext {
   route: Route
   outcome: CacheOutcome | undefined
-  /** Body bytes sent, when the handler knows them (NARs); else the Content-Length is logged. */
+  /** NAR body bytes sent (for `narthex_nar_bytes_served_total`). */
   bytes: number
   /** Set when another process (the core) answered and counts the request. */
   passedOn: boolean
@@ -97,6 +97,7 @@ export interface ObserveOptions {
  */
 export function observeRequest(req: IncomingMessage, res: ServerResponse, options: ObserveOptions): RequestContext {
   const started = process.hrtime.bigint()
+  const writtenBefore = req.socket.bytesWritten
   let pending = 2
   const done = () => {
     if (--pending === 0) record()
@@ -124,7 +125,8 @@ export function observeRequest(req: IncomingMessage, res: ServerResponse, option
       path: target.startsWith('/') ? target.slice(0, 200) : '-',
       route: ctx.route,
       status,
-      bytes: ctx.bytes || (req.method === 'HEAD' ? 0 : Number(res.getHeader('content-length') ?? 0)),
+      // Sent on the connection for this response, headers included.
+      bytes: req.socket.bytesWritten - writtenBefore,
       ms: Math.round(seconds * 10_000) / 10,
     }
     if (ctx.outcome) line.outcome = ctx.outcome
