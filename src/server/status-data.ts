@@ -175,7 +175,7 @@ export async function buildStatus(metrics: MetricsSnapshot, sources: StatusSourc
     const seconds = sum(metrics, 'narthex_upstream_request_duration_seconds', of, 'narthex_upstream_request_duration_seconds_sum')
     return {
       name: u.name,
-      url: u.url,
+      url: withoutCredentials(u.url),
       up: !u.down,
       consecutiveFailures: u.consecutiveFailures,
       requests: sum(metrics, 'narthex_upstream_requests_total', of),
@@ -208,6 +208,19 @@ export async function buildStatus(metrics: MetricsSnapshot, sources: StatusSourc
     publicKeys: sources.publicKeys,
     clientSetup: clientSetup({ url, publicKeys: sources.publicKeys }),
     history: history.buckets(Date.now(), totals),
+  }
+}
+
+/** A URL without the user and password it may carry (the page is for anyone who reaches narthex). */
+function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url)
+    if (!u.username && !u.password) return url
+    u.username = ''
+    u.password = ''
+    return u.toString().replace(/\/+$/, '')
+  } catch {
+    return url
   }
 }
 

@@ -54,7 +54,13 @@ describe('the status page in a browser, narthex with two workers', { skip: skipR
     for (const d of dirs) ups.push(await startStaticServer(d))
     narthex = await NarthexProcess.start({
       workers: 2,
-      upstreams: ups.map((u, i) => ({ name: `up-${i + 1}`, url: u.url, publicKeys: [formatPublicKey(toPublicKey(keys[i]!))], retries: 0 })),
+      // up-2's URL carries a user and password (the static server ignores them): the page must not show them.
+      upstreams: ups.map((u, i) => ({
+        name: `up-${i + 1}`,
+        url: i === 1 ? u.url.replace('http://', 'http://reader:upstream-password-42@') : u.url,
+        publicKeys: [formatPublicKey(toPublicKey(keys[i]!))],
+        retries: 0,
+      })),
       rules: [
         { match: 'strict-*', upstreams: ['up-1', 'up-2'], onConflict: 'refuse' },
         { match: '*', upstreams: ['up-1', 'up-2'] },
@@ -125,6 +131,10 @@ describe('the status page in a browser, narthex with two workers', { skip: skipR
     const upstreams = await cells('upstreams')
     assert.deepEqual(upstreams.map((r) => [r[0], r[2], r[6], r[7]]), [['up-1', 'up', '0', 'none'], ['up-2', 'up', '0', 'none']])
     assert.deepEqual(external, [], 'the page loads nothing from elsewhere')
+    // The chart: the minutes' tooltips add up to what was sent (the mix may straddle a minute).
+    const tips = await page.evaluate<string[]>(`[...document.querySelectorAll('#chart svg g title')].map((t) => t.textContent)`)
+    const total = (word: string) => tips.reduce((n, t) => n + Number(new RegExp(`(\\d+) ${word}`).exec(t)?.[1] ?? 0), 0)
+    assert.deepEqual([total('hits'), total('misses'), total('other')], [9, 6, 3], tips.join('\n'))
   })
 
   test('the refusal and the conflict are listed with their reason and upstreams', async () => {
@@ -145,7 +155,10 @@ describe('the status page in a browser, narthex with two workers', { skip: skipR
     assert.ok(((await page.locator('#nixos').textContent()) ?? '').includes(`substituters = [ "${narthex.url}" ];`))
     assert.match((await page.textContent('body')) ?? '', /ignoring untrusted substituter/)
     const secret = (await readFile(join(narthex.dir, 'narthex.key'), 'utf8')).trim()
-    assert.ok(!(await page.content()).includes(secret.slice(secret.indexOf(':') + 1, secret.indexOf(':') + 41)), 'no secret key on the page')
+    const html = await page.content()
+    assert.ok(!html.includes(secret.slice(secret.indexOf(':') + 1, secret.indexOf(':') + 41)), 'no secret key on the page')
+    assert.ok(!html.includes('upstream-password-42'), 'no upstream password on the page')
+    assert.ok(html.includes(ups[1]!.url), 'the upstream URL, without its credentials')
   })
 
   test('the figures refresh without a reload', async () => {
