@@ -165,6 +165,8 @@ describe('the status page in a browser, narthex with two workers', { skip: skipR
     await getOnce(`${narthex.url}/${paths[0]!.info.url}`)
     await page.waitForFunction(`document.querySelector('[data-k="hits"]').textContent === '10'`, undefined, { timeout: 20_000 })
     assert.equal(await text('hitRatio'), '62.5 %', '10 hits of 16')
+    // The store's entries are counted in the background: a refresh or two later.
+    await page.waitForFunction(`document.querySelector('[data-k="paths"]').textContent === '3'`, undefined, { timeout: 20_000 }).catch(() => undefined)
     assert.equal(await text('paths'), '3', 'paths stored (the refused ones are not)')
     assert.equal(await text('narFiles'), '3')
     assert.equal(await text('pinned'), '0')
