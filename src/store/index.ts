@@ -2,5 +2,5 @@
 export { Store, type NarInfoRecord, type NarFileRecord, type SourceRecord, type RecoveryReport } from './store.js'
 export { createDecompressor, supportedCompressions } from './decompress.js'
 export { AuditLog, auditLogPath, readAuditLog, verifyAuditLog, type AuditEntry, type AuditEvent, type AuditVerification } from './audit.js'
-export { readAuditTail } from './audit-tail.js'
+export { readAuditTail } from './audit-recent.js'
 export { Verification, startVerifyThreads, stopVerifyThreads, type VerifiedNar } from './verifier.js'
