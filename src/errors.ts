@@ -8,11 +8,7 @@
 export type ErrorCode =
   | 'BAD_REQUEST'
   | 'NOT_FOUND'
-  | 'METHOD_NOT_ALLOWED'
-  | 'UNAUTHORIZED'
   | 'PAYLOAD_TOO_LARGE'
-  | 'POLICY_DENIED'
-  | 'CONFLICT'
   | 'PUSH_REFUSED'
   | 'PUSH_CONFLICT'
   | 'NIX32_INVALID'
@@ -28,11 +24,9 @@ export type ErrorCode =
   | 'UPSTREAM_UNAVAILABLE'
   | 'UPSTREAM_TIMEOUT'
   | 'UPSTREAM_INVALID'
-  | 'STORE_CORRUPT'
   | 'STORE_IO'
   | 'CONFIG_INVALID'
   | 'SHUTTING_DOWN'
-  | 'NOT_IMPLEMENTED'
 
 /**
  * The HTTP status each code answers with. Exhaustive on purpose: a new code does
@@ -43,11 +37,7 @@ export type ErrorCode =
 export const HTTP_STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
   NOT_FOUND: 404,
-  METHOD_NOT_ALLOWED: 405,
-  UNAUTHORIZED: 401,
   PAYLOAD_TOO_LARGE: 413,
-  POLICY_DENIED: 404,
-  CONFLICT: 404,
   PUSH_REFUSED: 403,
   PUSH_CONFLICT: 409,
   NIX32_INVALID: 400,
@@ -63,11 +53,9 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   UPSTREAM_UNAVAILABLE: 503,
   UPSTREAM_TIMEOUT: 503,
   UPSTREAM_INVALID: 502,
-  STORE_CORRUPT: 500,
   STORE_IO: 500,
   CONFIG_INVALID: 500,
   SHUTTING_DOWN: 503,
-  NOT_IMPLEMENTED: 501,
 }
 
 /** Extra options of a {@link NarthexError}: a cause and structured detail for logs. */

@@ -5,7 +5,6 @@
 import type { Logger } from 'pino'
 import { isNarthexError } from '../errors.js'
 import type { UpstreamAnswer } from '../policy/index.js'
-import { isCompression } from '../protocol/index.js'
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
 
@@ -33,7 +32,7 @@ export async function askUpstreams(
         took()
         metrics?.upstreamRequests.inc({ upstream: name, kind: 'narinfo', outcome: res.kind })
         if (res.kind === 'absent') return { upstream: name, kind: 'absent' }
-        if (!isCompression(res.info.compression) || !supported.has(res.info.compression)) {
+        if (!supported.has(res.info.compression)) {
           log?.warn({ upstream: name, hashPart, compression: res.info.compression }, 'upstream offers a compression narthex cannot verify')
           return { upstream: name, kind: 'unavailable', reason: `unsupported compression ${res.info.compression}` }
         }

@@ -14,12 +14,12 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { NarthexError, isNarthexError } from '../errors.js'
 import { ruleFor, type Policy, type UpstreamAnswer } from '../policy/index.js'
-import { fingerprintNarInfo, formatNarInfo, formatNixHash, formatStorePath, parseNarFileName, parseNarInfo, type NarInfo } from '../protocol/index.js'
+import { fingerprintNarInfo, formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarFileName, parseNarInfo, type NarInfo } from '../protocol/index.js'
 import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
 import { NarDownload, type NarFollower } from './nar-download.js'
-import { describedBy, narFileNameOf, sourceOf } from './nar-source.js'
+import { describedBy, sourceOf } from './nar-source.js'
 
 /** The answer to a NAR request. */
 export type NarAnswer =

@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
 import { formatNixHash, nixHashEquals, type NarInfo } from '../protocol/index.js'
 import { copyFileTo } from '../file-copy.js'
-import { Verification, type NarFileRecord, type Store } from '../store/index.js'
+import { classifyNarError, Verification, type NarErrorContext, type NarFileRecord, type Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 
 // How far a download may run ahead of its verification thread.
@@ -34,22 +34,6 @@ const SYNC_EVERY = 64 * 1024 * 1024
 export interface DownloadResult {
   readonly record: NarFileRecord
   readonly durationMs: number
-}
-
-function classify(err: unknown, upstream: string): NarthexError {
-  if (err instanceof NarthexError) return err
-  const e = err as NodeJS.ErrnoException & { code?: string }
-  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || e?.code === 'EIO' || e?.code === 'EROFS') {
-    return new NarthexError('STORE_IO', `cannot write the NAR: ${e.code}`, { cause: err })
-  }
-  if (e?.code === 'UND_ERR_BODY_TIMEOUT') {
-    return new NarthexError('UPSTREAM_TIMEOUT', `upstream ${upstream} stopped sending the NAR`, { cause: err, detail: { upstream } })
-  }
-  if (typeof e?.code === 'string' && e.code.startsWith('UND_ERR') || e?.code === 'ECONNRESET' || e?.message === 'terminated') {
-    return new NarthexError('UPSTREAM_UNAVAILABLE', `download from ${upstream} broke off: ${e.message}`, { cause: err, detail: { upstream } })
-  }
-  // Decoder libraries (lzma-native, zstd-napi, zlib) fail with their own errors on corrupt input.
-  return new NarthexError('NAR_INVALID', `the NAR from ${upstream} is corrupt: ${e?.message ?? String(err)}`, { cause: err, detail: { upstream } })
 }
 
 /**
@@ -112,8 +96,11 @@ export class NarDownload extends EventEmitter {
     const started = Date.now()
     let fh: FileHandle | undefined
     let firstError: NarthexError | undefined
+    // Once the download is aborted (by a failure, or by shutdown), every later error is the
+    // abort's consequence and counts as its reason: a shutdown is never taken for bad bytes.
+    const context: NarErrorContext = { upstream: this.upstream.name, file: this.tempPath, signal: this.#abort.signal }
     const fail = (err: unknown) => {
-      firstError ??= classify(err, this.upstream.name)
+      firstError ??= classifyNarError(err, context)
       if (!this.#abort.signal.aborted) this.#abort.abort(firstError)
     }
     try {
@@ -215,7 +202,7 @@ export class NarDownload extends EventEmitter {
       this.emit('progress')
       return { record, durationMs: Date.now() - started }
     } catch (err) {
-      const error = firstError ?? classify(this.#abort.signal.aborted ? (this.#abort.signal.reason ?? err) : err, this.upstream.name)
+      const error = firstError ?? classifyNarError(err, context)
       this.error = error
       this.state = 'failed'
       await fh?.close().catch(() => undefined)

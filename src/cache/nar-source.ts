@@ -1,26 +1,12 @@
 /**
  * NAR sources: where an admitted path's NAR file can be fetched (an upstream,
- * its URL there, and the unsigned fields that upstream gave), and the name the
- * file is stored and served under. Shared by narinfo resolution, which records
- * the sources of an admission, and NAR fetching, which adds and uses them.
+ * its URL there, and the unsigned fields that upstream gave). Shared by narinfo
+ * resolution, which records the sources of an admission, and NAR fetching,
+ * which adds and uses them.
  */
-import { NarthexError } from '../errors.js'
-import { encodeNix32, formatNixHash, isCompression, narFileName, parseNixHash, type NarInfo } from '../protocol/index.js'
+import { formatNixHash, parseNixHash, type NarInfo } from '../protocol/index.js'
 import type { SourceRecord } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
-
-/**
- * The content-addressed name of the NAR file a narinfo describes:
- * `<NarHash nix32>.nar<ext of its Compression>`.
- * @throws NarthexError COMPRESSION_UNSUPPORTED when the compression has no known
- *   extension (never for an admitted narinfo: admission requires a known one).
- */
-export function narFileNameOf(info: Pick<NarInfo, 'narHash' | 'compression'>): string {
-  if (!isCompression(info.compression)) {
-    throw new NarthexError('COMPRESSION_UNSUPPORTED', `no NAR file name for compression ${JSON.stringify(info.compression)}`)
-  }
-  return narFileName(encodeNix32(info.narHash.digest), info.compression)
-}
 
 /**
  * The source record of an upstream's narinfo: its NAR URL resolved on that upstream.

@@ -19,8 +19,7 @@ import {
   formatNixHash,
   formatStorePath,
   HashingPassThrough,
-  isCompression,
-  narFileName,
+  narFileNameOf,
   parseNarFileName,
   parseNarInfo,
   validSignatures,
@@ -114,9 +113,8 @@ export class PushReceiver {
       await refuse('PUSH_CONFLICT', `${storePath} was admitted before with ${first}; refusing ${narHash}`)
     }
     if (existing) return 'unchanged'
-    if (!isCompression(info.compression)) await refuse('BAD_REQUEST', `unknown compression ${JSON.stringify(info.compression)}`)
 
-    const narFile = narFileName(encodeNix32(info.narHash.digest), info.compression as never)
+    const narFile = narFileNameOf(info)
     const uploadName = info.url.startsWith('nar/') ? info.url.slice(4) : ''
     const upload = parseNarFileName(uploadName) ? store.uploadPath(uploadName) : undefined
     let stored = await store.getNarFile(narFile)

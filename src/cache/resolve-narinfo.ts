@@ -8,11 +8,11 @@
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { decide, describeRule, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
-import { formatNarInfo, formatNixHash, formatStorePath, parseNarInfo, parseNixHash, signNarInfo, type NarInfo, type SecretKey } from '../protocol/index.js'
+import { formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarInfo, parseNixHash, signNarInfo, type NarInfo, type SecretKey } from '../protocol/index.js'
 import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
-import { narFileNameOf, sourceOf } from './nar-source.js'
+import { sourceOf } from './nar-source.js'
 
 /** The answer to a narinfo request. */
 export type NarInfoAnswer =

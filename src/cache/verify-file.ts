@@ -1,12 +1,11 @@
 /**
- * Verifies a complete NAR file on disk in one pass: FileHash/FileSize of the
- * bytes, then NarHash/NarSize and the NAR grammar of what they decompress to.
+ * Verifies a complete NAR file on disk (a push's upload, a stored file):
+ * FileHash/FileSize of the bytes, then NarHash/NarSize and the NAR grammar of
+ * what they decompress to, by the same check that follows downloads
+ * (store/nar-check.ts).
  */
-import { createReadStream } from 'node:fs'
-import { pipeline } from 'node:stream/promises'
-import { NarthexError, isNarthexError } from '../errors.js'
-import { HashingPassThrough, NarSink, type Measured, type NixHash } from '../protocol/index.js'
-import { createDecompressor } from '../store/index.js'
+import { nixHashEquals, type Measured, type NixHash } from '../protocol/index.js'
+import { checkNarFile } from '../store/index.js'
 
 /** What a NAR file must be. FileHash and FileSize may be unknown. */
 export interface NarFileExpectation {
@@ -23,22 +22,16 @@ export interface NarFileExpectation {
  * @throws NarthexError HASH_MISMATCH, SIZE_MISMATCH, NAR_INVALID (corrupt
  *   compression included), COMPRESSION_UNSUPPORTED, or STORE_IO when unreadable.
  */
-export async function verifyNarFile(path: string, expected: NarFileExpectation): Promise<{ file: Measured; nar: Measured }> {
-  const file = new HashingPassThrough(
-    { ...(expected.fileHash ? { hash: expected.fileHash } : {}), ...(expected.fileSize !== undefined ? { size: expected.fileSize } : {}) },
-    'NAR file',
-  )
-  const nar = new NarSink({ hash: expected.narHash, size: expected.narSize })
-  try {
-    await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), file, createDecompressor(expected.compression, expected.fileSize), nar)
-  } catch (err) {
-    if (isNarthexError(err)) throw err
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'EACCES' || code === 'EIO') {
-      throw new NarthexError('STORE_IO', `cannot read ${path}: ${code}`, { cause: err })
-    }
-    // Decoder libraries fail with their own errors on corrupt input.
-    throw new NarthexError('NAR_INVALID', `corrupt compressed data: ${(err as Error).message}`, { cause: err })
-  }
-  return { file: file.result!, nar: nar.result! }
+export function verifyNarFile(path: string, expected: NarFileExpectation): Promise<{ file: Measured; nar: Measured }> {
+  // An uncompressed file whose FileHash is its NarHash is the NAR: hashed once.
+  const single = expected.compression === 'none' && (!expected.fileHash || nixHashEquals(expected.fileHash, expected.narHash))
+  return checkNarFile({
+    path,
+    compression: expected.compression,
+    fileHash: expected.fileHash,
+    fileSize: expected.fileSize,
+    narHash: expected.narHash,
+    narSize: expected.narSize,
+    single,
+  })
 }

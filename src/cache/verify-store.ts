@@ -3,16 +3,16 @@
  * FileSize of the file, NarHash, NarSize and the NAR grammar of its
  * decompressed contents. A corrupt file (bit rot, a disk fault, a hand edit) is
  * moved to `<dataDir>/quarantine/` and its index entry removed, so it is fetched
- * again on the next request instead of being served.
+ * again on the next request instead of being served. A file this machine cannot
+ * decode (no decoder for its compression) is not checked, and stays.
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { isNarthexError } from '../errors.js'
 import { parseNixHash } from '../protocol/index.js'
-import type { Store } from '../store/index.js'
+import { classifyNarError, isUncheckable, type Store } from '../store/index.js'
 import { verifyNarFile } from './verify-file.js'
 
-/** One corrupt file found by {@link verifyStore}. */
+/** One file {@link verifyStore} found corrupt, or could not check. */
 export interface CorruptNar {
   readonly fileName: string
   readonly code: string
@@ -21,9 +21,13 @@ export interface CorruptNar {
 
 /** What {@link verifyStore} found. */
 export interface StoreVerification {
+  /** Files read to the end: intact or corrupt. */
   checked: number
+  /** Bytes of the checked files. */
   bytes: number
   corrupt: CorruptNar[]
+  /** Files that could not be checked here (their compression cannot be decoded); kept as they are. */
+  unchecked: CorruptNar[]
 }
 
 /**
@@ -36,29 +40,38 @@ export async function verifyStore(
 ): Promise<StoreVerification> {
   const entries: Array<[string, Awaited<ReturnType<Store['getNarFile']>>]> = []
   for await (const entry of store.narFiles()) entries.push(entry)
-  const result: StoreVerification = { checked: 0, bytes: 0, corrupt: [] }
+  const result: StoreVerification = { checked: 0, bytes: 0, corrupt: [], unchecked: [] }
+  let done = 0
   for (const [fileName, record] of entries) {
     if (!record) continue
+    const path = store.narPath(fileName)
     try {
-      await verifyNarFile(store.narPath(fileName), {
+      await verifyNarFile(path, {
         compression: record.compression,
         fileHash: parseNixHash(record.fileHash),
         fileSize: record.fileSize,
         narHash: parseNixHash(record.narHash),
         narSize: record.narSize,
       })
+      result.checked++
+      result.bytes += record.fileSize
     } catch (err) {
-      const code = isNarthexError(err) ? err.code : 'NAR_INVALID'
-      result.corrupt.push({ fileName, code, message: (err as Error).message })
-      if (options.quarantine !== false) {
-        const dir = join(store.dataDir, 'quarantine')
-        await mkdir(dir, { recursive: true })
-        await store.removeNar(fileName, join(dir, `${Date.now()}-${fileName}`))
+      const error = classifyNarError(err, { file: path })
+      const found = { fileName, code: error.code, message: error.message }
+      if (isUncheckable(error)) {
+        result.unchecked.push(found)
+      } else {
+        result.corrupt.push(found)
+        result.checked++
+        result.bytes += record.fileSize
+        if (options.quarantine !== false) {
+          const dir = join(store.dataDir, 'quarantine')
+          await mkdir(dir, { recursive: true })
+          await store.removeNar(fileName, join(dir, `${Date.now()}-${fileName}`))
+        }
       }
     }
-    result.checked++
-    result.bytes += record.fileSize
-    options.onProgress?.(result.checked, entries.length)
+    options.onProgress?.(++done, entries.length)
   }
   return result
 }

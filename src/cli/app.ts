@@ -58,7 +58,14 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
     log.warn(recovery, 'repaired the store after an unclean stop')
   }
-  const audit = await AuditLog.open(config.dataDir)
+  if (recovery.strayFiles.length > 0) {
+    log.warn({ strayFiles: recovery.strayFiles.slice(0, 20), count: recovery.strayFiles.length }, 'left alone files under nar/ that are not NAR files of this store')
+  }
+  const audit = await AuditLog.open(config.dataDir, {
+    signingKey,
+    onCheckpointError: (err) => log.warn({ err: (err as Error).message }, 'cannot write the audit checkpoint'),
+  })
+  if (audit.tornTail) log.warn(audit.tornTail, 'set aside the torn last line of the audit log (a crash mid-append)')
   const upstreams = config.upstreams.map((u) => new Upstream(u))
   const metrics = new Metrics({ processMetrics: true })
   const policy = compilePolicy(config)
@@ -186,6 +193,7 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
     requestLog: config.log.requests,
     status,
     gatherWorkers: options.gatherWorkers,
+    auditCheckpoint: () => audit.checkpoint,
   })
   const { host, port } = splitListen(config.listen)
   await new Promise<void>((resolve, reject) => {

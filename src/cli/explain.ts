@@ -6,7 +6,7 @@
 import { askUpstreams } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { compilePolicy, decide, denyReason, describeRule, ruleFor, upstreamsToAsk } from '../policy/index.js'
-import { formatNixHash, formatPublicKey, parseStorePathLoose, validSigners } from '../protocol/index.js'
+import { formatNixHash, formatPublicKey, parseStorePathLoose, signatureKeyName, validSigners } from '../protocol/index.js'
 import { supportedCompressions } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 
@@ -46,7 +46,7 @@ export async function runExplain(
           storePath: `/nix/store/${a.info.storePath.hashPart}-${a.info.storePath.name}`,
           narHash: formatNixHash(a.info.narHash),
           narSize: a.info.narSize,
-          signatures: a.info.sigs.map((s) => s.slice(0, s.indexOf(':'))),
+          signatures: a.info.sigs.map(signatureKeyName),
           validTrustedSigners: r ? validSigners(a.info, r.trustedKeys) : [],
         }
       })

@@ -1,12 +1,13 @@
 /**
  * The `narthex` command line (yargs). The only layer that reads argv and the
  * environment or decides exit codes: 0 success, 1 the work failed, 2 bad usage
- * or bad configuration.
+ * or bad configuration. Commands return their exit code; a thrown error gets
+ * one from {@link exitCodeOf}, and nothing else decides one.
  */
 import { readFileSync } from 'node:fs'
 import yargs, { type Argv } from 'yargs'
 import { loadConfig, parseByteSize, type Config } from '../config/index.js'
-import { isNarthexError } from '../errors.js'
+import { isNarthexError, type ErrorCode } from '../errors.js'
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, toPublicKey } from '../protocol/index.js'
 import { createLogger, splitListen, startNarthex } from './app.js'
 import { runAudit } from './audit.js'
@@ -16,10 +17,14 @@ import { startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
 import { runGc } from './gc.js'
 import { runVerify } from './verify.js'
-import { isClusterWorker, runClusterWorker } from './worker.js'
 
 /** The default configuration file, relative to the working directory. */
 export const DEFAULT_CONFIG = 'config/narthex.yaml'
+
+/** Exit codes of the command line. */
+const EXIT_OK = 0
+const EXIT_FAILED = 1
+const EXIT_USAGE = 2
 
 /** Thrown inside a command to end with a given exit code. */
 class Exit extends Error {
@@ -28,30 +33,34 @@ class Exit extends Error {
   }
 }
 
+/** Ends a command with `code` (a command's result: 0 returns normally). */
+function exitWith(code: number): void {
+  if (code !== EXIT_OK) throw new Exit(code)
+}
+
+/** Errors that mean the user's input (arguments, config, key files) is wrong, not that the work failed. */
+const USAGE_ERRORS: ReadonlySet<ErrorCode> = new Set(['CONFIG_INVALID', 'KEY_INVALID', 'STORE_PATH_INVALID', 'BAD_REQUEST'])
+
+/** The exit code for an error thrown out of a command. */
+function exitCodeOf(err: unknown): number {
+  if (err instanceof Exit) return err.code
+  return isNarthexError(err) && USAGE_ERRORS.has(err.code) ? EXIT_USAGE : EXIT_FAILED
+}
+
 function out(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`)
 }
 
-function fail(message: string, code = 2): never {
+function fail(message: string): never {
   process.stderr.write(`narthex: ${message}\n`)
-  throw new Exit(code)
+  throw new Exit(EXIT_USAGE)
 }
 
 function readConfig(argv: { config: string; data?: string | undefined; listen?: string | undefined }): Config {
-  const config = loadConfig(argv.config)
-  return {
-    ...config,
-    ...(argv.data ? { dataDir: argv.data } : {}),
-    ...(argv.listen ? { listen: argv.listen } : {}),
-  }
+  return loadConfig(argv.config, process.cwd(), { dataDir: argv.data, listen: argv.listen })
 }
 
-
 async function serve(argv: { config: string; data?: string | undefined; listen?: string | undefined }): Promise<void> {
-  if (isClusterWorker()) {
-    await runClusterWorker()
-    return
-  }
   const config = readConfig(argv)
   if (argv.listen) splitListen(argv.listen)
   const log = createLogger(config.log.level, config.log.format)
@@ -72,7 +81,7 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
         signalled = (again) => {
           log.warn({ signal: again }, 'stopping at once')
           log.flush()
-          process.exit(1)
+          process.exit(EXIT_FAILED)
         }
         log.info({ signal }, 'shutting down')
         running.close().then(resolve, (err: unknown) => {
@@ -114,11 +123,15 @@ function withConfig<T>(y: Argv<T>) {
   })
 }
 
+function withData<T>(y: Argv<T>) {
+  return y.option('data', { type: 'string', describe: 'data directory (overrides the config; the default signing key moves with it)' })
+}
+
 /**
  * Runs the CLI with `args` (argv without node and script) and returns the exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  const parser = withConfig(yargs(args))
+  const parser = withData(withConfig(yargs(args)))
     .scriptName('narthex')
     .usage('$0 <command> [options]\n\nAn on-premises caching proxy for Nix binary caches.')
     .command(
@@ -126,8 +139,7 @@ export async function main(args: string[]): Promise<number> {
       'run the proxy',
       (y) =>
         y
-          .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (overrides the config)' })
-          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+          .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (overrides the config)' }),
       serve,
     )
     .command(
@@ -136,11 +148,9 @@ export async function main(args: string[]): Promise<number> {
       (y) =>
         y
           .positional('paths', { type: 'string', array: true, describe: 'store paths (their closures are mirrored)' })
-          .option('from-file', { type: 'string', describe: 'store paths one per line, plain or .xz (a channel\'s store-paths.xz)' })
-          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+          .option('from-file', { type: 'string', describe: 'store paths one per line, plain or .xz (a channel\'s store-paths.xz)' }),
       async (argv) => {
-        const code = await runMirror(readConfig(argv), argv.paths ?? [], argv.fromFile, out)
-        if (code !== 0) throw new Exit(code)
+        exitWith(await runMirror(readConfig(argv), argv.paths ?? [], argv.fromFile, out))
       },
     )
     .command(
@@ -149,11 +159,9 @@ export async function main(args: string[]): Promise<number> {
       (y) =>
         y
           .option('to', { type: 'string', demandOption: true, describe: 'directory to write the cache to' })
-          .positional('paths', { type: 'string', array: true })
-          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+          .positional('paths', { type: 'string', array: true }),
       async (argv) => {
-        const code = await runExport(readConfig(argv), argv.to, argv.paths ?? [], out)
-        if (code !== 0) throw new Exit(code)
+        exitWith(await runExport(readConfig(argv), argv.to, argv.paths ?? [], out))
       },
     )
     .command(
@@ -161,11 +169,9 @@ export async function main(args: string[]): Promise<number> {
       'load a file:// binary cache directory, checking signatures (import.publicKeys) and hashes; imported paths are pinned',
       (y) =>
         y
-          .positional('dir', { type: 'string', demandOption: true })
-          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+          .positional('dir', { type: 'string', demandOption: true }),
       async (argv) => {
-        const code = await runImport(readConfig(argv), argv.dir, out)
-        if (code !== 0) throw new Exit(code)
+        exitWith(await runImport(readConfig(argv), argv.dir, out))
       },
     )
     .command(
@@ -177,21 +183,18 @@ export async function main(args: string[]): Promise<number> {
           .option('fetch', { type: 'boolean', default: false, describe: 'ask the upstreams (stores nothing)' })
           .option('json', { type: 'boolean', default: false }),
       async (argv) => {
-        const code = await runExplain(readConfig(argv), argv.storePath, { fetch: argv.fetch, json: argv.json }, out)
-        if (code !== 0) throw new Exit(code)
+        exitWith(await runExplain(readConfig(argv), argv.storePath, { fetch: argv.fetch, json: argv.json }, out))
       },
     )
     .command(
       'verify',
-      're-hash every stored NAR against its index record; quarantine corrupt ones (exit 1 if any). Run it while narthex is stopped',
+      're-hash every stored NAR against its index record; quarantine corrupt ones (exit 1 if any; exit 2 if none but some could not be decoded on this machine, which are kept). Run it while narthex is stopped',
       (y) =>
         y
-          .option('data', { type: 'string', describe: 'data directory (overrides the config)' })
           .option('quarantine', { type: 'boolean', default: true, describe: 'move corrupt files to <dataDir>/quarantine (--no-quarantine only reports)' })
           .option('json', { type: 'boolean', default: false }),
       async (argv) => {
-        const code = await runVerify(readConfig(argv).dataDir, { quarantine: argv.quarantine, json: argv.json }, out)
-        if (code !== 0) throw new Exit(code)
+        exitWith(await runVerify(readConfig(argv).dataDir, { quarantine: argv.quarantine, json: argv.json }, out))
       },
     )
     .command(
@@ -199,14 +202,12 @@ export async function main(args: string[]): Promise<number> {
       'evict least-recently-used NARs (not pinned, pushed or imported) down to a size. Run it while narthex is stopped; a running narthex does it by itself when storage.maxSize is set',
       (y) =>
         y
-          .option('max-size', { type: 'string', describe: 'e.g. 50GiB (default: storage.maxSize of the config)' })
-          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+          .option('max-size', { type: 'string', describe: 'e.g. 50GiB (default: storage.maxSize of the config)' }),
       async (argv) => {
         const config = readConfig(argv)
         const max = argv.maxSize !== undefined ? parseByteSize(argv.maxSize) : config.storage.maxSize
         if (max === undefined) fail(argv.maxSize !== undefined ? `--max-size: not a size: ${argv.maxSize}` : 'give --max-size or set storage.maxSize in the config')
-        const code = await runGc(config.dataDir, max, out)
-        if (code !== 0) throw new Exit(code)
+        exitWith(await runGc(config.dataDir, max, out))
       },
     )
     .command(
@@ -228,10 +229,11 @@ export async function main(args: string[]): Promise<number> {
           .option('since', { type: 'string', describe: 'only entries at or after this time (ISO 8601)' })
           .option('until', { type: 'string', describe: 'only entries before this time (ISO 8601)' })
           .option('json', { type: 'boolean', default: false, describe: 'JSON lines' })
-          .option('data', { type: 'string', describe: 'data directory (overrides the config)' }),
+          .option('checkpoint', { type: 'string', array: true, describe: 'with --verify: a signed checkpoint (file, directory of them, or URL such as http://narthex:5557/audit/checkpoint) the log must still hold exactly; repeatable' })
+          .option('public-key', { type: 'string', describe: 'the public key (name:base64, or a file) checkpoints are signed with (default: the public half of signingKeyFile)' }),
       async (argv) => {
-        const code = await runAudit(readConfig(argv).dataDir, argv, out)
-        if (code !== 0) throw new Exit(code)
+        const config = readConfig(argv)
+        exitWith(await runAudit(config.dataDir, { ...argv, signingKeyFile: config.signingKeyFile }, out))
       },
     )
     .command(
@@ -258,14 +260,11 @@ export async function main(args: string[]): Promise<number> {
 
   try {
     await parser.parseAsync()
-    return 0
+    return EXIT_OK
   } catch (err) {
-    if (err instanceof Exit) return err.code
-    if (isNarthexError(err)) {
-      process.stderr.write(`narthex: ${err.message}\n`)
-      return err.code === 'CONFIG_INVALID' || err.code === 'KEY_INVALID' || err.code === 'STORE_PATH_INVALID' || err.code === 'BAD_REQUEST' ? 2 : 1
-    }
-    process.stderr.write(`narthex: ${(err as Error)?.stack ?? String(err)}\n`)
-    return 1
+    // A NarthexError's message is meant for users; anything else is a bug, shown with its stack.
+    if (isNarthexError(err)) process.stderr.write(`narthex: ${err.message}\n`)
+    else if (!(err instanceof Exit)) process.stderr.write(`narthex: ${(err as Error)?.stack ?? String(err)}\n`)
+    return exitCodeOf(err)
   }
 }

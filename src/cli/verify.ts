@@ -5,7 +5,16 @@
 import { verifyStore } from '../cache/index.js'
 import { Store } from '../store/index.js'
 
-/** Runs `narthex verify`; returns the exit code (1 when anything was corrupt). */
+/** Exit code of `narthex verify` when something stored is corrupt. */
+export const VERIFY_CORRUPT = 1
+/** Exit code of `narthex verify` when nothing checked is corrupt but some files could not be checked on this machine. */
+export const VERIFY_UNCHECKED = 2
+
+/**
+ * Runs `narthex verify`; returns the exit code: 0 when every file verified,
+ * {@link VERIFY_CORRUPT} when anything was corrupt, else {@link VERIFY_UNCHECKED}
+ * when some files could not be checked (their compression cannot be decoded here).
+ */
 export async function runVerify(dataDir: string, options: { quarantine: boolean; json: boolean }, out: (line: string) => void): Promise<number> {
   const { store, recovery } = await Store.open(dataDir)
   try {
@@ -22,10 +31,13 @@ export async function runVerify(dataDir: string, options: { quarantine: boolean;
     if (options.json) {
       out(JSON.stringify({ ...result, recovery }))
     } else {
-      out(`checked ${result.checked} NAR file(s), ${(result.bytes / 1024 ** 2).toFixed(1)} MiB: ${result.corrupt.length} corrupt`)
+      const unchecked = result.unchecked.length > 0 ? `; ${result.unchecked.length} could not be checked on this machine (kept)` : ''
+      out(`checked ${result.checked} NAR file(s), ${(result.bytes / 1024 ** 2).toFixed(1)} MiB: ${result.corrupt.length} corrupt${unchecked}`)
       for (const c of result.corrupt) out(`  ${c.fileName}: ${c.code}: ${c.message}${options.quarantine ? ' (quarantined)' : ''}`)
+      for (const c of result.unchecked) out(`  ${c.fileName}: not checked: ${c.code}: ${c.message}`)
     }
-    return result.corrupt.length > 0 ? 1 : 0
+    if (result.corrupt.length > 0) return VERIFY_CORRUPT
+    return result.unchecked.length > 0 ? VERIFY_UNCHECKED : 0
   } finally {
     await store.close()
   }

@@ -1,3 +1,3 @@
 /** Configuration: schema, validation and loading. */
-export { loadConfig, buildConfig } from './load.js'
+export { loadConfig, buildConfig, type ConfigOverrides } from './load.js'
 export { configSchema, parseByteSize, type Config, type ConfigInput, type UpstreamConfig, type RuleConfig, type PushConfig, type DenyConfig } from './schema.js'

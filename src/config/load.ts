@@ -2,18 +2,27 @@
  * Reads and validates the YAML configuration file.
  */
 import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { NarthexError } from '../errors.js'
 import { configSchema, type Config, type ConfigInput } from './schema.js'
 
+/** Settings given on the command line, which take the place of the file's. */
+export interface ConfigOverrides {
+  /** `--data DIR`: also moves what defaults to a place in the data directory (the signing key). */
+  readonly dataDir?: string | undefined
+  /** `--listen HOST:PORT`. */
+  readonly listen?: string | undefined
+}
+
 /**
- * Validates an already-parsed config object and resolves its relative paths
- * against `baseDir` (the working directory, so `./var` means the same thing on
- * the command line and in the file).
+ * Validates an already-parsed config object, applies `overrides`, and resolves
+ * relative paths against `baseDir` (the working directory, so `./var` means the
+ * same thing on the command line and in the file). Defaults that live in the
+ * data directory (`signingKeyFile`) follow the data directory in effect.
  * @throws NarthexError CONFIG_INVALID naming each bad field.
  */
-export function buildConfig(raw: unknown, baseDir: string, source?: string): Config {
+export function buildConfig(raw: unknown, baseDir: string, source?: string, overrides: ConfigOverrides = {}): Config {
   const result = configSchema.safeParse(raw ?? {})
   if (!result.success) {
     const where = source ? `${source}: ` : ''
@@ -28,7 +37,12 @@ export function buildConfig(raw: unknown, baseDir: string, source?: string): Con
       detail: { issues: issues.map((i) => ({ path: i.path.join('.'), message: i.message })) },
     })
   }
-  return finishConfig(result.data, baseDir, source)
+  const input: ConfigInput = {
+    ...result.data,
+    ...(overrides.dataDir ? { dataDir: overrides.dataDir } : {}),
+    ...(overrides.listen ? { listen: overrides.listen } : {}),
+  }
+  return finishConfig(input, baseDir, source)
 }
 
 function finishConfig(input: ConfigInput, baseDir: string, source?: string): Config {
@@ -36,7 +50,7 @@ function finishConfig(input: ConfigInput, baseDir: string, source?: string): Con
   return {
     ...input,
     dataDir,
-    signingKeyFile: resolve(baseDir, input.signingKeyFile ?? `${dataDir}/narthex.key`),
+    signingKeyFile: input.signingKeyFile ? resolve(baseDir, input.signingKeyFile) : join(dataDir, 'narthex.key'),
     // Without rules, every upstream may supply every path, in config order, with one signature.
     rules: input.rules ?? [{ match: ['*'], upstreams: input.upstreams.map((u) => u.name), minSignatures: 1, onConflict: 'priority' }],
     ...(source ? { source } : {}),
@@ -44,10 +58,10 @@ function finishConfig(input: ConfigInput, baseDir: string, source?: string): Con
 }
 
 /**
- * Loads the config file at `file`.
+ * Loads the config file at `file`, with command-line `overrides` applied (see {@link buildConfig}).
  * @throws NarthexError CONFIG_INVALID when it cannot be read, is not YAML, or is invalid.
  */
-export function loadConfig(file: string, baseDir = process.cwd()): Config {
+export function loadConfig(file: string, baseDir = process.cwd(), overrides: ConfigOverrides = {}): Config {
   let text: string
   try {
     text = readFileSync(file, 'utf8')
@@ -61,5 +75,5 @@ export function loadConfig(file: string, baseDir = process.cwd()): Config {
     const msg = err instanceof YAMLParseError ? err.message : String(err)
     throw new NarthexError('CONFIG_INVALID', `${file}: not valid YAML: ${msg}`, { cause: err })
   }
-  return buildConfig(raw, baseDir, file)
+  return buildConfig(raw, baseDir, file, overrides)
 }

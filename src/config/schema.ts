@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
-import { isHashPart, isKeyName, parsePublicKey, parseStorePath } from '../protocol/index.js'
+import { isHashPart, isKeyName, parsePublicKey, parseStorePath, signatureKeyName } from '../protocol/index.js'
 
 /** `workers: auto`: one worker per core, up to 16; none on a single core, where they would only add a hop. */
 function autoWorkers(): number {
@@ -80,6 +80,8 @@ const matchPattern = z.string().min(1).superRefine((v, ctx) => {
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: (err as Error).message })
     }
+  } else if (v.includes('/')) {
+    ctx.addIssue({ code: 'custom', message: 'a glob matches the name part only; it may not contain "/"' })
   } else if (!/^[0-9A-Za-z+\-._?=*[\]!]+$/.test(v)) {
     ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is neither a glob on a store path name, a store path nor a hash part` })
   }
@@ -141,7 +143,7 @@ const push = z
     maxNarSize: byteSize.default(16 * 1024 ** 3),
   })
   .superRefine((p, ctx) => {
-    const names = new Set(p.publicKeys.map((k) => k.slice(0, k.indexOf(':'))))
+    const names = new Set(p.publicKeys.map(signatureKeyName))
     if (p.minSignatures > names.size) {
       ctx.addIssue({ code: 'custom', path: ['minSignatures'], message: `minSignatures ${p.minSignatures} exceeds the ${names.size} push key(s)` })
     }
@@ -154,7 +156,7 @@ const importSettings = z
     minSignatures: z.number().int().min(0).default(1),
   })
   .superRefine((p, ctx) => {
-    const names = new Set(p.publicKeys.map((k) => k.slice(0, k.indexOf(':'))))
+    const names = new Set(p.publicKeys.map(signatureKeyName))
     if (p.minSignatures > names.size) {
       ctx.addIssue({ code: 'custom', path: ['minSignatures'], message: `minSignatures ${p.minSignatures} exceeds the ${names.size} import key(s)` })
     }
@@ -246,13 +248,6 @@ export const configSchema = z
           message: `minSignatures ${r.minSignatures} exceeds the ${count} distinct trusted key(s) of this rule${denied ? ` (${denied} on deny.keys)` : ''}`,
         })
       }
-      // Refinements run even after an inner field failed: take nothing for granted.
-      const patterns: string[] = Array.isArray(r.match) ? r.match : [r.match as unknown as string]
-      patterns.forEach((m, j) => {
-        if (!m.startsWith('/') && m.length === 32 && isHashPart(m)) return
-        if (m.startsWith('/') || !m.includes('/')) return
-        ctx.addIssue({ code: 'custom', path: ['rules', i, 'match', j], message: 'a glob matches the name part only; it may not contain "/"' })
-      })
     })
     for (const section of ['push', 'import'] as const) {
       const settings = cfg[section]
@@ -281,8 +276,8 @@ function keyCounter(deny: { keys: readonly string[] } | undefined) {
   }
   return (keys: readonly string[] | undefined): { count: number; denied: number } => {
     const list = Array.isArray(keys) ? keys : []
-    const kept = list.filter((k) => !names.has(k.slice(0, k.indexOf(':'))) && !bytes.has(k.slice(k.indexOf(':') + 1).trim()))
-    return { count: new Set(kept.map((k) => k.slice(0, k.indexOf(':')))).size, denied: list.length - kept.length }
+    const kept = list.filter((k) => !names.has(signatureKeyName(k)) && !bytes.has(k.slice(k.indexOf(':') + 1).trim()))
+    return { count: new Set(kept.map(signatureKeyName)).size, denied: list.length - kept.length }
   }
 }
 

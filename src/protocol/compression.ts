@@ -1,9 +1,14 @@
 /**
  * NAR compression methods as named in narinfo `Compression:` fields, and the
- * file extension Nix gives each (binary-cache-store.cc).
+ * NAR file extension of each.
  */
 
-/** Compression methods Nix writes, mapped to the NAR file extension it uses for them. */
+/**
+ * The compression methods narthex knows, each with the extension of its NAR
+ * files. This table is the only list of them. Nix names a NAR file by the same
+ * extensions (binary-cache-store.cc) except for gzip: Nix gives a gzip NAR no
+ * extension at all (`<hash>.nar`), while narthex's own store and URLs use `.gz`.
+ */
 export const COMPRESSION_EXTENSIONS = {
   none: '',
   xz: '.xz',
@@ -23,18 +28,10 @@ export function isCompression(name: string): name is Compression {
   return Object.hasOwn(COMPRESSION_EXTENSIONS, name)
 }
 
-/** The NAR file name for a hash and compression: `<nix32>.nar<ext>`. */
-export function narFileName(nix32: string, compression: Compression): string {
-  return `${nix32}.nar${COMPRESSION_EXTENSIONS[compression]}`
-}
-
-/** Splits `<nix32>.nar<ext>` into its hash and compression, or undefined when it is not one. */
-export function parseNarFileName(fileName: string): { nix32: string; compression: Compression } | undefined {
-  const dot = fileName.indexOf('.nar')
-  if (dot <= 0) return undefined
-  const ext = fileName.slice(dot + 4)
+/** The compression whose NAR file extension is `ext` (`''` for none), or undefined. */
+export function compressionOfExtension(ext: string): Compression | undefined {
   for (const [compression, e] of Object.entries(COMPRESSION_EXTENSIONS)) {
-    if (e === ext) return { nix32: fileName.slice(0, dot), compression: compression as Compression }
+    if (e === ext) return compression as Compression
   }
   return undefined
 }
@@ -43,14 +40,15 @@ export function parseNarFileName(fileName: string): { nix32: string; compression
  * False when a NAR URL's extension names another compression than `compression`
  * (`nar/….nar.xz` with `Compression: bzip2`): one of the two unsigned fields was
  * damaged. A bare `.nar` or an extension narthex does not recognise is given the
- * benefit of the doubt (some caches serve compressed NARs under `nar/<hash>.nar`).
+ * benefit of the doubt (some caches serve compressed NARs under `nar/<hash>.nar`,
+ * as Nix itself does for gzip).
  */
-export function urlAgreesWithCompression(url: string, compression: string): boolean {
+export function urlAgreesWithCompression(url: string, compression: Compression): boolean {
   const path = url.split(/[?#]/, 1)[0]!
   const dot = path.lastIndexOf('.nar')
   if (dot < 0) return true
   const ext = path.slice(dot + 4)
   if (ext === '') return true
-  const named = Object.entries(COMPRESSION_EXTENSIONS).find(([, e]) => e === ext)?.[0]
+  const named = compressionOfExtension(ext)
   return named === undefined || named === compression
 }

@@ -4,13 +4,24 @@
  */
 export { parseCacheInfo, formatCacheInfo, type CacheInfo } from './cache-info.js'
 export {
+  MAX_CHECKPOINT_BYTES,
+  formatCheckpointBody,
+  noteKeyId,
+  parseCheckpoint,
+  signCheckpoint,
+  verifyCheckpoint,
+  type Checkpoint,
+  type CheckpointNote,
+  type NoteSignature,
+} from './checkpoint.js'
+export {
   COMPRESSION_EXTENSIONS,
+  compressionOfExtension,
   isCompression,
-  narFileName,
-  parseNarFileName,
   urlAgreesWithCompression,
   type Compression,
 } from './compression.js'
+export { NAR_FILE_NAME_PATTERN, narFileName, narFileNameOf, narShardPath, parseNarFileName } from './nar-file.js'
 export {
   HASH_SIZES,
   parseNixHash,
@@ -32,6 +43,7 @@ export { NarParser, DEFAULT_NAR_LIMITS, type NarLimits, type NarStats } from './
 export { NarSink, HashingPassThrough, checkFinal, checkSize, sha256Of, type Expected, type Measured } from './nar/verify.js'
 export {
   NIX32_ALPHABET,
+  NIX32_CHAR_CLASS,
   encodeNix32,
   decodeNix32,
   isNix32,
@@ -60,6 +72,8 @@ export {
 export {
   STORE_DIR,
   HASH_PART_LENGTH,
+  HASH_PART_PATTERN,
+  NAME_CHAR_CLASS,
   MAX_NAME_LENGTH,
   isHashPart,
   parseStorePath,

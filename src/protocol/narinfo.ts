@@ -6,10 +6,15 @@
  * keys are ignored, the last scalar wins, `Sig` lines accumulate into a set, a
  * second non-empty `References` or `CA` is an error, a missing `Compression`
  * means bzip2, and StorePath, URL, NarHash and a non-zero NarSize are required.
- * narthex is stricter in one place: a line without `": "` is an error (Nix would
- * silently drop the character after the colon).
+ * narthex is stricter in two places: a line without `": "` is an error (Nix would
+ * silently drop the character after the colon), and so is a `Compression` narthex
+ * does not know. Nix keeps any string there and fails only when it comes to
+ * decompress the NAR; narthex, which verifies every NAR it admits, refuses such
+ * a narinfo at the boundary, so that `NarInfo.compression` is always a
+ * {@link Compression}.
  */
 import { NarthexError } from '../errors.js'
+import { isCompression, type Compression } from './compression.js'
 import { formatNixHash, parseNixHash, type NixHash } from './hash.js'
 import { formatStorePath, parseStorePath, parseStorePathBase, type StorePath } from './store-path.js'
 
@@ -21,7 +26,7 @@ export interface NarInfo {
   readonly storePath: StorePath
   readonly url: string
   /** `xz`, `zstd`, `bzip2`, `br`, `none`, … (defaults to `bzip2` when absent, as in Nix). */
-  readonly compression: string
+  readonly compression: Compression
   readonly fileHash?: NixHash
   readonly fileSize?: number
   readonly narHash: NixHash
@@ -67,7 +72,7 @@ export function parseNarInfo(text: string): NarInfo {
   }
   let storePath: StorePath | undefined
   let url = ''
-  let compression = ''
+  let compression: Compression = 'bzip2'
   let fileHash: NixHash | undefined
   let fileSize: number | undefined
   let narHash: NixHash | undefined
@@ -115,7 +120,10 @@ export function parseNarInfo(text: string): NarInfo {
         url = value
         break
       case 'Compression':
-        compression = value
+        // An empty value is Nix's default, as an absent line is.
+        if (value === '') compression = 'bzip2'
+        else if (isCompression(value)) compression = value
+        else fail(`unknown compression ${JSON.stringify(value.slice(0, 40))}`)
         break
       case 'FileHash':
         fileHash = hashOf(value)
@@ -175,7 +183,7 @@ export function parseNarInfo(text: string): NarInfo {
   return {
     storePath,
     url,
-    compression: compression === '' ? 'bzip2' : compression,
+    compression,
     ...(fileHash ? { fileHash } : {}),
     ...(fileSize !== undefined ? { fileSize } : {}),
     narHash,

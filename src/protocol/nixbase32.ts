@@ -8,6 +8,9 @@ import { NarthexError } from '../errors.js'
 /** The 32 characters of nix32, in digit order. Defined here and nowhere else. */
 export const NIX32_ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz'
 
+/** A regular-expression character class matching one nix32 character, for building route and file-name patterns. */
+export const NIX32_CHAR_CLASS = `[${NIX32_ALPHABET}]`
+
 const DIGIT_OF: Int8Array = (() => {
   const table = new Int8Array(128).fill(-1)
   for (let i = 0; i < NIX32_ALPHABET.length; i++) table[NIX32_ALPHABET.charCodeAt(i)] = i

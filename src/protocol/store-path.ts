@@ -4,7 +4,7 @@
  * `[0-9A-Za-z+\-._?=]`, not `.` or `..`, and does not start with `.-` or `..-`.
  */
 import { NarthexError } from '../errors.js'
-import { isNix32 } from './nixbase32.js'
+import { isNix32, NIX32_CHAR_CLASS } from './nixbase32.js'
 
 /** The store directory narthex serves. Other store dirs are not supported. */
 export const STORE_DIR = '/nix/store'
@@ -15,6 +15,12 @@ export const HASH_PART_LENGTH = 32
 /** Longest allowed name part. */
 export const MAX_NAME_LENGTH = 211
 
+/** A regular-expression source matching one hash part (32 nix32 characters), unanchored. */
+export const HASH_PART_PATTERN = `${NIX32_CHAR_CLASS}{${HASH_PART_LENGTH}}`
+
+/** A regular-expression character class matching one character of a store path name. */
+export const NAME_CHAR_CLASS = '[0-9A-Za-z+\\-._?=]'
+
 /** A validated store path. */
 export interface StorePath {
   /** The 32-character nix32 hash part. */
@@ -23,7 +29,7 @@ export interface StorePath {
   readonly name: string
 }
 
-const NAME_CHARS = /^[0-9A-Za-z+\-._?=]+$/
+const NAME_CHARS = new RegExp(`^${NAME_CHAR_CLASS}+$`)
 
 /** True when `s` is a syntactically valid hash part. */
 export function isHashPart(s: string): boolean {

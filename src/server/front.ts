@@ -15,7 +15,7 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
-import { MAX_NARINFO_BYTES } from '../protocol/index.js'
+import { MAX_NARINFO_BYTES, narShardPath } from '../protocol/index.js'
 import { HttpMetrics, observeRequest, type RequestContext, type RequestLogLevel } from './http-metrics.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
 import { respondStatus } from './respond-error.js'
@@ -120,7 +120,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close(): P
       if (m) {
         const name = m[1]!
         if (ctx) ctx.route = 'nar'
-        const file = join(deps.narDir, name.slice(0, 2), name)
+        const file = join(deps.narDir, narShardPath(name))
         const st = await stat(file).catch(() => undefined)
         if (st?.isFile()) {
           deps.onServedFile?.(name)

@@ -9,7 +9,7 @@ import type { Logger } from 'pino'
 import { Counter, Histogram, type Registry } from 'prom-client'
 
 /** Route names, for metrics (bounded label values). */
-export type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'push' | 'status' | 'healthz' | 'metrics' | 'other'
+export type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'push' | 'status' | 'healthz' | 'metrics' | 'audit-checkpoint' | 'other'
 
 /**
  * What the cache did for a narinfo or NAR request: `hit` answered from what

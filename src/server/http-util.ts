@@ -8,14 +8,15 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { NarFollower } from '../cache/index.js'
 import { copyFileTo } from '../file-copy.js'
+import { HASH_PART_PATTERN, MAX_NAME_LENGTH, NAME_CHAR_CLASS, NAR_FILE_NAME_PATTERN } from '../protocol/index.js'
 import { respondStatus } from './respond-error.js'
 
 /** `/<hashPart>.narinfo`. */
-export const NARINFO_ROUTE = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
-/** `/nar/<nix32>.nar[.ext]`. */
-export const NAR_ROUTE = /^\/nar\/([0-9a-df-np-sv-z]{52}\.nar(?:\.(?:xz|bz2|zst|br|lz4|lzip|gz))?)$/
-/** `/log/<hash>-<name>.drv`: a build log. */
-export const LOG_ROUTE = /^\/log\/([0-9a-df-np-sv-z]{32}-[0-9A-Za-z+\-_?=][0-9A-Za-z+\-._?=]{0,210}\.drv)$/
+export const NARINFO_ROUTE = new RegExp(`^/(${HASH_PART_PATTERN})\\.narinfo$`)
+/** `/nar/<nix32>.nar[.ext]`, with the extension of a compression narthex knows. */
+export const NAR_ROUTE = new RegExp(`^/nar/(${NAR_FILE_NAME_PATTERN})$`)
+/** `/log/<hash>-<name>.drv`: a build log. The name may not start with a dot here. */
+export const LOG_ROUTE = new RegExp(`^/log/(${HASH_PART_PATTERN}-(?!\\.)${NAME_CHAR_CLASS}{1,${MAX_NAME_LENGTH}}\\.drv)$`)
 /** Anything that looks like an attempt to leave the route space: a 400, not a 404. */
 export const SUSPICIOUS_PATH = /\.\.|%|\\|\0|\/\//
 

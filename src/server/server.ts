@@ -32,6 +32,8 @@ export interface ServerDeps {
   readonly status?: StatusSources | undefined
   /** The metrics of the worker processes, to sum with the core's (config `workers`). */
   readonly gatherWorkers?: (() => Promise<MetricsSnapshot[]>) | undefined
+  /** The latest signed checkpoint of the audit log, served at `/audit/checkpoint`. */
+  readonly auditCheckpoint?: (() => string | undefined) | undefined
 }
 
 // How often the totals are sampled for the status page's chart.
@@ -143,6 +145,14 @@ export function createNarthexServer(deps: ServerDeps): Server {
         res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(cacheInfo) })
         res.end(method === 'HEAD' ? undefined : cacheInfo)
         return
+      case '/audit/checkpoint': {
+        setRoute('audit-checkpoint')
+        const checkpoint = deps.auditCheckpoint?.()
+        if (checkpoint === undefined) return respondStatus(res, 404, 'no audit checkpoint yet')
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(checkpoint), 'cache-control': 'no-store' })
+        res.end(method === 'HEAD' ? undefined : checkpoint)
+        return
+      }
       case '/healthz':
         setRoute('healthz')
         respondStatus(res, 200, 'ok')

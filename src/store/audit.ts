@@ -3,12 +3,17 @@
  * `<dataDir>/audit.log`. Each entry carries the hash of the one before it and
  * its own hash over its content, so editing, inserting or deleting an entry
  * breaks the chain and {@link verifyAuditLog} names the first broken entry.
+ * Given narthex's signing key, the log also keeps a signed checkpoint of its
+ * head (`audit-checkpoint.ts`), which makes truncation and a rewritten chain
+ * detectable too.
  */
-import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import type { SecretKey } from '../protocol/index.js'
+import { auditCheckpointPath, CheckpointSigner } from './audit-checkpoint.js'
+import { entryHash, GENESIS, repairTornTail, type TornTail } from './audit-tail.js'
 
 /** What an audit entry records. */
 export interface AuditEvent {
@@ -33,15 +38,19 @@ export interface AuditEntry extends AuditEvent {
   readonly hash: string
 }
 
-const GENESIS = '0'.repeat(64)
-
-function entryHash(entry: Omit<AuditEntry, 'hash'>): string {
-  return createHash('sha256').update(JSON.stringify(entry)).digest('hex')
-}
-
 /** The audit log file of a data directory. */
 export function auditLogPath(dataDir: string): string {
   return join(dataDir, 'audit.log')
+}
+
+/** Options of {@link AuditLog.open}. */
+export interface AuditLogOptions {
+  /** narthex's signing key: when given, a signed checkpoint is kept in `<dataDir>/audit.checkpoint`. */
+  readonly signingKey?: SecretKey | undefined
+  /** The least time between two checkpoints (default 2 s); the last one is signed on {@link AuditLog.flush}. */
+  readonly checkpointIntervalMs?: number | undefined
+  /** Told when a checkpoint cannot be written (appends go on regardless). */
+  readonly onCheckpointError?: ((err: unknown) => void) | undefined
 }
 
 /** Appends entries to the audit log, one at a time, keeping the chain. */
@@ -50,24 +59,49 @@ export class AuditLog {
   #prev = GENESIS
   #queue: Promise<void> = Promise.resolve()
   #writing = false
+  #syncs = 0
+  #tornTail: TornTail | undefined
+  #checkpoints: CheckpointSigner | undefined
   readonly #pending: Array<{ event: AuditEvent; resolve: () => void; reject: (err: unknown) => void }> = []
 
   private constructor(readonly path: string) {}
 
-  /** Opens the log in `dataDir`, picking up the chain where its last complete entry left it. */
-  static async open(dataDir: string): Promise<AuditLog> {
+  /**
+   * Opens the log in `dataDir`, picking up the chain where its last complete
+   * entry left it. A torn last line (a crash mid-append) is moved into a side
+   * file first; {@link AuditLog.tornTail} tells the caller, who should log it.
+   * @throws NarthexError STORE_IO when the log cannot be read or repaired.
+   */
+  static async open(dataDir: string, options: AuditLogOptions = {}): Promise<AuditLog> {
     const log = new AuditLog(auditLogPath(dataDir))
-    const last = await readLastLine(log.path)
-    if (last) {
-      try {
-        const entry = JSON.parse(last) as AuditEntry
-        log.#seq = entry.seq
-        log.#prev = entry.hash
-      } catch {
-        // A torn last line (crash mid-append) is left for `audit --verify` to report.
-      }
+    const { head, torn } = await repairTornTail(log.path)
+    if (head) {
+      log.#seq = head.seq
+      log.#prev = head.hash
+    }
+    log.#tornTail = torn
+    if (options.signingKey) {
+      log.#checkpoints = await CheckpointSigner.start(auditCheckpointPath(dataDir), options.signingKey, { count: log.#seq, head: log.#prev }, {
+        intervalMs: options.checkpointIntervalMs,
+        onError: options.onCheckpointError,
+      })
     }
     return log
+  }
+
+  /** The torn tail {@link AuditLog.open} set aside, if it found one. */
+  get tornTail(): TornTail | undefined {
+    return this.#tornTail
+  }
+
+  /** How many synced writes the log made; each writes one batch of appends. */
+  get syncs(): number {
+    return this.#syncs
+  }
+
+  /** The text of the latest signed checkpoint; undefined without a signing key or before the first one. */
+  get checkpoint(): string | undefined {
+    return this.#checkpoints?.latest
   }
 
   /**
@@ -103,8 +137,10 @@ export class AuditLog {
           } finally {
             await fh.close()
           }
+          this.#syncs++
           this.#seq = seq
           this.#prev = prev
+          this.#checkpoints?.update(seq, prev)
           for (const p of batch) p.resolve()
         } catch (err) {
           for (const p of batch) p.reject(err)
@@ -115,29 +151,10 @@ export class AuditLog {
     }
   }
 
-  /** Resolves when every append so far is written. */
+  /** Resolves when every append so far is written and, with a signing key, covered by a checkpoint. */
   async flush(): Promise<void> {
     await this.#queue
-  }
-}
-
-async function readLastLine(path: string): Promise<string | undefined> {
-  let size: number
-  try {
-    size = (await stat(path)).size
-  } catch {
-    return undefined
-  }
-  if (size === 0) return undefined
-  const fh = await open(path, 'r')
-  try {
-    const len = Math.min(size, 1 << 20)
-    const buf = Buffer.alloc(len)
-    await fh.read(buf, 0, len, size - len)
-    const lines = buf.toString('utf8').split('\n').filter((l) => l.trim() !== '')
-    return lines.at(-1)
-  } finally {
-    await fh.close()
+    await this.#checkpoints?.flush()
   }
 }
 
@@ -159,28 +176,67 @@ export async function* readAuditLog(path: string): AsyncGenerator<{ line: number
 }
 
 /** The result of {@link verifyAuditLog}. */
-export type AuditVerification = { ok: true; entries: number } | { ok: false; entries: number; line: number; seq?: number; problem: string }
+export type AuditVerification = (
+  | { ok: true; entries: number }
+  | { ok: false; entries: number; line: number; seq?: number; problem: string }
+) & {
+  /** The hash of each entry asked for by `hashesAt`, as long as the chain verified up to it. */
+  heads?: ReadonlyMap<number, string>
+  /** A last line without its newline (a crash mid-append), not counted; narthex sets it aside when it next opens the log. */
+  incompleteTail?: { line: number; bytes: number }
+}
 
-/** Checks the whole chain: each entry's hash, its link to the one before, and sequence numbers. */
-export async function verifyAuditLog(path: string): Promise<AuditVerification> {
+/**
+ * Checks the whole chain: each entry's hash, its link to the one before, and
+ * sequence numbers. With `hashesAt`, also returns the hashes of those entries.
+ */
+export async function verifyAuditLog(path: string, options: { hashesAt?: Iterable<number> } = {}): Promise<AuditVerification> {
+  const wanted = options.hashesAt ? new Set(options.hashesAt) : undefined
+  const heads = new Map<number, string>()
+  const extra = () => ({ ...(wanted ? { heads } : {}) })
   let prev = GENESIS
   let seq = 0
   let entries = 0
-  try {
-    await stat(path)
-  } catch {
-    return { ok: true, entries: 0 }
-  }
-  for await (const { line, entry } of readAuditLog(path)) {
-    if (!entry) return { ok: false, entries, line, problem: 'not a JSON entry' }
+  const endsWithNewline = await lastByteIsNewline(path)
+  if (endsWithNewline === undefined) return { ok: true, entries: 0, ...extra() }
+  let held: { line: number; entry: AuditEntry | undefined; raw: string } | undefined
+  const check = ({ line, entry }: NonNullable<typeof held>): AuditVerification | undefined => {
+    if (!entry) return { ok: false, entries, line, problem: 'not a JSON entry', ...extra() }
     const { hash, ...body } = entry
-    if (entry.prev !== prev) return { ok: false, entries, line, seq: entry.seq, problem: 'does not link to the entry before it (an entry was removed, inserted or changed)' }
-    if (entry.seq !== seq + 1) return { ok: false, entries, line, seq: entry.seq, problem: `sequence number ${entry.seq} where ${seq + 1} was expected` }
-    if (entryHash(body) !== hash) return { ok: false, entries, line, seq: entry.seq, problem: 'its content does not match its hash (the entry was edited)' }
+    if (entry.prev !== prev) return { ok: false, entries, line, seq: entry.seq, problem: 'does not link to the entry before it (an entry was removed, inserted or changed)', ...extra() }
+    if (entry.seq !== seq + 1) return { ok: false, entries, line, seq: entry.seq, problem: `sequence number ${entry.seq} where ${seq + 1} was expected`, ...extra() }
+    if (entryHash(body) !== hash) return { ok: false, entries, line, seq: entry.seq, problem: 'its content does not match its hash (the entry was edited)', ...extra() }
     prev = hash
     seq = entry.seq
     entries++
+    if (wanted?.has(seq)) heads.set(seq, hash)
+    return undefined
   }
-  return { ok: true, entries }
+  // One line is held back: only once the next arrives is it known not to be the last.
+  for await (const item of readAuditLog(path)) {
+    const failed = held && check(held)
+    if (failed) return failed
+    held = item
+  }
+  if (held && !endsWithNewline) return { ok: true, entries, ...extra(), incompleteTail: { line: held.line, bytes: Buffer.byteLength(held.raw) } }
+  return (held && check(held)) || { ok: true, entries, ...extra() }
 }
 
+/** Whether the file ends with a newline; undefined when it is missing or empty. */
+async function lastByteIsNewline(path: string): Promise<boolean | undefined> {
+  let size: number
+  try {
+    size = (await stat(path)).size
+  } catch {
+    return undefined
+  }
+  if (size === 0) return undefined
+  const fh = await open(path, 'r')
+  try {
+    const buf = Buffer.alloc(1)
+    await fh.read(buf, 0, 1, size - 1)
+    return buf[0] === 0x0a
+  } finally {
+    await fh.close()
+  }
+}

@@ -33,10 +33,13 @@ function hasCommand(cmd: string): boolean {
 /**
  * A Duplex around a child process filter (`xz -dc`): bytes written go to its
  * stdin, its stdout is readable. A non-zero exit (corrupt input) errors the
- * stream with NAR_INVALID and the decoder's message.
+ * stream with NAR_INVALID and the decoder's message; a decoder that cannot be
+ * started (gone since it was found, or not executable) with
+ * COMPRESSION_UNSUPPORTED: that says nothing about the data.
  */
 function spawnFilter(cmd: string, args: string[], what: string): Duplex {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+  let spawnError: Error | undefined
   let stderr = ''
   child.stderr.setEncoding('utf8')
   child.stderr.on('data', (d: string) => {
@@ -50,9 +53,16 @@ function spawnFilter(cmd: string, args: string[], what: string): Duplex {
   const duplex = Duplex.from({ writable: child.stdin, readable: stdout })
   // An early exit closes stdin under a pending write: that EPIPE is not the real error.
   child.stdin.on('error', () => undefined)
+  // A failed spawn emits 'error' (then 'close' with a negative code).
+  child.on('error', (err) => {
+    spawnError ??= err
+    if (!duplex.destroyed) {
+      duplex.destroy(new NarthexError('COMPRESSION_UNSUPPORTED', `cannot run ${cmd} to decompress ${what} NARs: ${err.message}`, { cause: err }))
+    }
+  })
   child.on('close', (code, signal) => {
     if (code === 0) stdout.end()
-    else if (!duplex.destroyed) {
+    else if (!duplex.destroyed && !spawnError) {
       duplex.destroy(
         new NarthexError('NAR_INVALID', `${what} data is corrupt: ${stderr.trim() || `${cmd} exited with ${code ?? signal}`}`),
       )
@@ -95,16 +105,21 @@ export const IN_PROCESS_MAX_BYTES = 512 * 1024
 export const XZ_IN_PROCESS_MAX_BYTES = 256 * 1024
 
 /**
- * At most this many xz files are decoded in-process at a time; the others go
- * to `xz` children. liblzma allocates the header's whole dictionary (8 MiB at
- * Nix's default preset) per decoder, and memory counts as the decoder touches
- * it, up to the decompressed size: 50 concurrent in-process decodes of a
- * 1.2 MB NAR added 127 MiB of RSS at peak, 8 MB NARs 451 MiB. With two, the
- * peak stays within 4 and 20 MiB of the `xz` path. liblzma frees the
- * dictionary at the end, but glibc keeps freed memory in its per-thread
- * arenas: one after another, in-process decodes of 8 MB NARs level off about
- * 50 MiB above the `xz` path (the same after 25 files as after 300). Two also
- * leave two of libuv's four threads to file system work and DNS.
+ * At most this many xz files are decoded in-process at a time per JavaScript
+ * thread; the others go to `xz` children. The count lives in this module and
+ * each verification thread (up to four, verifier.ts) loads its own copy, so a
+ * serving narthex may run up to eight in-process decoders, plus two on the
+ * main thread for pushes. liblzma allocates the header's whole dictionary
+ * (8 MiB at Nix's default preset) per decoder, and memory counts as the
+ * decoder touches it, up to the decompressed size: 50 concurrent in-process
+ * decodes of a 1.2 MB NAR added 127 MiB of RSS at peak, 8 MB NARs 451 MiB.
+ * With two in the process, the peak stayed within 4 and 20 MiB of the `xz`
+ * path; eight may hold four times that. liblzma frees the dictionary at the
+ * end, but glibc keeps freed memory in its per-thread arenas: one after
+ * another, in-process decodes of 8 MB NARs level off about 50 MiB above the
+ * `xz` path (the same after 25 files as after 300). All of them share libuv's
+ * one pool of four threads with file system work and DNS, each holding a
+ * pool thread only while it decodes one {@link XZ_SLICE_BYTES} slice.
  */
 export const XZ_IN_PROCESS_MAX_DECODERS = 2
 
@@ -236,8 +251,9 @@ function acquireXzInProcess(): Duplex | undefined {
 /**
  * A stream that decompresses `compression` (a narinfo `Compression:` value).
  * Corrupt input errors it (child-process decoders and xz with NAR_INVALID;
- * the other library decoders with their own errors, which callers report as
- * NAR_INVALID). The caller consumes or destroys the stream: an in-process xz
+ * the other library decoders with their own errors, which classifyNarError
+ * reads as NAR_INVALID); a decoder command that cannot be started errors it
+ * with COMPRESSION_UNSUPPORTED. The caller consumes or destroys the stream: an in-process xz
  * decoder holds its slot until its output ends, it errors or it is destroyed.
  * @param compressedSize the input's size when known (the narinfo's FileSize): picks the decoder.
  * @throws NarthexError COMPRESSION_UNSUPPORTED for methods this machine cannot decode.

@@ -6,21 +6,23 @@
  * fsynced, renamed into `nar/`, its directory fsynced, and only then indexed.
  * So the index never names a missing or partial file. {@link Store.open} removes
  * what a crash can leave behind: temp files, and NAR files no index entry names.
+ * Anything else found under `nar/` (an NFS `.nfs…` file, an editor's backup) is
+ * not narthex's: it is reported and left alone.
  */
 import { randomBytes } from 'node:crypto'
 import { constants as fsConstants } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Level } from 'level'
 import { NarthexError } from '../errors.js'
-import { parseNarFileName } from '../protocol/index.js'
+import { narShardPath, parseNarFileName, type Compression } from '../protocol/index.js'
 
 /** Where an admitted path's NAR can be fetched from, in priority order. */
 export interface SourceRecord {
   readonly upstream: string
   /** Absolute URL of the compressed NAR at that upstream. */
   readonly url: string
-  readonly compression: string
+  readonly compression: Compression
   readonly fileHash?: string
   readonly fileSize?: number
 }
@@ -44,7 +46,7 @@ export interface NarFileRecord {
   readonly fileSize: number
   readonly narHash: string
   readonly narSize: number
-  readonly compression: string
+  readonly compression: Compression
   readonly storedAt: number
 }
 
@@ -53,11 +55,11 @@ export interface RecoveryReport {
   tempFilesRemoved: number
   orphanFilesRemoved: number
   danglingEntriesRemoved: number
+  /** Paths under `nar/` (relative to it) that are not NAR files of this store; left as they are. */
+  strayFiles: string[]
 }
 
 const UPLOAD_TTL_MS = 24 * 3600 * 1000
-
-const NAR_NAME = /^[0-9a-df-np-sv-z]{52}\.nar(\.[a-z0-9]+)?$/
 
 function ioError(what: string, err: unknown): NarthexError {
   return new NarthexError('STORE_IO', `${what}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err })
@@ -130,7 +132,7 @@ export class Store {
   }
 
   async #recover(): Promise<RecoveryReport> {
-    const report: RecoveryReport = { tempFilesRemoved: 0, orphanFilesRemoved: 0, danglingEntriesRemoved: 0 }
+    const report: RecoveryReport = { tempFilesRemoved: 0, orphanFilesRemoved: 0, danglingEntriesRemoved: 0, strayFiles: [] }
     for (const name of await readdir(this.tmpDir)) {
       await rm(join(this.tmpDir, name), { force: true, recursive: true })
       report.tempFilesRemoved++
@@ -145,8 +147,17 @@ export class Store {
     }
     const onDisk = new Set<string>()
     for (const shard of await readdir(this.narDir)) {
-      for (const name of await readdir(join(this.narDir, shard)).catch(() => [] as string[])) {
-        onDisk.add(name)
+      const names = await readdir(join(this.narDir, shard)).catch(() => undefined)
+      if (names === undefined) {
+        report.strayFiles.push(shard)
+        continue
+      }
+      for (const name of names) {
+        // Only a NAR file name in its own shard is ours to judge; anything else
+        // (another client's lock or NFS file) is not deleted, and never fed to narPath.
+        const where = `${shard}/${name}`
+        if (parseNarFileName(name) && narShardPath(name) === where) onDisk.add(name)
+        else report.strayFiles.push(where)
       }
     }
     const dangling: string[] = []
@@ -316,10 +327,10 @@ export class Store {
    * @throws NarthexError BAD_REQUEST for any other name.
    */
   narPath(fileName: string): string {
-    if (!NAR_NAME.test(fileName) || !parseNarFileName(fileName)) {
+    if (!parseNarFileName(fileName)) {
       throw new NarthexError('BAD_REQUEST', `not a NAR file name: ${JSON.stringify(fileName)}`)
     }
-    return join(this.narDir, fileName.slice(0, 2), fileName)
+    return join(this.narDir, narShardPath(fileName))
   }
 
   /**
@@ -328,7 +339,7 @@ export class Store {
    * @throws NarthexError BAD_REQUEST for any other name.
    */
   uploadPath(fileName: string): string {
-    if (!NAR_NAME.test(fileName) || !parseNarFileName(fileName)) {
+    if (!parseNarFileName(fileName)) {
       throw new NarthexError('BAD_REQUEST', `not a NAR file name: ${JSON.stringify(fileName)}`)
     }
     return join(this.uploadsDir, fileName)
@@ -346,7 +357,7 @@ export class Store {
    */
   async commitNar(tempPath: string, fileName: string, record: NarFileRecord): Promise<void> {
     const dest = this.narPath(fileName)
-    const dir = join(this.narDir, fileName.slice(0, 2))
+    const dir = dirname(dest)
     try {
       await mkdir(dir, { recursive: true })
       await rename(tempPath, dest)

@@ -3,11 +3,11 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { formatPublicKey, parseSecretKey, toPublicKey } from '../../src/protocol/index.js'
 import { runCli as narthex } from '../helpers/narthex.js'
-
 
 const COMMANDS = ['serve', 'mirror', 'export', 'import', 'explain', 'verify', 'gc', 'keygen', 'audit', 'client-config']
 
@@ -83,4 +83,34 @@ test('client-config prints the nix.conf lines with narthex\'s public key', async
   assert.match(again.stdout, /^substituters = http:\/\/cache\.lan:5557$/m)
   const keyLine = (text: string) => text.split('\n').find((l) => l.startsWith('trusted-public-keys = '))
   assert.equal(keyLine(again.stdout), keyLine(r.stdout), 'the key created on first use is kept')
+})
+
+test('--data DIR moves the default signing key to DIR/narthex.key; an explicit signingKeyFile stays put', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'narthex-cli-'))
+  const file = join(dir, 'c.yaml')
+  writeFileSync(file, `dataDir: "${dir}/data"\n`)
+  const r = await narthex(['export', '--to', join(dir, 'out'), '--config', file, '--data', join(dir, 'other')])
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(existsSync(join(dir, 'data', 'narthex.key')), false, 'no key in the data directory of the config')
+  const key = formatPublicKey(toPublicKey(parseSecretKey(readFileSync(join(dir, 'other', 'narthex.key'), 'utf8'))))
+  assert.ok(r.stdout.includes(key), 'the export is signed with the key in --data')
+  const cc = await narthex(['client-config', '--config', file, '--data', join(dir, 'other')])
+  assert.equal(cc.code, 0, cc.stderr)
+  assert.equal(cc.stdout.split('\n')[1], `trusted-public-keys = ${key}`)
+
+  const fixed = join(dir, 'fixed.yaml')
+  writeFileSync(fixed, `dataDir: "${dir}/data"\nsigningKeyFile: "${dir}/fixed.key"\n`)
+  const f = await narthex(['export', '--to', join(dir, 'out2'), '--config', fixed, '--data', join(dir, 'other2')])
+  assert.equal(f.code, 0, f.stderr)
+  assert.equal(existsSync(join(dir, 'fixed.key')), true)
+  assert.equal(existsSync(join(dir, 'other2', 'narthex.key')), false)
+})
+
+test('narthex audit refuses a malformed --since with exit 2', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'narthex-cli-'))
+  const file = join(dir, 'c.yaml')
+  writeFileSync(file, `dataDir: "${dir}/data"\n`)
+  const r = await narthex(['audit', '--config', file, '--since', 'yesterday-ish'])
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /--since: not a time/)
 })

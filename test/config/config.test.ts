@@ -131,3 +131,13 @@ test('workers: a number, or auto (one per core, none on one core); 0 by default'
   assert.throws(() => buildConfig({ upstreams: [up('x')], workers: 'many' }, '/srv'), /workers/)
   assert.throws(() => buildConfig({ upstreams: [up('x')], workers: -1 }, '/srv'), /workers/)
 })
+
+test('a --data override moves the default signing key with it, not an explicit one', () => {
+  const moved = buildConfig({ dataDir: './var' }, '/srv/narthex', undefined, { dataDir: '/other' })
+  assert.equal(moved.dataDir, '/other')
+  assert.equal(moved.signingKeyFile, '/other/narthex.key')
+  const kept = buildConfig({ signingKeyFile: 'keys/k' }, '/srv/narthex', undefined, { dataDir: '/other' })
+  assert.equal(kept.signingKeyFile, '/srv/narthex/keys/k')
+  const shipped = loadConfig(new URL('../../config/narthex.yaml', import.meta.url).pathname, '/srv', { dataDir: 'elsewhere' })
+  assert.equal(shipped.signingKeyFile, '/srv/elsewhere/narthex.key', 'the shipped config leaves signingKeyFile to follow dataDir')
+})

@@ -14,7 +14,7 @@ import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
-import { encodeNix32, narFileName, parseNarInfo, type Compression } from '../../src/protocol/index.js'
+import { encodeNix32, narFileNameOf, parseNarInfo } from '../../src/protocol/index.js'
 
 const DECODERS: Record<string, [string, string[]] | undefined> = {
   '.nar': undefined,
@@ -200,7 +200,7 @@ export async function checkStore(dataDir: string): Promise<StoreReport> {
       narinfoKeys.add(hashPart)
       try {
         const info = parseNarInfo(rec.narinfo)
-        const fileName = narFileName(encodeNix32(info.narHash.digest), info.compression as Compression)
+        const fileName = narFileNameOf(info)
         if (info.storePath.hashPart !== hashPart || !links.has(`${fileName}/${hashPart}`)) badNarinfos.push(hashPart)
       } catch {
         badNarinfos.push(hashPart)

@@ -8,6 +8,8 @@ import {
   formatNixHash,
   parseNarInfo,
   urlAgreesWithCompression,
+  COMPRESSION_EXTENSIONS,
+  type Compression,
   type NarInfo,
 } from '../../src/protocol/index.js'
 
@@ -46,6 +48,11 @@ test('parsing follows Nix: unknown keys ignored, last scalar wins, defaults, oth
   assert.equal(info.deriver, undefined)
   const noCompression = parseNarInfo(BASE.replace('Compression: xz\n', ''))
   assert.equal(noCompression.compression, 'bzip2')
+  // An empty value is the default too (nar-info.cc: `if (compression == "") compression = "bzip2"`).
+  assert.equal(parseNarInfo(BASE.replace('Compression: xz', 'Compression: ')).compression, 'bzip2')
+  for (const compression of Object.keys(COMPRESSION_EXTENSIONS)) {
+    assert.equal(parseNarInfo(BASE.replace('Compression: xz', `Compression: ${compression}`)).compression, compression)
+  }
   const sri = parseNarInfo(
     BASE.replace(
       'NarHash: sha256:0lxjvvpr59c2mdram7ympy5ay741f180kv3349hvfc3f8nrmbqf6',
@@ -76,6 +83,9 @@ test('malformed narinfos are rejected with NARINFO_INVALID naming line and field
     ['missing URL', BASE.replace(/URL: .*\n/, ''), undefined, 'URL'],
     ['zero NarSize', BASE.replace('NarSize: 464152', 'NarSize: 0'), undefined, 'NarSize'],
     ['CRLF', BASE.replace(/\n/g, '\r\n'), 1, 'StorePath'],
+    // Nix would keep it and fail only when decompressing; narthex cannot verify such a NAR.
+    ['unknown Compression', BASE.replace('Compression: xz', 'Compression: lz5'), 3, 'Compression'],
+    ['Compression in another case', BASE.replace('Compression: xz', 'Compression: XZ'), 3, 'Compression'],
   ]
   for (const [why, text, line, field] of rows) {
     assert.throws(
@@ -133,7 +143,7 @@ test('narinfo in Nix format round-trips byte-identically (property)', () => {
 test('the narinfo parser never throws anything but NARINFO_INVALID on arbitrary input', () => {
   const lines = fc.array(
     fc.oneof(
-      fc.constantFrom('StorePath', 'URL', 'NarHash', 'NarSize', 'References', 'Sig', 'CA', 'FileSize', 'Deriver').chain((k) =>
+      fc.constantFrom('StorePath', 'URL', 'Compression', 'NarHash', 'NarSize', 'References', 'Sig', 'CA', 'FileSize', 'Deriver').chain((k) =>
         fc.string({ maxLength: 80 }).map((v) => `${k}: ${v}`),
       ),
       fc.string({ maxLength: 40 }),
@@ -154,7 +164,7 @@ test('the narinfo parser never throws anything but NARINFO_INVALID on arbitrary 
 })
 
 test('urlAgreesWithCompression: a known extension must name the Compression', () => {
-  const rows: Array<[string, string, boolean]> = [
+  const rows: Array<[string, Compression, boolean]> = [
     ['nar/abc.nar.xz', 'xz', true],
     ['nar/abc.nar.xz', 'bzip2', false],
     ['nar/abc.nar', 'none', true],

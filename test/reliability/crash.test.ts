@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { encodeNix32, narFileName, parseNarInfo, parsePublicKey, validSigners, type Compression, type NarInfo } from '../../src/protocol/index.js'
+import { narFileNameOf, parseNarInfo, parsePublicKey, validSigners, type NarInfo } from '../../src/protocol/index.js'
 import { getOnce, seededRandom } from '../helpers/http.js'
 import { hashPartOf, readCacheNarInfo } from '../helpers/caches.js'
 import { NarthexProcess } from '../helpers/narthex.js'
@@ -70,7 +70,7 @@ before(async () => {
     const file = await readFile(join(cacheDir, info.url))
     const fileSha = createHash('sha256').update(file).digest('hex')
     assert.equal(fileSha, info.fileHash!.digest.toString('hex'), `nix wrote ${info.url} with its FileHash`)
-    const name = narFileName(encodeNix32(info.narHash.digest), info.compression as Compression)
+    const name = narFileNameOf(info)
     expected.push({ storePath, info, name, fileSha, large: large.includes(storePath) })
   }
 })

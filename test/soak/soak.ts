@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { encodeNix32, narFileName, parseNarInfo, parsePublicKey, validSigners, type Compression, type NarInfo } from '../../src/protocol/index.js'
+import { encodeNix32, narFileNameOf, parseNarInfo, parsePublicKey, validSigners, type NarInfo } from '../../src/protocol/index.js'
 import { getOnce, seededRandom } from '../helpers/http.js'
 import { hashPartOf, readCacheNarInfo } from '../helpers/caches.js'
 import { NarthexProcess } from '../helpers/narthex.js'
@@ -112,7 +112,7 @@ async function main(): Promise<number> {
         storePath,
         hashPart: hashPartOf(storePath),
         info,
-        name: narFileName(encodeNix32(info.narHash.digest), info.compression as Compression),
+        name: narFileNameOf(info),
         fileSha: createHash('sha256').update(readFileSync(file)).digest('hex'),
         fileSize: h.fileSize,
         narinfoSize: readFileSync(join(cacheDir, `${hashPartOf(storePath)}.narinfo`)).length,

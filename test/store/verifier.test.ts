@@ -4,13 +4,21 @@
  */
 import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { createCipheriv } from 'node:crypto'
 import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { formatNixHash, parseNarInfo, type NarInfo } from '../../src/protocol/index.js'
+import { formatNixHash, parseNarInfo, sha256Of, type NarInfo } from '../../src/protocol/index.js'
 import { GROW_STEP, Verification } from '../../src/store/verifier.js'
 import { stopVerifyThreads } from '../../src/store/index.js'
 import { isNarthexError } from '../../src/errors.js'
+import { writeNar } from '../helpers/nar-writer.js'
+
+const hasXz = spawnSync('xz', ['--version'], { stdio: 'ignore' }).status === 0
+if (!hasXz && process.env.CI === 'true') throw new Error('the xz command is required in CI: apt-get install -y xz-utils')
+const needsXz = hasXz ? {} : { skip: 'SKIPPED: the xz command is not installed (apt-get install -y xz-utils)' }
+if (!hasXz) process.stderr.write(`${needsXz.skip}\n`)
 
 const FIX = new URL('../fixtures/nix/', import.meta.url)
 const dir = mkdtempSync(join(tmpdir(), 'narthex-verifier-'))
@@ -110,11 +118,86 @@ test('verification thread: abort ends a job that waits for bytes; many jobs at o
   assert.equal(results.length, 40)
 })
 
+/** Deterministic bytes that do not compress (AES-CTR of zeros). */
+function incompressible(bytes: number, seed = 0): Buffer {
+  return createCipheriv('aes-128-ctr', Buffer.alloc(16, seed), Buffer.alloc(16)).update(Buffer.alloc(bytes))
+}
+
+/** The narinfo values of an uncompressed NAR file. */
+function plainInfo(nar: Buffer): NarInfo {
+  const hash = sha256Of(nar)
+  return { ...cacheEntries('none')[0]!.info, compression: 'none', fileHash: hash, fileSize: nar.length, narHash: hash, narSize: nar.length }
+}
+
 test('verification thread: a file larger than GROW_STEP, followed as it grows', async () => {
-  const [{ info, file }] = cacheEntries('none').sort((a, b) => b.file.length - a.file.length)
-  // Repeat the NAR's bytes? A NAR cannot be padded; instead check the step logic on the real file.
-  const r = await feed(info!, file, {}, Math.max(3, Math.ceil(file.length / (GROW_STEP / 4))))
-  assert.equal(r.narSize, info!.narSize)
+  const nar = writeNar({ type: 'regular', contents: incompressible(3 * GROW_STEP + 12345) })
+  const info = plainInfo(nar)
+  const path = join(dir, `f${counter++}`)
+  writeFileSync(path, '')
+  const v = new Verification({ path, compression: 'none', fileSize: nar.length, fileHash: formatNixHash(info.fileHash!), narHash: formatNixHash(info.narHash), narSize: nar.length, single: true })
+  // Pieces of 1 MiB, as a download writes them; the thread hears of them in GROW_STEPs.
+  const piece = 1024 * 1024
+  let written = 0
+  let followed = false
+  while (written < nar.length) {
+    appendFileSync(path, nar.subarray(written, written + piece))
+    written = Math.min(nar.length, written + piece)
+    v.grow(written)
+    if (!followed && written >= 2 * GROW_STEP) {
+      // As a download waits on its verification: the thread has read most of what is written,
+      // before the file is complete.
+      await v.caughtUp(written, GROW_STEP)
+      assert.equal(v.settled, false, 'the verification follows the file, it has not ended')
+      followed = true
+    }
+    await new Promise((r) => setImmediate(r))
+  }
+  assert.ok(followed)
+  v.end(written)
+  const r = await v.result
+  assert.equal(r.narSize, nar.length)
+  assert.equal(r.narHash, formatNixHash(info.narHash))
+  assert.equal(r.fileSize, nar.length)
+
+  // A file cut short of its FileSize does not verify, however far it was followed.
+  await assert.rejects(feed(info, nar.subarray(0, nar.length - 1), { single: true }, 5), (err: unknown) => isNarthexError(err) && ['NAR_INVALID', 'SIZE_MISMATCH'].includes(err.code))
+})
+
+test('verifying a 40 MiB xz NAR, as a download does and offline, leaks no listeners (no MaxListenersExceededWarning)', needsXz, async () => {
+  // 40 MiB of incompressible NAR contents, so the file is 40 MiB of xz too, fed to the decoder
+  // in 40 writes that each wait for it to drain. Compressing 40 MiB takes xz long: the NAR is
+  // compressed as concatenated xz streams (valid xz, decoded in one pass by `xz -dc`), its
+  // repeated 1 MiB block compressed once.
+  const block = incompressible(1024 * 1024, 1)
+  const blocks = 40
+  const nar = writeNar({ type: 'regular', contents: Buffer.concat(Array.from({ length: blocks }, () => block)) })
+  const start = nar.indexOf(block)
+  const xz = (b: Buffer) => execFileSync('xz', ['-0', '-T1', '-c'], { input: b, maxBuffer: 1 << 30 })
+  const blockXz = xz(block)
+  const file = Buffer.concat([xz(nar.subarray(0, start)), ...Array.from({ length: blocks }, () => blockXz), xz(nar.subarray(start + blocks * block.length))])
+  const path = join(dir, 'big.nar.xz')
+  writeFileSync(path, file)
+  const spec = { path, compression: 'xz', fileHash: formatNixHash(sha256Of(file)), fileSize: file.length, narHash: formatNixHash(sha256Of(nar)), narSize: nar.length, single: false }
+  // A process of its own: warnings (the verification thread's too) go to its stderr.
+  const verifier = new URL('../../src/store/verifier.ts', import.meta.url).href
+  const check = new URL('../../src/store/nar-check.ts', import.meta.url).href
+  const script = `
+    const spec = ${JSON.stringify(spec)}
+    const { Verification, stopVerifyThreads } = await import(${JSON.stringify(verifier)})
+    const v = new Verification(spec)
+    v.end(spec.fileSize)
+    const thread = await v.result
+    await stopVerifyThreads()
+    const { checkNarFile } = await import(${JSON.stringify(check)})
+    const { parseNixHash } = await import(${JSON.stringify(new URL('../../src/protocol/index.ts', import.meta.url).href)})
+    const offline = await checkNarFile({ ...spec, fileHash: parseNixHash(spec.fileHash), narHash: parseNixHash(spec.narHash) })
+    console.log(JSON.stringify({ thread: thread.narSize, offline: offline.nar.size }))
+  `
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 120_000 })
+  assert.equal(r.status, 0, r.stderr)
+  assert.deepEqual(JSON.parse(r.stdout), { thread: nar.length, offline: nar.length })
+  assert.doesNotMatch(r.stderr, /MaxListenersExceededWarning/)
+  assert.equal(r.stderr, '', 'nothing on stderr')
 })
 
 test('verification threads are replaced after they stop', async () => {
