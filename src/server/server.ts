@@ -6,14 +6,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import { AggregatorRegistry, type Registry } from 'prom-client'
 import type { Cache, Metrics, NarAnswer, PushReceiver } from '../cache/index.js'
 import { NarthexError } from '../errors.js'
 import { formatCacheInfo, MAX_NARINFO_BYTES, STORE_DIR } from '../protocol/index.js'
 import { LOG_ROUTE, NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, sendFollower, sendStream, SUSPICIOUS_PATH } from './http-util.js'
 import { HttpMetrics, observeRequest, type RequestContext, type RequestLogLevel, type Route } from './http-metrics.js'
 import { respondError, respondStatus } from './respond-error.js'
-import { buildStatus, publicUrlOf, StatusHistory, totalsOf, type MetricsSnapshot, type StatusSources } from './status-data.js'
+import { StatusProvider, type MetricsSnapshot, type StatusSources } from './status-data.js'
 import { renderStatusPage, viewOf } from './status-page.js'
 
 /** What the server needs. */
@@ -36,9 +35,6 @@ export interface ServerDeps {
   readonly auditCheckpoint?: (() => string | undefined) | undefined
 }
 
-// How often the totals are sampled for the status page's chart.
-const HISTORY_SAMPLE_MS = 10_000
-
 /** Creates the HTTP server (not yet listening). */
 export function createNarthexServer(deps: ServerDeps): Server {
   const cacheInfo = formatCacheInfo({ storeDir: STORE_DIR, wantMassQuery: true, priority: deps.priority })
@@ -59,36 +55,8 @@ export function createNarthexServer(deps: ServerDeps): Server {
   })
   server.keepAliveTimeout = 65_000
 
-  /** Every process's metrics summed (the core's alone without workers). */
-  async function allMetrics(): Promise<Registry> {
-    if (!deps.gatherWorkers) return deps.metrics.registry
-    const [own, workers] = await Promise.all([deps.metrics.registry.getMetricsAsJSON(), deps.gatherWorkers()])
-    return AggregatorRegistry.aggregate([own, ...workers])
-  }
-  const history = new StatusHistory()
-  const sampler = setInterval(() => {
-    allMetrics()
-      .then((r) => r.getMetricsAsJSON())
-      .then((m) => history.add(Date.now(), totalsOf(m)))
-      .catch((err) => deps.log.debug({ err: (err as Error).message }, 'cannot sample the metrics for the status page'))
-  }, HISTORY_SAMPLE_MS)
-  sampler.unref()
-  server.once('close', () => clearInterval(sampler))
-
-  async function status(req: IncomingMessage) {
-    for (const u of deps.cache.upstreams) deps.metrics.upstreamUp.set({ upstream: u.name }, u.isDown ? 0 : 1)
-    const sources: StatusSources = deps.status ?? {
-      publicKeys: [deps.publicKey],
-      workers: 0,
-      upstreams: () => deps.cache.upstreams.map((u) => u.health()),
-      lastUpstreamError: (name) => deps.metrics.lastUpstreamError(name),
-      recentEvents: async () => [],
-    }
-    const addr = req.socket.address() as { address?: string; port?: number }
-    const local = addr.address ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}` : 'http://localhost'
-    const url = publicUrlOf(sources.publicUrl, req.headers.host, req.headers['x-forwarded-proto'], local)
-    return buildStatus(await (await allMetrics()).getMetricsAsJSON(), sources, url, history)
-  }
+  const statusProvider = new StatusProvider(deps)
+  server.once('close', () => statusProvider.close())
 
   async function handle(req: IncomingMessage, res: ServerResponse, setRoute: (r: Route) => void, ctx: RequestContext): Promise<void> {
     const path = requestPath(req)
@@ -160,7 +128,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
       case '/metrics': {
         setRoute('metrics')
         for (const u of deps.cache.upstreams) deps.metrics.upstreamUp.set({ upstream: u.name }, u.isDown ? 0 : 1)
-        const registry = await allMetrics()
+        const registry = await statusProvider.allMetrics()
         const body = await registry.metrics()
         res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(body) })
         res.end(method === 'HEAD' ? undefined : body)
@@ -168,14 +136,14 @@ export function createNarthexServer(deps: ServerDeps): Server {
       }
       case '/': {
         setRoute('status')
-        const html = renderStatusPage(await status(req))
+        const html = renderStatusPage(await statusProvider.status(req))
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' })
         res.end(method === 'HEAD' ? undefined : html)
         return
       }
       case '/status.json': {
         setRoute('status')
-        const data = await status(req)
+        const data = await statusProvider.status(req)
         const json = JSON.stringify({ ...data, view: viewOf(data) })
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), 'cache-control': 'no-store' })
         res.end(method === 'HEAD' ? undefined : json)

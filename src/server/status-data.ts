@@ -3,8 +3,10 @@
  * metrics summed over every process (core and workers), plus what only the core
  * knows: upstream health, the store, the audit log's latest refusals.
  */
-import type { Registry } from 'prom-client'
-import { UPSTREAM_ANSWERS, type UpstreamError } from '../cache/index.js'
+import type { IncomingMessage } from 'node:http'
+import type { Logger } from 'pino'
+import { AggregatorRegistry, type Registry } from 'prom-client'
+import { UPSTREAM_ANSWERS, type Cache, type Metrics, type UpstreamError } from '../cache/index.js'
 import { clientSetup, type ClientSetup } from './client-setup.js'
 
 /** What `registry.getMetricsAsJSON()` returns: one process's metrics. */
@@ -234,4 +236,65 @@ export function publicUrlOf(configured: string | undefined, host: string | undef
   if (configured) return configured
   if (host && HOST.test(host)) return `${forwardedProto === 'https' ? 'https' : 'http'}://${host}`
   return fallback
+}
+
+// How often the totals are sampled for the chart.
+const HISTORY_SAMPLE_MS = 10_000
+
+/** What a {@link StatusProvider} reads from. */
+export interface StatusProviderDeps {
+  readonly metrics: Metrics
+  readonly cache: Cache
+  readonly log: Logger
+  readonly publicKey: string
+  readonly status?: StatusSources | undefined
+  readonly gatherWorkers?: (() => Promise<MetricsSnapshot[]>) | undefined
+}
+
+/** Sums the metrics of every process, samples them for the chart, and assembles the status of a request. */
+export class StatusProvider {
+  readonly #d: StatusProviderDeps
+  readonly #history = new StatusHistory()
+  readonly #sampler: NodeJS.Timeout
+
+  constructor(deps: StatusProviderDeps) {
+    this.#d = deps
+    this.#sampler = setInterval(() => {
+      this.allMetrics()
+        .then((r) => r.getMetricsAsJSON())
+        .then((m) => this.#history.add(Date.now(), totalsOf(m)))
+        .catch((err) => deps.log.debug({ err: (err as Error).message }, 'cannot sample the metrics for the status page'))
+    }, HISTORY_SAMPLE_MS)
+    this.#sampler.unref()
+  }
+
+  /** Every process's metrics summed (the core's alone without workers). */
+  async allMetrics(): Promise<Registry> {
+    const { metrics, gatherWorkers } = this.#d
+    for (const u of this.#d.cache.upstreams) metrics.upstreamUp.set({ upstream: u.name }, u.isDown ? 0 : 1)
+    if (!gatherWorkers) return metrics.registry
+    const [own, workers] = await Promise.all([metrics.registry.getMetricsAsJSON(), gatherWorkers()])
+    return AggregatorRegistry.aggregate([own, ...workers])
+  }
+
+  /** The status as seen by `req` (whose Host names this server when no `publicUrl` is set). */
+  async status(req: IncomingMessage): Promise<StatusData> {
+    const d = this.#d
+    const sources: StatusSources = d.status ?? {
+      publicKeys: [d.publicKey],
+      workers: 0,
+      upstreams: () => d.cache.upstreams.map((u) => u.health()),
+      lastUpstreamError: (name) => d.metrics.lastUpstreamError(name),
+      recentEvents: async () => [],
+    }
+    const addr = req.socket.address() as { address?: string; port?: number }
+    const local = addr.address ? `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}` : 'http://localhost'
+    const url = publicUrlOf(sources.publicUrl, req.headers.host, req.headers['x-forwarded-proto'], local)
+    return buildStatus(await (await this.allMetrics()).getMetricsAsJSON(), sources, url, this.#history)
+  }
+
+  /** Stops sampling. */
+  close(): void {
+    clearInterval(this.#sampler)
+  }
 }
