@@ -25,8 +25,11 @@ export async function askUpstreams(
     names.map(async (name): Promise<UpstreamAnswer> => {
       const upstream = upstreams.get(name)
       if (!upstream) return { upstream: name, kind: 'unavailable', reason: 'not configured' }
+      const started = performance.now()
+      const took = () => metrics?.upstreamLatency.observe({ upstream: name, kind: 'narinfo' }, (performance.now() - started) / 1000)
       try {
         const res = await upstream.fetchNarInfo(hashPart)
+        took()
         metrics?.upstreamRequests.inc({ upstream: name, kind: 'narinfo', outcome: res.kind })
         if (res.kind === 'absent') return { upstream: name, kind: 'absent' }
         if (!supported.has(res.info.compression)) {
@@ -35,6 +38,7 @@ export async function askUpstreams(
         }
         return { upstream: name, kind: 'present', info: res.info }
       } catch (err) {
+        took()
         const code = isNarthexError(err) ? err.code : 'UNKNOWN'
         metrics?.upstreamRequests.inc({ upstream: name, kind: 'narinfo', outcome: code })
         log?.warn({ upstream: name, hashPart, code, err: (err as Error).message }, 'upstream narinfo look-up failed')

@@ -10,7 +10,7 @@ export {
   type RealisationAnswer,
 } from './cache.js'
 export { askUpstreams } from './ask.js'
-export { Metrics } from './metrics.js'
+export { Metrics, UPSTREAM_ANSWERS, type MetricSources, type UpstreamError } from './metrics.js'
 export { verifyStore, type CorruptNar, type StoreVerification } from './verify-store.js'
 export { PushReceiver, type PushDeps, type PushSettings } from './push.js'
 export { verifyNarFile, type NarFileExpectation } from './verify-file.js'

@@ -1,28 +1,39 @@
 /**
- * Prometheus metrics (prom-client), one registry per narthex instance so tests
- * can run several in one process.
+ * Prometheus metrics of the cache (prom-client): what narthex asked its
+ * upstreams, decided and stored. One registry per narthex instance so tests can
+ * run several in one process. What clients were answered is counted by the
+ * HTTP layer (src/server/http-metrics.ts) on the same registry.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
-/** The metrics narthex keeps. */
+
+/** The last failed upstream request, as the status page shows it. */
+export interface UpstreamError {
+  readonly kind: string
+  /** The error code (e.g. UPSTREAM_TIMEOUT) or outcome. */
+  readonly code: string
+  readonly at: number
+}
+
+/** Figures read when the metrics are collected (the store and the downloads are owned elsewhere). */
+export interface MetricSources {
+  readonly storeBytes: () => number
+  /** Paths, NAR files and pins in the index; counted in the background, so it may lag. */
+  readonly storeCounts?: () => { paths: number; narFiles: number; pinned: number } | undefined
+}
+
+/** Outcomes of `narthex_upstream_requests_total` that are answers, not errors (every other outcome is an error code). */
+export const UPSTREAM_ANSWERS: ReadonlySet<string> = new Set(['present', 'absent', 'verified'])
+
+/** The metrics narthex keeps about its cache. */
 export class Metrics {
   readonly registry = new Registry()
-  readonly httpRequests = new Counter({
-    name: 'narthex_http_requests_total',
-    help: 'HTTP requests answered, by route and status',
-    labelNames: ['route', 'status'] as const,
-    registers: [this.registry],
-  })
-  readonly httpDuration = new Histogram({
-    name: 'narthex_http_request_duration_seconds',
-    help: 'Time to answer (headers sent for NARs), by route',
-    labelNames: ['route'] as const,
-    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
-    registers: [this.registry],
-  })
+  #sources: MetricSources | undefined
+  readonly #lastErrors = new Map<string, UpstreamError>()
+
   readonly narinfoLookups = new Counter({
     name: 'narthex_narinfo_lookups_total',
-    help: 'narinfo look-ups by outcome (hit, admitted, absent, unavailable, refused)',
+    help: 'narinfo look-ups by the core, by outcome (hit, admitted, absent, unavailable, refused)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   })
@@ -32,6 +43,7 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   })
+  /** Conflicts recorded at admission (onConflict: priority), by rule and dissenting upstream. */
   readonly conflicts = new Counter({
     name: 'narthex_conflicts_total',
     help: 'Signed answers of a rule\'s upstreams that disagreed with the admitted one (onConflict: priority), by rule and dissenting upstream',
@@ -40,8 +52,15 @@ export class Metrics {
   })
   readonly upstreamRequests = new Counter({
     name: 'narthex_upstream_requests_total',
-    help: 'Requests to upstreams, by upstream, kind (narinfo, nar) and outcome',
+    help: 'Requests to upstreams, by upstream, kind (narinfo, nar) and outcome (present, absent, verified, or an error code)',
     labelNames: ['upstream', 'kind', 'outcome'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamLatency = new Histogram({
+    name: 'narthex_upstream_request_duration_seconds',
+    help: 'Time an upstream took to answer a narinfo request (errors included), by upstream',
+    labelNames: ['upstream', 'kind'] as const,
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   })
   readonly narFailures = new Counter({
@@ -56,9 +75,15 @@ export class Metrics {
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   })
-  readonly bytesServed = new Counter({
-    name: 'narthex_nar_bytes_served_total',
-    help: 'NAR bytes sent to clients',
+  /**
+   * NAR bytes fetched ahead of clients (`prefetch.nars`), by whether a client
+   * asked for the NAR since (`used="yes"`) or not yet (`used="no"`). Count with
+   * {@link Metrics.recordPrefetchBytes}.
+   */
+  readonly prefetchBytes = new Counter({
+    name: 'narthex_prefetch_bytes_total',
+    help: 'NAR bytes fetched ahead of clients, by whether a client has asked for them since (used: yes, no)',
+    labelNames: ['used'] as const,
     registers: [this.registry],
   })
   readonly downloadsInFlight = new Gauge({
@@ -72,8 +97,55 @@ export class Metrics {
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   })
+  readonly storeBytes = new Gauge({
+    name: 'narthex_store_bytes',
+    help: 'Bytes of the NAR files in the store',
+    registers: [this.registry],
+    collect: () => {
+      const s = this.#sources
+      if (s) this.storeBytes.set(s.storeBytes())
+    },
+  })
+  readonly storeEntries = new Gauge({
+    name: 'narthex_store_entries',
+    help: 'Entries in the store index, by kind (paths: admitted narinfos, nar_files, pinned)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const counts = this.#sources?.storeCounts?.()
+      if (!counts) return
+      this.storeEntries.set({ kind: 'paths' }, counts.paths)
+      this.storeEntries.set({ kind: 'nar_files' }, counts.narFiles)
+      this.storeEntries.set({ kind: 'pinned' }, counts.pinned)
+    },
+  })
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'narthex_' })
+    // Series an operator alerts on exist from the start, at 0, so that `increase()` sees the first one.
+    for (const used of ['yes', 'no']) this.prefetchBytes.inc({ used }, 0)
+    // Every failed upstream request passes through this counter: remember the last one per upstream.
+    const inc = this.upstreamRequests.inc.bind(this.upstreamRequests) as (labels: Record<string, string>, value?: number) => void
+    this.upstreamRequests.inc = ((labels: Record<string, string>, value?: number) => {
+      if (labels.upstream && labels.outcome && !UPSTREAM_ANSWERS.has(labels.outcome)) {
+        this.#lastErrors.set(labels.upstream, { kind: labels.kind ?? '', code: labels.outcome, at: Date.now() })
+      }
+      inc(labels, value)
+    }) as typeof this.upstreamRequests.inc
+  }
+
+  /** Connects the gauges read at collection time to what owns the figures. */
+  watch(sources: MetricSources): void {
+    this.#sources = sources
+  }
+
+  /** Counts prefetched NAR bytes: `used` false when fetched ahead, true once a client asks for them. */
+  recordPrefetchBytes(bytes: number, used: boolean): void {
+    this.prefetchBytes.inc({ used: used ? 'yes' : 'no' }, bytes)
+  }
+
+  /** The last failed request to `upstream`, if any since start. */
+  lastUpstreamError(upstream: string): UpstreamError | undefined {
+    return this.#lastErrors.get(upstream)
   }
 }

@@ -17,7 +17,7 @@ import { sourceOf } from './nar-source.js'
 
 /** The answer to a narinfo request. */
 export type NarInfoAnswer =
-  | { readonly kind: 'found'; readonly text: string }
+  | { readonly kind: 'found'; readonly text: string; /** From what narthex holds, or admitted from an upstream just now. */ readonly outcome?: 'hit' | 'admitted' }
   | { readonly kind: 'absent' }
   | { readonly kind: 'unavailable'; readonly retryAfterS: number }
 
@@ -78,7 +78,7 @@ export class NarInfoResolver {
     // deny.paths is fixed while narthex runs, but the check is cheap and keeps a denied path from ever being served.
     if (hot !== undefined && !isDenied(this.#d.policy, hashPart)) {
       this.#d.metrics.narinfoLookups.inc({ outcome: 'hit' })
-      return { kind: 'found', text: hot }
+      return { kind: 'found', text: hot, outcome: 'hit' }
     }
     const negative = this.#negative.get(hashPart)
     if (negative) {
@@ -140,7 +140,7 @@ export class NarInfoResolver {
     const record = stored && !(await dropIfDenied(this.#d, hashPart, stored)) ? stored : undefined
     if (record) {
       metrics.narinfoLookups.inc({ outcome: 'hit' })
-      return { kind: 'found', text: await this.#remember(hashPart, record) }
+      return { kind: 'found', text: await this.#remember(hashPart, record), outcome: 'hit' }
     }
     if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
     const answers = await this.#d.ask(hashPart)
@@ -197,7 +197,7 @@ export class NarInfoResolver {
     this.#negative.delete(hashPart)
     const text = await this.#remember(hashPart, record)
     this.#d.onAdmitted({ hashPart, fileName, record, info })
-    return { kind: 'found', text }
+    return { kind: 'found', text, outcome: 'admitted' }
   }
 
   /** Audits, counts and logs the signed answers that disagreed with an admission (onConflict: priority). */

@@ -9,8 +9,8 @@ import { applyDenyToStore, Cache, Metrics, PushReceiver, type DenySweep } from '
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
-import { AccessControl, createNarthexServer, type TokenSource } from '../server/index.js'
-import { AuditLog, startVerifyThreads, Store } from '../store/index.js'
+import { AccessControl, createNarthexServer, type MetricsSnapshot, type StatusSources, type TokenSource } from '../server/index.js'
+import { AuditLog, readAuditTail, startVerifyThreads, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKeys } from './keys.js'
 import { splitListen } from './log.js'
@@ -137,8 +137,49 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   }
 }
 
+/** Options of {@link startNarthex}. */
+export interface StartOptions {
+  /** Log the "narthex is serving" line (the cluster logs its own). */
+  readonly announce?: boolean
+  /** The metrics of the worker processes, summed with the core's on `/metrics` and the status page. */
+  readonly gatherWorkers?: () => Promise<MetricsSnapshot[]>
+}
+
+// Audit decisions the status page lists: what an operator looks into, not the admissions.
+const ROUTINE_DECISIONS = new Set(['admit', 'push', 'import'])
+
+/**
+ * Keeps the store's entry counts for the metrics without walking the index on
+ * every scrape: a walk starts when the last is older than 5 s, or than 50 times
+ * its own duration on a large store; until it ends the previous count is shown.
+ */
+function storeCounter(store: Store, log: Logger): () => { paths: number; narFiles: number; pinned: number } | undefined {
+  let counts: { paths: number; narFiles: number; pinned: number } | undefined
+  let countedAt = 0
+  let tookMs = 0
+  let counting = false
+  return () => {
+    if (!counting && Date.now() - countedAt > Math.max(5_000, 50 * tookMs)) {
+      counting = true
+      const started = Date.now()
+      store
+        .countEntries()
+        .then((c) => {
+          counts = c
+          countedAt = Date.now()
+          tookMs = countedAt - started
+        })
+        .catch((err) => log.warn({ err: (err as Error).message }, 'cannot count the store entries'))
+        .finally(() => {
+          counting = false
+        })
+    }
+    return counts
+  }
+}
+
 /** Opens everything and starts listening. */
-export async function startNarthex(config: Config, log: Logger, options: { announce?: boolean } = {}): Promise<Narthex> {
+export async function startNarthex(config: Config, log: Logger, options: StartOptions = {}): Promise<Narthex> {
   const core = await openCore(config, log)
   // Started ahead of the first download, so a thread's start-up never delays a client's first
   // byte (other commands start them on first use, if ever).
@@ -155,7 +196,41 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
       onAdmitted: (hashPart) => cache.forget(hashPart),
     }),
   }
-  const server = createNarthexServer({ cache, metrics, log, priority: config.priority, publicKey, publicKeys, push, access, auditCheckpoint: () => audit.checkpoint })
+  const storeCounts = storeCounter(store, log)
+  // Counted once now, so that the first page and scrape have figures.
+  storeCounts()
+  metrics.watch({ storeBytes: () => store.totalBytes, storeCounts })
+  const status: StatusSources = {
+    publicKeys,
+    publicUrl: config.publicUrl,
+    maxStoreBytes: config.storage.maxSize,
+    workers: config.workers,
+    upstreams: () => upstreams.map((u) => u.health()),
+    lastUpstreamError: (name) => metrics.lastUpstreamError(name),
+    recentEvents: async () =>
+      (await readAuditTail(audit.path, (e) => !ROUTINE_DECISIONS.has(e.decision), { limit: 20 })).map((e) => ({
+        time: e.time,
+        decision: e.decision,
+        storePath: e.storePath,
+        reason: e.reason,
+        message: e.message,
+        upstreams: e.upstreams,
+      })),
+  }
+  const server = createNarthexServer({
+    cache,
+    metrics,
+    log,
+    priority: config.priority,
+    publicKey,
+    publicKeys,
+    push,
+    access,
+    requestLog: config.log.requests,
+    status,
+    gatherWorkers: options.gatherWorkers,
+    auditCheckpoint: () => audit.checkpoint,
+  })
   const { host, port } = splitListen(config.listen)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

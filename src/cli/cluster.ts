@@ -9,11 +9,51 @@ import cluster, { type Worker } from 'node:cluster'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Config } from '../config/index.js'
+import type { MetricsSnapshot } from '../server/index.js'
 import { startNarthex, type Narthex } from './app.js'
-import { ACCESS_ENV, accessForWorkers, ROLE_ENV } from './worker.js'
+import { resolveLogFormat } from './log.js'
+import { ACCESS_ENV, accessForWorkers, METRICS_MESSAGE, ROLE_ENV } from './worker.js'
 
 // How long a worker may take to finish its requests after SIGTERM before it is killed.
 const WORKER_STOP_MS = 15_000
+// How long a scrape waits for a worker's metrics; a worker that does not answer is left out of the sums.
+const METRICS_WAIT_MS = 2_000
+
+/**
+ * Asks every live worker for its metrics over the cluster IPC channel (the
+ * core sums them with its own, prom-client's AggregatorRegistry.aggregate).
+ */
+function workerMetricsGatherer(): { gather: () => Promise<MetricsSnapshot[]>; answer: (msg: { id?: number; metrics?: MetricsSnapshot }) => void } {
+  let next = 0
+  const waiting = new Map<number, (metrics: MetricsSnapshot | undefined) => void>()
+  const ask = (worker: Worker) =>
+    new Promise<MetricsSnapshot | undefined>((resolve) => {
+      const id = next++
+      const timer = setTimeout(() => {
+        waiting.delete(id)
+        resolve(undefined)
+      }, METRICS_WAIT_MS)
+      waiting.set(id, (metrics) => {
+        clearTimeout(timer)
+        waiting.delete(id)
+        resolve(metrics)
+      })
+      try {
+        worker.send({ type: METRICS_MESSAGE, id })
+      } catch {
+        waiting.get(id)?.(undefined)
+      }
+    })
+  return {
+    async gather() {
+      const live = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected())
+      return (await Promise.all(live.map(ask))).filter((m): m is MetricsSnapshot => m !== undefined)
+    },
+    answer(msg) {
+      if (msg.id !== undefined) waiting.get(msg.id)?.(msg.metrics)
+    },
+  }
+}
 
 /** A running cluster, from the primary's side. */
 export interface ClusterHandle {
@@ -28,12 +68,16 @@ export interface ClusterHandle {
  * address; resolves once every worker listens. Dead workers are replaced.
  */
 export async function startCluster(config: Config, log: Logger): Promise<ClusterHandle> {
-  const core: Narthex = await startNarthex({ ...config, listen: '127.0.0.1:0' }, log, { announce: false })
+  const metrics = workerMetricsGatherer()
+  const core: Narthex = await startNarthex({ ...config, listen: '127.0.0.1:0' }, log, { announce: false, gatherWorkers: metrics.gather })
   const env = {
     [ROLE_ENV]: core.url,
     NARTHEX_WORKER_NAR_DIR: join(config.dataDir, 'nar'),
     NARTHEX_WORKER_LISTEN: config.listen,
     NARTHEX_WORKER_LOG_LEVEL: config.log.level,
+    // Resolved here: a worker's stderr is the core's, a terminal or not.
+    NARTHEX_WORKER_LOG_FORMAT: resolveLogFormat(config.log.format),
+    NARTHEX_WORKER_REQUEST_LOG: config.log.requests,
     NARTHEX_WORKER_LRU: String(config.cache.narinfoLruEntries),
     // Paths of the token files, never the tokens: each worker reads them itself.
     [ACCESS_ENV]: accessForWorkers(config),
@@ -43,8 +87,9 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
   const fork = (): Promise<string> =>
     new Promise((resolve, reject) => {
       const worker: Worker = cluster.fork(env)
-      worker.on('message', (msg: { listening?: string; error?: string; touched?: string[] }) => {
-        if (msg.touched) for (const name of msg.touched) core.store.touch(name)
+      worker.on('message', (msg: { type?: string; id?: number; metrics?: MetricsSnapshot; listening?: string; error?: string; touched?: string[] }) => {
+        if (msg.type === METRICS_MESSAGE) metrics.answer(msg)
+        else if (msg.touched) for (const name of msg.touched) core.store.touch(name)
         else if (msg.listening) resolve(msg.listening)
         else reject(new Error(msg.error ?? 'worker failed to start'))
       })

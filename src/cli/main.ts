@@ -11,13 +11,13 @@ import { isNarthexError, type ErrorCode } from '../errors.js'
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, toPublicKey } from '../protocol/index.js'
 import { createLogger, splitListen, startNarthex } from './app.js'
 import { runAudit } from './audit.js'
+import { clientConfigText } from './client-config.js'
 import { runExport, runImport, runMirror } from './closures.js'
 import { startCluster } from './cluster.js'
 import { runExplain } from './explain.js'
 import { runExplainClosure } from './explain-closure.js'
 import { runGc } from './gc.js'
 import { runForget } from './forget.js'
-import { loadOrCreateSigningKeys } from './keys.js'
 import { runVerify } from './verify.js'
 
 /** The default configuration file, relative to the working directory. */
@@ -65,7 +65,7 @@ function readConfig(argv: { config: string; data?: string | undefined; listen?: 
 async function serve(argv: { config: string; data?: string | undefined; listen?: string | undefined }): Promise<void> {
   const config = readConfig(argv)
   if (argv.listen) splitListen(argv.listen)
-  const log = createLogger(config.log.level)
+  const log = createLogger(config.log.level, config.log.format)
   // Signals are caught from the start: one that arrives while narthex is still
   // starting stops it as soon as it is up, never kills it half-way.
   let signalled: ((signal: string) => void) | undefined
@@ -109,31 +109,8 @@ async function serve(argv: { config: string; data?: string | undefined; listen?:
   log.flush()
 }
 
-function clientConfig(argv: { config: string; url?: string | undefined }): void {
-  const config = readConfig(argv)
-  const { keys } = loadOrCreateSigningKeys(config.signingKeyFiles, config.signingKeyName)
-  let url = argv.url
-  if (!url) {
-    const { host, port } = splitListen(config.listen)
-    const shown = host === '0.0.0.0' || host === '::' ? '<this-host>' : host.includes(':') ? `[${host}]` : host
-    url = `http://${shown}:${port}`
-  }
-  out(`substituters = ${url}\ntrusted-public-keys = ${keys.map((k) => formatPublicKey(toPublicKey(k))).join(' ')}`)
-  if (config.access.read === 'tokens') out(privateClientConfig(url))
-}
-
-/** The netrc set-up a client of a private narthex needs (a placeholder, never a token). */
-function privateClientConfig(url: string): string {
-  const host = new URL(url.replace('<this-host>', 'this-host')).hostname.replace('this-host', '<this-host>')
-  return [
-    'netrc-file = /etc/nix/netrc',
-    '',
-    '# This narthex needs a token with the read scope. Nix sends it from a netrc file:',
-    '# put this line in /etc/nix/netrc (chmod 600; the nix-daemon reads it as root):',
-    `#   machine ${host} password <your token>`,
-    '# On NixOS, instead of editing nix.conf:',
-    '#   nix.settings.netrc-file = "/etc/nix/netrc";',
-  ].join('\n')
+function clientConfig(argv: { config: string; url?: string | undefined; nixos?: boolean | undefined }): void {
+  out(clientConfigText(readConfig(argv), argv))
 }
 
 function keygen(argv: { name?: string | undefined; public?: boolean | undefined }): void {
@@ -286,8 +263,11 @@ export async function main(args: string[]): Promise<number> {
     )
     .command(
       'client-config',
-      'print the nix.conf lines a client needs',
-      (y) => y.option('url', { type: 'string', describe: 'the URL clients reach narthex at' }),
+      'print the system-wide nix.conf lines a client needs (--nixos: the NixOS nix.settings block), and how to check them',
+      (y) =>
+        y
+          .option('url', { type: 'string', describe: 'the URL clients reach narthex at (default: publicUrl of the config, else its listen address)' })
+          .option('nixos', { type: 'boolean', default: false, describe: 'print the NixOS configuration.nix block instead' }),
       (argv) => clientConfig(argv),
     )
     .demandCommand(1, 'name a command (narthex --help lists them)')

@@ -5,9 +5,10 @@
  * it directly), not LevelDB, the policy or the config validation.
  */
 import cluster from 'node:cluster'
+import { collectDefaultMetrics, Registry } from 'prom-client'
 import type { Config } from '../config/index.js'
-import { AccessControl, createFrontServer, type TokenSource } from '../server/index.js'
-import { createLogger, splitListen } from './log.js'
+import { AccessControl, createFrontServer, type RequestLogLevel, type TokenSource } from '../server/index.js'
+import { createLogger, splitListen, type LogFormat } from './log.js'
 
 /** The environment variable that carries the core's URL to the workers. */
 export const ROLE_ENV = 'NARTHEX_WORKER_CORE_URL'
@@ -31,6 +32,11 @@ function workerAccess(): AccessControl | undefined {
   const text = process.env[ACCESS_ENV]
   return text ? new AccessControl(true, JSON.parse(text) as TokenSource[]) : undefined
 }
+/**
+ * The IPC message type by which the core asks a worker for its metrics and the
+ * worker answers (`{ type, id, metrics }`), for the sums of `/metrics`.
+ */
+export const METRICS_MESSAGE = 'narthex:metrics'
 
 /** True in a worker process forked by the cluster's primary. */
 export function isClusterWorker(): boolean {
@@ -39,7 +45,16 @@ export function isClusterWorker(): boolean {
 
 /** Runs a worker: the front server on the shared public address, until SIGTERM. */
 export async function runClusterWorker(): Promise<void> {
-  const log = createLogger(process.env.NARTHEX_WORKER_LOG_LEVEL ?? 'info')
+  const log = createLogger(process.env.NARTHEX_WORKER_LOG_LEVEL ?? 'info', (process.env.NARTHEX_WORKER_LOG_FORMAT ?? 'json') as LogFormat)
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'narthex_' })
+  process.on('message', (msg: { type?: string; id?: number }) => {
+    if (msg?.type !== METRICS_MESSAGE) return
+    registry
+      .getMetricsAsJSON()
+      .then((metrics) => process.send?.({ type: METRICS_MESSAGE, id: msg.id, metrics }))
+      .catch((err) => log.warn({ err: (err as Error).message }, 'cannot collect the metrics'))
+  })
   // Stored NARs served here are reported to the core in batches, for its eviction order.
   const touched = new Set<string>()
   const report = setInterval(() => {
@@ -70,6 +85,8 @@ export async function runClusterWorker(): Promise<void> {
     lruTtlMs: 60_000,
     log,
     onServedFile: (name) => touched.add(name),
+    registry,
+    requestLog: (process.env.NARTHEX_WORKER_REQUEST_LOG ?? 'off') as RequestLogLevel,
   })
   const { host, port } = splitListen(process.env.NARTHEX_WORKER_LISTEN!)
   await new Promise<void>((resolve) => {

@@ -232,9 +232,20 @@ export const configSchema = z
     push: push.optional(),
     access: access.default({ read: 'public', tokens: [] }),
     import: importSettings.optional(),
+    /** The URL clients reach narthex at (behind a reverse proxy, a DNS name), shown on the status page. */
+    publicUrl: z
+      .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+      .transform((u) => u.replace(/\/+$/, ''))
+      .optional(),
     log: z
-      .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
-      .default({ level: 'info' }),
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** One line per request at this level (`off`: none; at tens of thousands of requests a second a line per hit is not free). */
+        requests: z.enum(['off', 'info', 'debug']).default('off'),
+        /** `auto`: human-readable on a terminal, JSON lines otherwise. */
+        format: z.enum(['auto', 'json', 'pretty']).default('auto'),
+      })
+      .default({ level: 'info', requests: 'off', format: 'auto' }),
     /** Worker processes for the hot path; `auto`: one per core (none on a single core). */
     workers: z
       .union([z.literal('auto'), z.number().int().min(0).max(64)])

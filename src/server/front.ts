@@ -13,9 +13,11 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
 import { MAX_NARINFO_BYTES, narShardPath } from '../protocol/index.js'
 import { sendRefusal, type AccessControl } from './access.js'
+import { HttpMetrics, observeRequest, type RequestContext, type RequestLogLevel } from './http-metrics.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
 import { respondStatus } from './respond-error.js'
 
@@ -33,6 +35,10 @@ export interface FrontDeps {
   readonly access?: AccessControl | undefined
   /** Told of every stored NAR the worker served, so the core can keep its use times. */
   readonly onServedFile?: (fileName: string) => void
+  /** Where the requests this worker answers itself are counted (the core counts those it passes on). */
+  readonly registry?: Registry | undefined
+  /** One log line per request answered here, at this level (config `log.requests`). */
+  readonly requestLog?: RequestLogLevel | undefined
 }
 
 // Hop-by-hop headers are not forwarded (RFC 9110 section 7.6.1). Nor is Expect:
@@ -56,7 +62,9 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
   // Kept encoded: a hit is answered with one write of a ready buffer.
   const narinfos = new LRUCache<string, Buffer>({ max: Math.max(1, deps.lruEntries), ttl: deps.lruTtlMs })
 
-  async function proxy(req: IncomingMessage, res: ServerResponse, onText?: (text: Buffer) => void): Promise<void> {
+  const observe = deps.registry && { metrics: new HttpMetrics(deps.registry), log: deps.log, requestLog: deps.requestLog ?? 'off' }
+
+  async function proxy(req: IncomingMessage, res: ServerResponse, ctx: RequestContext | undefined, onText?: (text: Buffer) => void): Promise<void> {
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD'
     const upstream = await core.request({
       path: req.url ?? '/',
@@ -65,6 +73,8 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
       headers: forwardable(req.headers),
       ...(hasBody ? { body: req } : {}),
     })
+    // The core answered: it counted and logged the request.
+    if (ctx) ctx.passedOn = true
     if (onText && upstream.statusCode === 200) {
       const chunks: Buffer[] = []
       let size = 0
@@ -87,7 +97,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
     }
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext | undefined): Promise<void> {
     const admitted = deps.access?.gate(req)
     if (admitted && !admitted.ok) return sendRefusal(res, admitted.refusal)
     const path = requestPath(req)
@@ -101,34 +111,42 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
       let m = NARINFO_ROUTE.exec(path)
       if (m) {
         const hashPart = m[1]
+        if (ctx) ctx.route = 'narinfo'
         const hot = narinfos.get(hashPart)
         if (hot !== undefined) {
+          if (ctx) ctx.outcome = 'hit'
           sendNarInfo(req, res, hot)
           return
         }
-        await proxy(req, res, (text) => narinfos.set(hashPart, text))
+        await proxy(req, res, ctx, (text) => narinfos.set(hashPart, text))
         return
       }
       m = NAR_ROUTE.exec(path)
       if (m) {
         const name = m[1]
+        if (ctx) ctx.route = 'nar'
         const file = join(deps.narDir, narShardPath(name))
         const st = await stat(file).catch(() => undefined)
         if (st?.isFile()) {
           deps.onServedFile?.(name)
-          await sendFile(req, res, file, st.size)
+          if (ctx) ctx.outcome = 'hit'
+          const sent = await sendFile(req, res, file, st.size)
+          if (ctx) ctx.bytes = sent
           return
         }
       }
     }
-    await proxy(req, res)
+    await proxy(req, res, ctx)
   }
 
   const server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    handle(req, res).catch((err) => {
-      deps.log.warn({ err: (err as Error).message, url: req.url }, 'worker could not answer')
-      respondStatus(res, 503, undefined, { 'retry-after': '5' })
-    })
+    const ctx = observe && observeRequest(req, res, observe)
+    handle(req, res, ctx)
+      .catch((err) => {
+        deps.log.warn({ err: (err as Error).message, url: req.url }, 'worker could not answer')
+        respondStatus(res, 503, undefined, { 'retry-after': '5' })
+      })
+      .finally(() => ctx?.handled())
   })
   server.keepAliveTimeout = 65_000
   return { server, close: () => core.close() }

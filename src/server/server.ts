@@ -21,8 +21,10 @@ import {
   sendStream,
   SUSPICIOUS_PATH,
 } from './http-util.js'
+import { HttpMetrics, observeRequest, type RequestContext, type RequestLogLevel, type Route } from './http-metrics.js'
 import { respondError, respondStatus } from './respond-error.js'
-import { renderStatusPage } from './status-page.js'
+import { StatusProvider, type MetricsSnapshot, type StatusSources } from './status-data.js'
+import { renderStatusPage, viewOf } from './status-page.js'
 
 /** What the server needs. */
 export interface ServerDeps {
@@ -38,34 +40,40 @@ export interface ServerDeps {
   readonly push?: { readonly receiver: PushReceiver } | undefined
   /** Who may read and push. */
   readonly access: AccessControl
+  /** One log line per request at this level (config `log.requests`); default off. */
+  readonly requestLog?: RequestLogLevel | undefined
+  /** What the status page shows besides the metrics; without it, only the public key and upstreams. */
+  readonly status?: StatusSources | undefined
+  /** The metrics of the worker processes, to sum with the core's (config `workers`). */
+  readonly gatherWorkers?: (() => Promise<MetricsSnapshot[]>) | undefined
   /** The latest signed checkpoint of the audit log, served at `/audit/checkpoint`. */
   readonly auditCheckpoint?: (() => string | undefined) | undefined
 }
 
-
-/** Route names, for metrics (bounded label values). */
-type Route = 'cache-info' | 'narinfo' | 'nar' | 'log' | 'realisation' | 'listing' | 'push' | 'status' | 'healthz' | 'metrics' | 'audit-checkpoint' | 'other'
-
 /** Creates the HTTP server (not yet listening). */
 export function createNarthexServer(deps: ServerDeps): Server {
   const cacheInfo = formatCacheInfo({ storeDir: STORE_DIR, wantMassQuery: true, priority: deps.priority })
+  const http = new HttpMetrics(deps.metrics.registry)
+  const observe = { metrics: http, log: deps.log, requestLog: deps.requestLog ?? 'off' } as const
   const server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    const started = process.hrtime.bigint()
-    let route: Route = 'other'
-    res.on('finish', () => {
-      deps.metrics.httpRequests.inc({ route, status: String(res.statusCode) })
-    })
-    handle(req, res, (r) => {
-      route = r
-    })
+    const ctx = observeRequest(req, res, observe)
+    handle(
+      req,
+      res,
+      (r) => {
+        ctx.route = r
+      },
+      ctx,
+    )
       .catch((err) => respondError(res, err, deps.log))
-      .finally(() => {
-        deps.metrics.httpDuration.observe({ route }, Number(process.hrtime.bigint() - started) / 1e9)
-      })
+      .finally(() => ctx.handled())
   })
   server.keepAliveTimeout = 65_000
 
-  async function handle(req: IncomingMessage, res: ServerResponse, setRoute: (r: Route) => void): Promise<void> {
+  const statusProvider = new StatusProvider(deps)
+  server.once('close', () => statusProvider.close())
+
+  async function handle(req: IncomingMessage, res: ServerResponse, setRoute: (r: Route) => void, ctx: RequestContext): Promise<void> {
     const path = requestPath(req)
     const method = req.method ?? 'GET'
     const admitted = deps.access.gate(req)
@@ -89,6 +97,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
     if ((m = NARINFO_ROUTE.exec(path))) {
       setRoute('narinfo')
       const answer = await deps.cache.getNarInfo(m[1])
+      ctx.outcome = answer.kind === 'found' ? (answer.outcome === 'admitted' ? 'miss' : answer.outcome ?? 'found') : answer.kind
       if (answer.kind === 'found') {
         res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(answer.text) })
         res.end(method === 'HEAD' ? undefined : answer.text)
@@ -98,7 +107,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
     }
     if ((m = NAR_ROUTE.exec(path))) {
       setRoute('nar')
-      await serveNar(req, res, await deps.cache.getNar(m[1]))
+      await serveNar(req, res, await deps.cache.getNar(m[1]), ctx)
       return
     }
     if ((m = LOG_ROUTE.exec(path))) {
@@ -156,21 +165,25 @@ export function createNarthexServer(deps: ServerDeps): Server {
       case '/metrics': {
         setRoute('metrics')
         for (const u of deps.cache.upstreams) deps.metrics.upstreamUp.set({ upstream: u.name }, u.isDown ? 0 : 1)
-        const body = await deps.metrics.registry.metrics()
-        res.writeHead(200, { 'content-type': deps.metrics.registry.contentType, 'content-length': Buffer.byteLength(body) })
+        const registry = await statusProvider.allMetrics()
+        const body = await registry.metrics()
+        res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(body) })
         res.end(method === 'HEAD' ? undefined : body)
         return
       }
       case '/': {
         setRoute('status')
-        const html = renderStatusPage({
-          publicKey: deps.publicKey,
-          publicKeys: deps.publicKeys ?? [deps.publicKey],
-          upstreams: deps.cache.upstreams.map((u) => u.health()),
-          downloadsInFlight: deps.cache.downloadsInFlight,
-        })
-        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html) })
+        const html = renderStatusPage(await statusProvider.status(req))
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' })
         res.end(method === 'HEAD' ? undefined : html)
+        return
+      }
+      case '/status.json': {
+        setRoute('status')
+        const data = await statusProvider.status(req)
+        const json = JSON.stringify({ ...data, view: viewOf(data) })
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), 'cache-control': 'no-store' })
+        res.end(method === 'HEAD' ? undefined : json)
         return
       }
     }
@@ -216,8 +229,9 @@ export function createNarthexServer(deps: ServerDeps): Server {
     respondStatus(res, 405, 'narthex accepts pushes of NARs, narinfos, realisations, listings and build logs only', { allow: 'GET, HEAD' })
   }
 
-  async function serveNar(req: IncomingMessage, res: ServerResponse, answer: NarAnswer): Promise<void> {
+  async function serveNar(req: IncomingMessage, res: ServerResponse, answer: NarAnswer, ctx: RequestContext): Promise<void> {
     const head = req.method === 'HEAD'
+    ctx.outcome = answer.kind === 'stored' ? 'hit' : answer.kind === 'following' ? 'miss' : answer.kind
     if (answer.kind === 'absent') return respondStatus(res, 404)
     if (answer.kind === 'unavailable') return respondStatus(res, 503, undefined, { 'retry-after': String(answer.retryAfterS) })
     const headers: Record<string, string | number> = { 'content-type': 'application/x-nix-nar' }
@@ -232,10 +246,10 @@ export function createNarthexServer(deps: ServerDeps): Server {
         res.end()
         return
       }
-      deps.metrics.bytesServed.inc(await sendFollower(answer.follower, res))
+      ctx.bytes = await sendFollower(answer.follower, res)
       return
     }
-    deps.metrics.bytesServed.inc(await sendFile(req, res, answer.path, answer.size))
+    ctx.bytes = await sendFile(req, res, answer.path, answer.size)
   }
 
   return server

@@ -224,6 +224,19 @@ export class Store {
     await this.#access.batch(ops)
   }
 
+  /**
+   * Counts admitted paths, NAR files and pins by walking the index's keys (no
+   * values are read): for the status page and metrics, not for a hot path.
+   */
+  async countEntries(): Promise<{ paths: number; narFiles: number; pinned: number }> {
+    const count = async (keys: AsyncIterable<string>) => {
+      let n = 0
+      for await (const _ of keys) n++
+      return n
+    }
+    return { paths: await count(this.#narinfos.keys()), narFiles: await count(this.#nars.keys()), pinned: await count(this.#pins.keys()) }
+  }
+
   /** Pins a path: its NAR is never evicted. */
   async pin(hashPart: string): Promise<void> {
     await this.#pins.put(hashPart, Date.now())
