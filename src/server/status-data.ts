@@ -250,6 +250,8 @@ export interface StatusProviderDeps {
   readonly cache: Cache
   readonly log: Logger
   readonly publicKey: string
+  /** Every signing key's public key (key rotation); default: `publicKey` alone. */
+  readonly publicKeys?: readonly string[] | undefined
   readonly status?: StatusSources | undefined
   readonly gatherWorkers?: (() => Promise<MetricsSnapshot[]>) | undefined
 }
