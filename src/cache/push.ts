@@ -40,6 +40,7 @@ import {
   validRealisationSignatures,
 } from '../protocol/index.js'
 import type { AuditLog, Store } from '../store/index.js'
+import { appendFromOutbox, withAuditId } from '../store/index.js'
 import { storeBuildLog } from './build-log.js'
 import { verifyNarFile } from './verify-file.js'
 
@@ -177,15 +178,23 @@ export class PushReceiver {
       await unlink(upload).catch(() => undefined)
     }
     const admitted: NarInfo = { ...info, sigs }
-    await store.putNarInfo(hashPart, narFile, narHash, {
-      narinfo: formatNarInfo(admitted),
-      sources: [],
-      rule: -1,
-      signers,
-      admittedAt: Date.now(),
-      origin,
-    })
-    await audit.append({ decision: origin, storePath, narHash, upstreams: [origin], signers, ...by })
+    const event = withAuditId({ decision: origin, storePath, narHash, upstreams: [origin], signers, ...by })
+    // The event is written with the admission, so a crash before the append is replayed at start.
+    await store.putNarInfo(
+      hashPart,
+      narFile,
+      narHash,
+      {
+        narinfo: formatNarInfo(admitted),
+        sources: [],
+        rule: -1,
+        signers,
+        admittedAt: Date.now(),
+        origin,
+      },
+      event,
+    )
+    await appendFromOutbox(store, audit, event)
     log.info({ path: storePath, signers, ...by }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)
     return 'admitted'
