@@ -180,20 +180,14 @@ export class PushReceiver {
     const admitted: NarInfo = { ...info, sigs }
     const event = withAuditId({ decision: origin, storePath, narHash, upstreams: [origin], signers, ...by })
     // The event is written with the admission, so a crash before the append is replayed at start.
-    await store.putNarInfo(
-      hashPart,
-      narFile,
-      narHash,
-      {
-        narinfo: formatNarInfo(admitted),
-        sources: [],
-        rule: -1,
-        signers,
-        admittedAt: Date.now(),
-        origin,
-      },
-      event,
-    )
+    await store.putNarInfo(hashPart, narFile, narHash, {
+      narinfo: formatNarInfo(admitted),
+      sources: [],
+      rule: -1,
+      signers,
+      admittedAt: Date.now(),
+      origin,
+    }, event)
     await appendFromOutbox(store, audit, event)
     log.info({ path: storePath, signers, ...by }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)

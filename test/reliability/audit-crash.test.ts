@@ -23,8 +23,8 @@ import { startStaticServer, type StaticServer } from '../helpers/static-server.j
 
 const skip = nixSkipReason()
 
-const ITERATIONS = 15
-const PATHS = 240
+const ITERATIONS = 8
+const PATHS = 120
 const CLIENTS = 6
 const KILL_AFTER_MS: [number, number] = [100, 700]
 const NARINFO_DELAY_MS = 150
