@@ -40,6 +40,7 @@ import {
   validRealisationSignatures,
 } from '../protocol/index.js'
 import type { AuditLog, Store } from '../store/index.js'
+import { appendFromOutbox, withAuditId } from '../store/index.js'
 import { storeBuildLog } from './build-log.js'
 import { verifyNarFile } from './verify-file.js'
 
@@ -177,6 +178,8 @@ export class PushReceiver {
       await unlink(upload).catch(() => undefined)
     }
     const admitted: NarInfo = { ...info, sigs }
+    const event = withAuditId({ decision: origin, storePath, narHash, upstreams: [origin], signers, ...by })
+    // The event is written with the admission, so a crash before the append is replayed at start.
     await store.putNarInfo(hashPart, narFile, narHash, {
       narinfo: formatNarInfo(admitted),
       sources: [],
@@ -184,8 +187,8 @@ export class PushReceiver {
       signers,
       admittedAt: Date.now(),
       origin,
-    })
-    await audit.append({ decision: origin, storePath, narHash, upstreams: [origin], signers, ...by })
+    }, event)
+    await appendFromOutbox(store, audit, event)
     log.info({ path: storePath, signers, ...by }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)
     return 'admitted'

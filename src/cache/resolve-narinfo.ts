@@ -10,6 +10,7 @@ import type { Logger } from 'pino'
 import { decide, describeRule, isDenied, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
 import { formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarInfo, parseNixHash, signNarInfo, type NarInfo, type SecretKey } from '../protocol/index.js'
 import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
+import { appendFromOutbox, withAuditId } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import { dropIfDenied } from './apply-deny.js'
 import type { Metrics } from './metrics.js'
@@ -182,8 +183,7 @@ export class NarInfoResolver {
       admittedAt: Date.now(),
       origin: decision.sources[0].upstream,
     }
-    await store.putNarInfo(hashPart, fileName, narHash, record)
-    await audit.append({
+    const event = withAuditId({
       decision: 'admit',
       storePath: formatStorePath(info.storePath),
       narHash,
@@ -191,6 +191,9 @@ export class NarInfoResolver {
       signers: decision.signers,
       rule: decision.rule.index,
     })
+    // The event is written with the admission, so a crash before the append is replayed at start.
+    await store.putNarInfo(hashPart, fileName, narHash, record, event)
+    await appendFromOutbox(store, audit, event)
     if (decision.conflicts.length > 0) await this.#recordConflicts(decision)
     metrics.narinfoLookups.inc({ outcome: 'admitted' })
     log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')

@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
 import { AccessControl, createNarthexServer, type MetricsSnapshot, type StatusSources, type TokenSource } from '../server/index.js'
-import { AuditLog, readAuditTail, startVerifyThreads, Store } from '../store/index.js'
+import { AuditLog, readAuditTail, replayAuditOutbox, startVerifyThreads, Store } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKeys } from './keys.js'
 import { splitListen } from './log.js'
@@ -80,6 +80,8 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
     onCheckpointError: (err) => log.warn({ err: (err as Error).message }, 'cannot write the audit checkpoint'),
   })
   if (audit.tornTail) log.warn(audit.tornTail, 'set aside the torn last line of the audit log (a crash mid-append)')
+  const replay = await replayAuditOutbox(store, audit)
+  if (replay.appended + replay.alreadyLogged > 0) log.warn(replay, 'reconciled the audit log with the admissions an unclean stop interrupted')
   const onCredentialsRejected = (upstream: string, status: number, message: string) => log.error({ upstream, status }, message)
   const upstreams = config.upstreams.map((u) => new Upstream(u, { onCredentialsRejected }))
   for (const u of upstreams) for (const w of u.credentialWarnings) log.warn({ upstream: u.name }, w)

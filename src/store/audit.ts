@@ -25,6 +25,11 @@ export interface AuditConflict {
 
 /** What an audit entry records. */
 export interface AuditEvent {
+  /**
+   * A unique id, set on events that go through the audit outbox (admissions):
+   * the replay at start uses it to tell whether the log holds the event already.
+   */
+  readonly id?: string
   /** `admit`, `refuse`, `conflict`, `nar-rejected`, `push`, `import`, `deny-applied`, `forget`. */
   readonly decision: string
   readonly storePath: string

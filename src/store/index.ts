@@ -2,6 +2,7 @@
 export { Store, type NarInfoRecord, type NarFileRecord, type RealisationRecord, type SourceRecord, type RecoveryReport } from './store.js'
 export { createDecompressor, supportedCompressions } from './decompress.js'
 export { AuditLog, auditLogPath, readAuditLog, verifyAuditLog, type AuditEntry, type AuditEvent, type AuditLogOptions, type AuditVerification } from './audit.js'
+export { appendFromOutbox, newAuditId, replayAuditOutbox, withAuditId, type OutboxReplay } from './audit-outbox.js'
 export { auditCheckpointPath, compareWithCheckpoint, CHECKPOINT_INTERVAL_MS, type ChainFacts, type CheckpointComparison } from './audit-checkpoint.js'
 export { listTornTails, type TornTail } from './audit-tail.js'
 export { readAuditTail } from './audit-recent.js'

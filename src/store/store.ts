@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path'
 import { Level } from 'level'
 import { NarthexError } from '../errors.js'
 import { narFileNameOf, narShardPath, parseNarFileName, parseNarInfo, type Compression } from '../protocol/index.js'
+import type { AuditEvent } from './audit.js'
 
 /** Where an admitted path's NAR can be fetched from, in priority order. */
 export interface SourceRecord {
@@ -88,6 +89,7 @@ export class Store {
   readonly #pins
   readonly #realisations
   readonly #listings
+  readonly #auditOutbox
   /** Bytes of all indexed NAR files. */
   #totalBytes = 0
   /** Last-use times not yet written to the index. */
@@ -110,6 +112,7 @@ export class Store {
     this.#pins = db.sublevel<string, number>('pin', { valueEncoding: 'json' })
     this.#realisations = db.sublevel<string, RealisationRecord>('realisation', { valueEncoding: 'json' })
     this.#listings = db.sublevel<string, string>('listing', { valueEncoding: 'utf8' })
+    this.#auditOutbox = db.sublevel<string, AuditEvent>('auditOutbox', { valueEncoding: 'json' })
     this.narDir = join(dataDir, 'nar')
     this.tmpDir = join(dataDir, 'tmp')
     this.uploadsDir = join(dataDir, 'uploads')
@@ -305,11 +308,15 @@ export class Store {
 
   /**
    * Records an admitted narinfo, the NAR file it points at, and (the first time)
-   * its NarHash, in one atomic batch.
+   * its NarHash, in one atomic batch. With `auditEvent` (which must carry an
+   * `id`), the event goes into the audit outbox in the same batch, so the
+   * admission and its audit entry-to-be are durable together (`audit-outbox.ts`).
    */
-  async putNarInfo(hashPart: string, fileName: string, narHash: string, record: NarInfoRecord): Promise<void> {
+  async putNarInfo(hashPart: string, fileName: string, narHash: string, record: NarInfoRecord, auditEvent?: AuditEvent): Promise<void> {
+    if (auditEvent && !auditEvent.id) throw new TypeError('an audit event for the outbox needs an id')
     const first = await this.#first.get(hashPart)
     const ops = [
+      ...(auditEvent ? [{ type: 'put' as const, sublevel: this.#auditOutbox, key: auditEvent.id!, value: auditEvent }] : []),
       { type: 'put' as const, sublevel: this.#narinfos, key: hashPart, value: record },
       { type: 'put' as const, sublevel: this.#byNar, key: `${fileName}/${hashPart}`, value: '' },
       ...(first === undefined ? [{ type: 'put' as const, sublevel: this.#first, key: hashPart, value: narHash }] : []),
@@ -317,6 +324,25 @@ export class Store {
     try {
       // Synced: an admission the client was answered with survives a power loss.
       await this.#db.batch(ops as never, { sync: true })
+    } catch (err) {
+      throw ioError('cannot write the index', err)
+    }
+  }
+
+  /** The audit events in the outbox (written by {@link Store.putNarInfo}, not yet cleared), oldest first. */
+  async *auditOutbox(): AsyncGenerator<AuditEvent> {
+    for await (const event of this.#auditOutbox.values()) yield event
+  }
+
+  /**
+   * Removes audit events from the outbox once the audit log holds them. Not
+   * synced: an event whose removal a crash undoes is in the log already, and
+   * the replay at start recognises it by its id.
+   */
+  async clearAuditOutbox(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return
+    try {
+      await this.#auditOutbox.batch(ids.map((key) => ({ type: 'del' as const, key })))
     } catch (err) {
       throw ioError('cannot write the index', err)
     }
