@@ -163,12 +163,12 @@ export class NarFetcher {
     return allGone ? { kind: 'absent' } : { kind: 'unavailable', retryAfterS: 10 }
   }
 
-  /** Stops fetching and aborts running downloads; waits for them to settle. */
+  /** Stops fetching and aborts running downloads; waits for them to settle and for verified ones to be committed. */
   async close(): Promise<void> {
     this.#closed = true
-    const running = [...this.#downloads.values()].filter((d) => d.state === 'running')
-    for (const d of running) d.abort(new NarthexError('SHUTTING_DOWN', 'narthex is shutting down'))
-    await Promise.allSettled(running.map((d) => d.done))
+    const unsettled = [...this.#downloads.values()].filter((d) => d.state === 'running' || d.state === 'verified')
+    for (const d of unsettled) if (d.state === 'running') d.abort(new NarthexError('SHUTTING_DOWN', 'narthex is shutting down'))
+    await Promise.allSettled(unsettled.map((d) => d.done))
   }
 
   async #admittedFromIndex(fileName: string): Promise<Admitted | undefined> {

@@ -7,8 +7,12 @@
  * decompressor, checking NarHash/NarSize and the NAR grammar. Clients read the temp file behind the writer ({@link NarFollower}), so
  * each has its own pace and memory stays flat however many there are, and the
  * slowest client never slows the download. The last byte is held back from
- * every client until the whole NAR is verified and committed: a NAR that fails
- * verification can never reach a client as a complete response.
+ * every client until the whole NAR is verified (FileHash/FileSize,
+ * NarHash/NarSize, grammar): a NAR that fails verification can never reach a
+ * client as a complete response. Durability is not waited for: the verified
+ * file goes to the store's commit queue (fsync, rename, index, grouped with
+ * the NARs verified meanwhile), and clients that join before the commit is
+ * done read the same file (the same inode once renamed).
  *
  * Policy on client disconnects: the download goes on. It feeds the cache, and
  * other clients may be waiting or may ask soon.
@@ -45,14 +49,20 @@ export class NarDownload extends EventEmitter {
   written = 0
   /** Bytes received from the upstream so far (ahead of {@link NarDownload.written}). */
   received = 0
-  /** 'running' until committed ('done') or abandoned ('failed'). */
-  state: 'running' | 'done' | 'failed' = 'running'
+  /**
+   * 'running' until verified ('verified': every byte may be sent), then
+   * committed ('done'); or abandoned ('failed'). A download that fails its
+   * commit after verification has still delivered correct bytes.
+   */
+  state: 'running' | 'verified' | 'done' | 'failed' = 'running'
+  /** True once the NAR is verified: its bytes may all be sent, even should the commit fail. */
+  verified = false
   error: NarthexError | undefined
   /** The file size clients are told, when the narinfo says it. */
   readonly expectedSize: number | undefined
   readonly tempPath: string
   readonly finalPath: string
-  /** Resolves once the NAR is verified and stored; rejects with the reason it was not. */
+  /** Resolves once the NAR is verified and committed to the store; rejects with the reason it was not. */
   readonly done: Promise<DownloadResult>
   readonly #abort = new AbortController()
 
@@ -186,9 +196,6 @@ export class NarDownload extends EventEmitter {
         throw firstError
       })
       await syncing
-      await fh.sync()
-      await fh.close()
-      fh = undefined
       const record: NarFileRecord = {
         fileHash: verified.fileHash,
         fileSize: verified.fileSize,
@@ -197,7 +204,13 @@ export class NarDownload extends EventEmitter {
         compression: this.info.compression,
         storedAt: Date.now(),
       }
-      await this.store.commitNar(this.tempPath, this.fileName, record)
+      this.verified = true
+      this.state = 'verified'
+      this.emit('progress')
+      // The store fsyncs and closes the file, grouped with the other commits.
+      const handle = fh
+      fh = undefined
+      await this.store.commitNar(this.tempPath, this.fileName, record, handle)
       this.state = 'done'
       this.emit('progress')
       return { record, durationMs: Date.now() - started }
@@ -224,8 +237,8 @@ export class NarDownload extends EventEmitter {
 
 /**
  * One client's view of a {@link NarDownload}: sends all bytes but the last
- * until the download is committed, then the rest; fails (and so cuts the
- * client off) when the download fails.
+ * until the download is verified, then the rest; fails (and so cuts the
+ * client off) when the download fails before that.
  */
 export class NarFollower {
   readonly #fd: number
@@ -253,9 +266,9 @@ export class NarFollower {
     const d = this.download
     try {
       return await copyFileTo(out, this.#fd, 0, Number.MAX_SAFE_INTEGER, {
-        readable: () => (d.state === 'done' ? d.written : Math.max(0, d.written - 1)),
-        complete: () => d.state === 'done',
-        failure: () => (d.state === 'failed' ? (d.error ?? new NarthexError('UPSTREAM_UNAVAILABLE', 'the download failed')) : undefined),
+        readable: () => (d.verified ? d.written : Math.max(0, d.written - 1)),
+        complete: () => d.verified,
+        failure: () => (d.state === 'failed' && !d.verified ? (d.error ?? new NarthexError('UPSTREAM_UNAVAILABLE', 'the download failed')) : undefined),
         changed: () => new Promise((r) => d.once('progress', r)),
       })
     } finally {
@@ -263,7 +276,7 @@ export class NarFollower {
     }
   }
 
-  /** Resolves when the download is verified and stored (closing the file); rejects when it fails. */
+  /** Resolves when the download is verified and committed (closing the file); rejects when it fails. */
   async completed(): Promise<void> {
     this.close()
     await this.download.done

@@ -54,13 +54,21 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   const { key: signingKey, created } = loadOrCreateSigningKey(config.signingKeyFile, config.signingKeyName)
   const publicKey = formatPublicKey(toPublicKey(signingKey))
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
-  const { store, recovery } = await Store.open(config.dataDir)
-  if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
-    log.warn(recovery, 'repaired the store after an unclean stop')
-  }
-  if (recovery.strayFiles.length > 0) {
-    log.warn({ strayFiles: recovery.strayFiles.slice(0, 20), count: recovery.strayFiles.length }, 'left alone files under nar/ that are not NAR files of this store')
-  }
+  // After an unclean stop the index is compared with the NAR files while narthex already serves
+  // (the index only names files that were durable first); after a clean one nothing is scanned.
+  const opened = Date.now()
+  const { store, recovery } = await Store.open(config.dataDir, { repair: 'background' })
+  if (!recovery.clean) log.warn({ tempFilesRemoved: recovery.tempFilesRemoved }, 'the last stop was not clean: checking the store in the background')
+  store.repaired.then(
+    (report) => {
+      if (!report.scanned) return
+      log.info({ ...report, strayFiles: report.strayFiles.length, durationMs: Date.now() - opened }, 'store checked after an unclean stop')
+      if (report.strayFiles.length > 0) {
+        log.warn({ strayFiles: report.strayFiles.slice(0, 20), count: report.strayFiles.length }, 'left alone files under nar/ that are not NAR files of this store')
+      }
+    },
+    (err: unknown) => log.error({ err: (err as Error).message }, 'cannot check the store after an unclean stop'),
+  )
   const audit = await AuditLog.open(config.dataDir)
   const upstreams = config.upstreams.map((u) => new Upstream(u))
   const metrics = new Metrics({ processMetrics: true })

@@ -1,5 +1,5 @@
 /** The LevelDB-indexed local store, the audit log, and decompression and verification of stored NARs. */
-export { Store, type NarInfoRecord, type NarFileRecord, type SourceRecord, type RecoveryReport } from './store.js'
+export { Store, type NarInfoRecord, type NarFileRecord, type OpenOptions, type SourceRecord, type RecoveryReport } from './store.js'
 export { createDecompressor, supportedCompressions } from './decompress.js'
 export { AuditLog, auditLogPath, readAuditLog, verifyAuditLog, type AuditEntry, type AuditEvent, type AuditVerification } from './audit.js'
 export { Verification, startVerifyThreads, stopVerifyThreads, type VerifiedNar } from './verifier.js'
