@@ -30,6 +30,8 @@ export interface CacheSettings {
   readonly prefetchReferences: boolean
   readonly prefetchNars: boolean
   readonly prefetchMaxInFlight: number
+  readonly prefetchMaxNarsInFlight?: number | undefined
+  readonly prefetchMaxBytesAhead?: number | undefined
   /** Evict least-recently-used NARs when the store grows past this (storage.maxSize). */
   readonly maxStoreBytes?: number | undefined
   /** How long a source whose NAR failed verification is skipped. */
@@ -95,16 +97,19 @@ export class Cache {
       settings,
       ask: this.#ask,
       onAdmitted: ({ hashPart, fileName, record, info }) => {
-        this.#nars.remember(fileName, hashPart, record)
-        this.#prefetch.admitted(info)
+        this.#nars.remember(fileName, hashPart, record, info)
+        this.#prefetch.admitted(info, fileName)
       },
     })
+    // Prefetch asks the resolver and the fetcher directly: only clients' requests count as asked.
     this.#prefetch = new Prefetcher({
       settings,
       log,
-      getNarInfo: (hashPart) => this.getNarInfo(hashPart),
-      getNar: (fileName) => this.getNar(fileName),
+      metrics,
+      getNarInfo: (hashPart) => this.#narinfos.get(hashPart),
+      getNar: (fileName) => this.#nars.get(fileName),
       isKnown: (hashPart) => this.#narinfos.isKnown(hashPart),
+      storedBytes: () => store.totalBytes,
     })
   }
 
@@ -122,8 +127,11 @@ export class Cache {
    * Answers `GET /<hashPart>.narinfo`. Concurrent requests for one hash part
    * share one resolution.
    */
-  getNarInfo(hashPart: string): Promise<NarInfoAnswer> {
-    return this.#narinfos.get(hashPart)
+  async getNarInfo(hashPart: string): Promise<NarInfoAnswer> {
+    const answer = await this.#narinfos.get(hashPart)
+    // The client lacks this path, so it will ask for its NAR: a cold one starts downloading now.
+    if (answer.kind === 'found') this.#prefetch.served(hashPart)
+    return answer
   }
 
   /**
@@ -131,6 +139,7 @@ export class Cache {
    * one download of it (see {@link NarFetcher.get}).
    */
   getNar(fileName: string): Promise<NarAnswer> {
+    this.#prefetch.asked(fileName)
     return this.#nars.get(fileName)
   }
 

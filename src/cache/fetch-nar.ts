@@ -53,6 +53,8 @@ export interface NarFetcherDeps {
 interface Admitted {
   readonly hashPart: string
   readonly record: NarInfoRecord
+  /** The record's narinfo, parsed (when the admission had it at hand). */
+  readonly info?: NarInfo | undefined
 }
 
 // A finished download stays findable this long, so a request that looked at the
@@ -87,9 +89,9 @@ export class NarFetcher {
     return n
   }
 
-  /** Remembers what was admitted with a NAR file, so its request needs no index look-up. */
-  remember(fileName: string, hashPart: string, record: NarInfoRecord): void {
-    this.#admitted.set(fileName, { hashPart, record })
+  /** Remembers what was admitted with a NAR file (and its parsed narinfo), so its request needs no index look-up or parse. */
+  remember(fileName: string, hashPart: string, record: NarInfoRecord, info?: NarInfo): void {
+    this.#admitted.set(fileName, { hashPart, record, info })
   }
 
   /** Forgets finished downloads of files just evicted, so no late joiner is sent to a file that is gone. */
@@ -123,7 +125,7 @@ export class NarFetcher {
     if (!known) return { kind: 'absent' }
     const { hashPart } = known
     let record: NarInfoRecord = known.record
-    const info = parseNarInfo(record.narinfo)
+    const info = known.info ?? parseNarInfo(record.narinfo)
     let allGone = true
     const tried = new Set<string>()
     for (let round = 0; round < 2; round++) {

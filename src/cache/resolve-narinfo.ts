@@ -61,6 +61,8 @@ type Negative = Exclude<NarInfoAnswer, { kind: 'found' }>
 export class NarInfoResolver {
   readonly #d: ResolverDeps
   readonly #served: LRUCache<string, string>
+  /** narthex's signatures by fingerprint: a path is signed once, not again when its stored file changes the served text. */
+  readonly #signatures: LRUCache<string, string>
   readonly #negative = new LRUCache<string, Negative>({ max: 100_000, ttlAutopurge: false })
   readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
   #closed = false
@@ -68,6 +70,7 @@ export class NarInfoResolver {
   constructor(deps: ResolverDeps) {
     this.#d = deps
     this.#served = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
+    this.#signatures = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
   }
 
   /** Answers a narinfo request for `hashPart`. */
@@ -109,10 +112,11 @@ export class NarInfoResolver {
   /**
    * The narinfo as narthex serves it: URL pointing at narthex's content-addressed
    * NAR name, file hash and size of the stored file when there is one, the
-   * verified upstream signatures, and narthex's own.
+   * verified upstream signatures, and narthex's own. `parsed` is the record's
+   * narinfo when the caller has it parsed already.
    */
-  async formatServed(record: NarInfoRecord): Promise<string> {
-    const info = parseNarInfo(record.narinfo)
+  async formatServed(record: NarInfoRecord, parsed?: NarInfo): Promise<string> {
+    const info = parsed ?? parseNarInfo(record.narinfo)
     const fileName = narFileNameOf(info)
     const stored = await this.#d.store.getNarFile(fileName)
     const served: NarInfo = {
@@ -120,7 +124,7 @@ export class NarInfoResolver {
       url: `nar/${fileName}`,
       ...(stored ? { fileHash: parseNixHash(stored.fileHash), fileSize: stored.fileSize } : {}),
     }
-    return formatNarInfo(signNarInfo(served, this.#d.signingKey))
+    return formatNarInfo(signNarInfo(served, this.#d.signingKey, this.#signatures))
   }
 
   /** Stops asking upstreams: narinfos not in the store are unavailable from now on. */
@@ -187,7 +191,7 @@ export class NarInfoResolver {
     metrics.narinfoLookups.inc({ outcome: 'admitted' })
     log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')
     this.#negative.delete(hashPart)
-    const text = await this.#remember(hashPart, record)
+    const text = await this.#remember(hashPart, record, info)
     this.#d.onAdmitted({ hashPart, fileName, record, info })
     return { kind: 'found', text }
   }
@@ -226,8 +230,8 @@ export class NarInfoResolver {
   }
 
   /** Formats the narinfo clients get for a record, signs it, and keeps it in the LRU. */
-  async #remember(hashPart: string, record: NarInfoRecord): Promise<string> {
-    const text = await this.formatServed(record)
+  async #remember(hashPart: string, record: NarInfoRecord, info?: NarInfo): Promise<string> {
+    const text = await this.formatServed(record, info)
     this.#served.set(hashPart, text)
     return text
   }

@@ -86,8 +86,10 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
       unavailableTtlMs: config.cache.unavailableTtlMs,
       narinfoLruEntries: config.cache.narinfoLruEntries,
       prefetchReferences: overrides.prefetch ?? config.prefetch.references,
-      prefetchNars: config.prefetch.nars,
+      prefetchNars: overrides.prefetch === false ? false : config.prefetch.nars,
       prefetchMaxInFlight: config.prefetch.maxInFlight,
+      prefetchMaxNarsInFlight: config.prefetch.maxNarsInFlight,
+      prefetchMaxBytesAhead: config.prefetch.maxBytesAhead,
       maxStoreBytes: config.storage.maxSize,
     },
   })

@@ -266,9 +266,24 @@ export function validSigners(info: NarInfo, keys: readonly PublicKey[]): string[
   return [...new Set(validSignatures(info, keys).map(signatureKeyName))].sort()
 }
 
-/** The narinfo with `key`'s signature added (replacing an earlier one by the same key name). */
-export function signNarInfo<T extends NarInfo>(info: T, key: SecretKey): T {
-  const sig = signFingerprint(fingerprintNarInfo(info), key)
+/** Signatures made before, by fingerprint, for one key (an LRU, say): see {@link signNarInfo}. */
+export interface SignatureMemo {
+  get(fingerprint: string): string | undefined
+  set(fingerprint: string, sig: string): unknown
+}
+
+/**
+ * The narinfo with `key`'s signature added (replacing an earlier one by the same key name).
+ * A signature covers only the fingerprint, not URL, Compression, FileHash or FileSize, so with
+ * `memo` (which must only ever see this key) a path is signed once however its NAR file changes.
+ */
+export function signNarInfo<T extends NarInfo>(info: T, key: SecretKey, memo?: SignatureMemo): T {
+  const fingerprint = fingerprintNarInfo(info)
+  let sig = memo?.get(fingerprint)
+  if (sig === undefined) {
+    sig = signFingerprint(fingerprint, key)
+    memo?.set(fingerprint, sig)
+  }
   const others = info.sigs.filter((s) => !s.startsWith(`${key.name}:`))
   return { ...info, sigs: [...others, sig].sort() }
 }
