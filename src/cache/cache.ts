@@ -123,6 +123,11 @@ export class Cache {
     return this.#nars.inFlight
   }
 
+  /** NAR prefetch now: bytes of prefetched NARs no client asked for yet, and prefetch downloads running. */
+  get prefetchFigures(): { bytesAhead: number; narsInFlight: number } {
+    return { bytesAhead: this.#prefetch.bytesAhead, narsInFlight: this.#prefetch.narsInFlight }
+  }
+
   /**
    * Answers `GET /<hashPart>.narinfo`. Concurrent requests for one hash part
    * share one resolution.
