@@ -158,6 +158,11 @@ export class Cache {
     return this.#ask(hashPart)
   }
 
+  /** Compiles the cold path's code and touches the index ahead of the first request (see {@link NarInfoResolver.warmUp}). */
+  warmUp(): Promise<void> {
+    return this.#narinfos.warmUp()
+  }
+
   /** Drops remembered answers for a hash part (after a push admitted it). */
   forget(hashPart: string): void {
     this.#narinfos.forget(hashPart)

@@ -25,7 +25,16 @@ import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
 import { formatNixHash, nixHashEquals, type NarInfo } from '../protocol/index.js'
 import { copyFileTo } from '../file-copy.js'
-import { classifyNarError, Verification, type NarErrorContext, type NarFileRecord, type Store } from '../store/index.js'
+import {
+  classifyNarError,
+  NarFileCheck,
+  Verification,
+  type NarErrorContext,
+  type NarFileRecord,
+  type NarFileSpec,
+  type Store,
+  type VerifiedNar,
+} from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 
 // How far a download may run ahead of its verification thread.
@@ -33,6 +42,34 @@ const MAX_UNVERIFIED = 32 * 1024 * 1024
 
 // Bytes written between two background flushes of the temp file to disk.
 const SYNC_EVERY = 64 * 1024 * 1024
+
+// NARs this small are verified on the main thread: for them a verification thread's messages
+// (start, end, result) cost more than the check itself. Only with in-process decoders.
+const IN_PROCESS_MAX_BYTES = 64 * 1024
+const IN_PROCESS_COMPRESSIONS: ReadonlySet<string> = new Set(['none', 'xz', 'zstd'])
+
+/** What a download needs of its verification, on a thread ({@link Verification}) or in-process. */
+interface NarVerifier {
+  readonly result: Promise<VerifiedNar>
+  grow(written: number): void
+  caughtUp(written: number, maxLag: number): Promise<void>
+  end(written: number): void
+  abort(): void
+}
+
+/** Verifies a small NAR file on the main thread, following it as it is written. */
+function verifyInProcess(spec: NarFileSpec): NarVerifier {
+  const check = new NarFileCheck(spec)
+  const result = check.run().then(({ file, nar }) => ({ fileHash: formatNixHash(file.hash), fileSize: file.size, narHash: formatNixHash(nar.hash), narSize: nar.size }))
+  result.catch(() => undefined)
+  return {
+    result,
+    grow: (written) => check.grow(written, false),
+    caughtUp: () => Promise.resolve(),
+    end: (written) => check.grow(written, true),
+    abort: () => check.abort(),
+  }
+}
 
 /** The outcome of a finished download. */
 export interface DownloadResult {
@@ -120,8 +157,16 @@ export class NarDownload extends EventEmitter {
       if (single && this.info.fileSize !== undefined && this.info.fileSize !== this.info.narSize) {
         throw new NarthexError('SIZE_MISMATCH', `an uncompressed NAR file of ${this.info.fileSize} bytes cannot hold a ${this.info.narSize}-byte NAR`)
       }
-      fh = await open(this.tempPath, 'wx', 0o644)
-      const res = await this.upstream.openNar(this.sourceUrl, this.#abort.signal)
+      // The temp file is created while the upstream is asked: the disk is not on the way to the first byte.
+      const [opened, asked] = await Promise.allSettled([open(this.tempPath, 'wx', 0o644), this.upstream.openNar(this.sourceUrl, this.#abort.signal)])
+      if (opened.status === 'fulfilled') fh = opened.value
+      if (asked.status === 'rejected') throw asked.reason
+      const res = asked.value
+      if (opened.status === 'rejected') {
+        res.body.on('error', () => undefined).destroy()
+        throw opened.reason
+      }
+      const file = opened.value
       if (this.info.fileSize !== undefined && res.contentLength !== undefined && res.contentLength !== this.info.fileSize) {
         // An undici body destroyed unread emits 'error' (RequestAbortedError), which kills the
         // process unless someone listens.
@@ -130,20 +175,22 @@ export class NarDownload extends EventEmitter {
       }
       // Hashing, decompression and the NAR checks run on a verification thread that reads the
       // temp file behind the writer; a failure there ends the download at once.
-      const verification = new Verification({
-        path: this.tempPath,
-        compression: this.info.compression,
-        fileHash: this.info.fileHash ? formatNixHash(this.info.fileHash) : undefined,
-        fileSize: this.info.fileSize,
-        narHash: formatNixHash(this.info.narHash),
-        narSize: this.info.narSize,
-        single,
-      })
+      const tiny = (this.info.fileSize ?? (single ? this.info.narSize : Infinity)) <= IN_PROCESS_MAX_BYTES && IN_PROCESS_COMPRESSIONS.has(this.info.compression)
+      const verification: NarVerifier = tiny
+        ? verifyInProcess({ ...this.info, path: this.tempPath, single })
+        : new Verification({
+            path: this.tempPath,
+            compression: this.info.compression,
+            fileHash: this.info.fileHash ? formatNixHash(this.info.fileHash) : undefined,
+            fileSize: this.info.fileSize,
+            narHash: formatNixHash(this.info.narHash),
+            narSize: this.info.narSize,
+            single,
+          })
       verification.result.catch(fail)
       // More bytes than the file can have fail at once, not at the end.
       const maxBytes = this.info.fileSize ?? (single ? this.info.narSize : Number.MAX_SAFE_INTEGER)
       const signal = this.#abort.signal
-      const file = fh
       let syncing: Promise<void> | undefined
       let unsynced = 0
       // Chunks go to disk; readers and the verifier learn of them once they are there. Chunks that

@@ -8,7 +8,22 @@
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { decide, describeRule, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
-import { formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarInfo, parseNixHash, signNarInfo, type NarInfo, type SecretKey } from '../protocol/index.js'
+import {
+  formatNarInfo,
+  formatNixHash,
+  formatStorePath,
+  narFileNameOf,
+  parseNarInfo,
+  parseNixHash,
+  parseStorePath,
+  sha256Of,
+  signNarInfo,
+  STORE_DIR,
+  toPublicKey,
+  validSignatures,
+  type NarInfo,
+  type SecretKey,
+} from '../protocol/index.js'
 import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
@@ -125,6 +140,36 @@ export class NarInfoResolver {
       ...(stored ? { fileHash: parseNixHash(stored.fileHash), fileSize: stored.fileSize } : {}),
     }
     return formatNarInfo(signNarInfo(served, this.#d.signingKey, this.#signatures))
+  }
+
+  /**
+   * Runs the cold path's pure work once (format, sign, parse, fingerprint,
+   * check a signature) on a made-up narinfo, and reads the index once, so the
+   * first client's request does not pay for compiling them.
+   */
+  async warmUp(): Promise<void> {
+    const narHash = sha256Of(Buffer.from('narthex warm-up'))
+    const record: NarInfoRecord = {
+      narinfo: formatNarInfo({
+        storePath: parseStorePath(`${STORE_DIR}/${'0'.repeat(32)}-narthex-warm-up`),
+        url: 'nar/warm-up.nar',
+        compression: 'none',
+        narHash,
+        narSize: 1,
+        references: [],
+        sigs: [],
+      }),
+      sources: [],
+      rule: 0,
+      signers: [],
+      admittedAt: 0,
+      origin: 'warm-up',
+    }
+    // Not kept: the signature memo would only hold a path no client asks for.
+    const text = formatNarInfo(signNarInfo(parseNarInfo(record.narinfo), this.#d.signingKey))
+    validSignatures(parseNarInfo(text), [toPublicKey(this.#d.signingKey)])
+    await this.#d.store.getNarInfo('0'.repeat(32))
+    await this.#d.store.getNarFile(narFileNameOf({ narHash, compression: 'none' }))
   }
 
   /** Stops asking upstreams: narinfos not in the store are unavailable from now on. */

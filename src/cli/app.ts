@@ -117,6 +117,8 @@ export async function startNarthex(config: Config, log: Logger, options: { annou
   // byte (other commands start them on first use, if ever).
   startVerifyThreads()
   const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey } = core
+  // Before listening: the first client's narinfo would otherwise pay for compiling the cold path.
+  await cache.warmUp().catch((err) => log.warn({ err: (err as Error).message }, 'warm-up failed'))
   const push = config.push && {
     tokens: config.push.tokens,
     receiver: new PushReceiver({
