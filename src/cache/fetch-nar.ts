@@ -75,6 +75,8 @@ export class NarFetcher {
   readonly #downloads = new Map<string, NarDownload>()
   /** `<fileName> <upstream>` → the code of the failure that keeps that source skipped. */
   readonly #failedSources: LRUCache<string, string>
+  /** Source refreshes running, by hash part. */
+  readonly #refreshing = new Map<string, Promise<NarInfoRecord | undefined>>()
   #closed = false
 
   constructor(deps: NarFetcherDeps) {
@@ -132,7 +134,7 @@ export class NarFetcher {
       if (round === 1) {
         // Every known source failed: upstreams that could not be asked when the path was
         // admitted may offer the same fingerprint now.
-        const refreshed: NarInfoRecord | undefined = this.#closed ? undefined : await this.#refreshSources(hashPart, record, fileName)
+        const refreshed: NarInfoRecord | undefined = this.#closed ? undefined : await this.#refreshOnce(hashPart, record, fileName)
         if (!refreshed) break
         record = refreshed
       }
@@ -178,6 +180,16 @@ export class NarFetcher {
     if (hashParts.length === 0) return undefined
     const record = await this.#d.store.getNarInfo(hashParts[0]!)
     return record ? { hashPart: hashParts[0]!, record } : undefined
+  }
+
+  /** {@link NarFetcher.#refreshSources}, shared by the requests (a client's, a prefetch) that need it at once. */
+  #refreshOnce(hashPart: string, record: NarInfoRecord, fileName: string): Promise<NarInfoRecord | undefined> {
+    let pending = this.#refreshing.get(hashPart)
+    if (!pending) {
+      pending = this.#refreshSources(hashPart, record, fileName).finally(() => this.#refreshing.delete(hashPart))
+      this.#refreshing.set(hashPart, pending)
+    }
+    return pending
   }
 
   /**

@@ -35,7 +35,7 @@ export interface CleanMarker {
 
 /** What opening a store found and repaired. */
 export interface RecoveryReport {
-  /** True when the last close was clean (the marker was there): nothing needed a scan. */
+  /** True when the last close was clean (the marker was there) or the store is new: nothing needed a scan. */
   clean: boolean
   /** True when the index and `nar/` were compared (no marker). */
   scanned: boolean

@@ -14,7 +14,7 @@
  * file, an editor's backup) is not narthex's: it is reported and left alone.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
+import { mkdir, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Level } from 'level'
 import { NarthexError } from '../errors.js'
@@ -155,10 +155,12 @@ export class Store {
     }
     const store = new Store(dataDir, db)
     const marker = await takeCleanMarker(dataDir)
-    const recovery = emptyReport(marker !== undefined)
+    // A new data directory has nothing to repair.
+    const fresh = !marker && (await readdir(store.narDir)).length === 0 && (await store.#nars.keys({ limit: 1 }).all()).length === 0
+    const recovery = emptyReport(marker !== undefined || fresh)
     await removeTempFiles(store.tmpDir, store.uploadsDir, recovery)
-    if (marker) {
-      store.#totalBytes = marker.totalBytes
+    if (marker || fresh) {
+      store.#totalBytes = marker?.totalBytes ?? 0
       return { store, recovery }
     }
     store.#repairing = true
