@@ -27,6 +27,7 @@ import { formatNixHash, nixHashEquals, type NarInfo } from '../protocol/index.js
 import { copyFileTo } from '../file-copy.js'
 import {
   classifyNarError,
+  inProcessDecodersInUse,
   NarFileCheck,
   Verification,
   type NarErrorContext,
@@ -34,6 +35,7 @@ import {
   type NarFileSpec,
   type Store,
   type VerifiedNar,
+  XZ_IN_PROCESS_MAX_DECODERS,
 } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 
@@ -44,9 +46,16 @@ const MAX_UNVERIFIED = 32 * 1024 * 1024
 const SYNC_EVERY = 64 * 1024 * 1024
 
 // NARs this small are verified on the main thread: for them a verification thread's messages
-// (start, end, result) cost more than the check itself. Only with in-process decoders.
+// (start, end, result) cost more than the check itself. Only with in-process decoders: an xz file
+// only while one of the main thread's in-process xz decoders is free (otherwise the decoder would
+// be an `xz` child, whose spawn is a synchronous fork on the event loop), zstd and none always.
 const IN_PROCESS_MAX_BYTES = 64 * 1024
-const IN_PROCESS_COMPRESSIONS: ReadonlySet<string> = new Set(['none', 'xz', 'zstd'])
+
+function verifiesInProcess(compression: string, fileBytes: number): boolean {
+  if (fileBytes > IN_PROCESS_MAX_BYTES) return false
+  if (compression === 'xz') return inProcessDecodersInUse() < XZ_IN_PROCESS_MAX_DECODERS
+  return compression === 'none' || compression === 'zstd'
+}
 
 /** What a download needs of its verification, on a thread ({@link Verification}) or in-process. */
 interface NarVerifier {
@@ -175,7 +184,7 @@ export class NarDownload extends EventEmitter {
       }
       // Hashing, decompression and the NAR checks run on a verification thread that reads the
       // temp file behind the writer; a failure there ends the download at once.
-      const tiny = (this.info.fileSize ?? (single ? this.info.narSize : Infinity)) <= IN_PROCESS_MAX_BYTES && IN_PROCESS_COMPRESSIONS.has(this.info.compression)
+      const tiny = verifiesInProcess(this.info.compression, this.info.fileSize ?? (single ? this.info.narSize : Infinity))
       const verification: NarVerifier = tiny
         ? verifyInProcess({ ...this.info, path: this.tempPath, single })
         : new Verification({
