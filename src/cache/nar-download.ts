@@ -51,9 +51,13 @@ const SYNC_EVERY = 64 * 1024 * 1024
 // be an `xz` child, whose spawn is a synchronous fork on the event loop), zstd and none always.
 const IN_PROCESS_MAX_BYTES = 64 * 1024
 
+// In-process xz checks running: each takes its decoder only once its file is open, so the free
+// slots are counted here at the start (only pushes take the main thread's other slots).
+let tinyXzChecks = 0
+
 function verifiesInProcess(compression: string, fileBytes: number): boolean {
   if (fileBytes > IN_PROCESS_MAX_BYTES) return false
-  if (compression === 'xz') return inProcessDecodersInUse() < XZ_IN_PROCESS_MAX_DECODERS
+  if (compression === 'xz') return tinyXzChecks < XZ_IN_PROCESS_MAX_DECODERS && inProcessDecodersInUse() <= tinyXzChecks
   return compression === 'none' || compression === 'zstd'
 }
 
@@ -69,7 +73,14 @@ interface NarVerifier {
 /** Verifies a small NAR file on the main thread, following it as it is written. */
 function verifyInProcess(spec: NarFileSpec): NarVerifier {
   const check = new NarFileCheck(spec)
-  const result = check.run().then(({ file, nar }) => ({ fileHash: formatNixHash(file.hash), fileSize: file.size, narHash: formatNixHash(nar.hash), narSize: nar.size }))
+  const xz = spec.compression === 'xz'
+  if (xz) tinyXzChecks++
+  const result = check
+    .run()
+    .finally(() => {
+      if (xz) tinyXzChecks--
+    })
+    .then(({ file, nar }) => ({ fileHash: formatNixHash(file.hash), fileSize: file.size, narHash: formatNixHash(nar.hash), narSize: nar.size }))
   result.catch(() => undefined)
   return {
     result,
