@@ -276,7 +276,8 @@ export class NarFetcher {
           { path: formatStorePath(info.storePath), upstream: upstream.name, fileSize: record.fileSize, narSize: record.narSize, durationMs },
           'NAR verified and stored',
         )
-        store.touch(fileName)
+        // Used from its verification on: a client may have used another NAR since, before this commit.
+        store.touch(fileName, download.verifiedAt)
         this.#d.onStored(info.storePath.hashPart)
         setTimeout(() => {
           if (this.#downloads.get(fileName) === download) this.#downloads.delete(fileName)

@@ -114,6 +114,8 @@ export class NarDownload extends EventEmitter {
   state: 'running' | 'verified' | 'done' | 'failed' = 'running'
   /** True once the NAR is verified: its bytes may all be sent, even should the commit fail. */
   verified = false
+  /** When it was verified (clients may use it from then on, before the commit). */
+  verifiedAt = 0
   error: NarthexError | undefined
   /** The file size clients are told, when the narinfo says it. */
   readonly expectedSize: number | undefined
@@ -272,6 +274,7 @@ export class NarDownload extends EventEmitter {
         storedAt: Date.now(),
       }
       this.verified = true
+      this.verifiedAt = Date.now()
       this.state = 'verified'
       this.emit('progress')
       // The store fsyncs and closes the file, grouped with the other commits.
