@@ -10,10 +10,12 @@
  * Two ed25519 implementations, each where it fits:
  * - signing (narthex's own narinfos) and verifying (upstream signatures) go
  *   through node:crypto: OpenSSL's ed25519, native and constant-time. A
- *   signature costs about 0.03-0.1 ms there, against 0.4 ms quiet and 1.3 ms on
- *   a loaded machine for @noble/ed25519 (measured on the 2-core build machine),
- *   and every path of a cold closure is signed once at admission, so it is on
- *   the client's path. Raw 32-byte keys are wrapped in their RFC 8410 DER
+ *   signature costs about 0.03-0.1 ms there when the machine is quiet, against
+ *   0.4 ms for @noble/ed25519; on the 2-core build machine under a load average
+ *   of 8-10, 2,000 signatures of a narinfo fingerprint took 0.09-0.40 ms each
+ *   with node:crypto and 1.55-2.03 ms with noble (four to twenty times more).
+ *   Every path of a cold closure is signed once at admission, so it is on the
+ *   client's path. Raw 32-byte keys are wrapped in their RFC 8410 DER
  *   envelopes (PKCS#8 for the seed, SubjectPublicKeyInfo for a public key) to
  *   make KeyObjects, cached per key.
  * - @noble/ed25519 (audited, pure JavaScript) only makes new keys and derives a
