@@ -35,6 +35,8 @@ export interface CacheSettings {
   readonly prefetchReferences: boolean
   readonly prefetchNars: boolean
   readonly prefetchMaxInFlight: number
+  readonly prefetchMaxNarsInFlight?: number | undefined
+  readonly prefetchMaxBytesAhead?: number | undefined
   /** Evict least-recently-used NARs when the store grows past this (storage.maxSize). */
   readonly maxStoreBytes?: number | undefined
   /** How long a source whose NAR failed verification is skipped. */
@@ -107,16 +109,19 @@ export class Cache {
       settings,
       ask: this.#ask,
       onAdmitted: ({ hashPart, fileName, record, info }) => {
-        this.#nars.remember(fileName, hashPart, record)
-        this.#prefetch.admitted(info)
+        this.#nars.remember(fileName, hashPart, record, info)
+        this.#prefetch.admitted(info, fileName)
       },
     })
+    // Prefetch asks the resolver and the fetcher directly: only clients' requests count as asked.
     this.#prefetch = new Prefetcher({
       settings,
       log,
-      getNarInfo: (hashPart) => this.getNarInfo(hashPart),
-      getNar: (fileName) => this.getNar(fileName),
+      metrics,
+      getNarInfo: (hashPart) => this.#narinfos.get(hashPart),
+      getNar: (fileName) => this.#nars.get(fileName),
       isKnown: (hashPart) => this.#narinfos.isKnown(hashPart),
+      storedBytes: () => store.totalBytes,
     })
   }
 
@@ -130,12 +135,20 @@ export class Cache {
     return this.#nars.inFlight
   }
 
+  /** NAR prefetch now: bytes of prefetched NARs no client asked for yet, and prefetch downloads running. */
+  get prefetchFigures(): { bytesAhead: number; narsInFlight: number } {
+    return { bytesAhead: this.#prefetch.bytesAhead, narsInFlight: this.#prefetch.narsInFlight }
+  }
+
   /**
    * Answers `GET /<hashPart>.narinfo`. Concurrent requests for one hash part
    * share one resolution.
    */
-  getNarInfo(hashPart: string): Promise<NarInfoAnswer> {
-    return this.#narinfos.get(hashPart)
+  async getNarInfo(hashPart: string): Promise<NarInfoAnswer> {
+    const answer = await this.#narinfos.get(hashPart)
+    // The client lacks this path, so it will ask for its NAR: a cold one starts downloading now.
+    if (answer.kind === 'found') this.#prefetch.served(hashPart)
+    return answer
   }
 
   /**
@@ -143,6 +156,7 @@ export class Cache {
    * one download of it (see {@link NarFetcher.get}).
    */
   getNar(fileName: string): Promise<NarAnswer> {
+    this.#prefetch.asked(fileName)
     return this.#nars.get(fileName)
   }
 
@@ -164,6 +178,11 @@ export class Cache {
   /** Asks every upstream that may supply `hashPart` at once (see {@link askUpstreams}). */
   askUpstreams(hashPart: string): Promise<Map<string, UpstreamAnswer>> {
     return this.#ask(hashPart)
+  }
+
+  /** Compiles the cold path's code and touches the index ahead of the first request (see {@link NarInfoResolver.warmUp}). */
+  warmUp(): Promise<void> {
+    return this.#narinfos.warmUp()
   }
 
   /** Drops remembered answers for a hash part (after a push admitted it). */

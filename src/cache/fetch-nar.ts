@@ -53,6 +53,8 @@ export interface NarFetcherDeps {
 interface Admitted {
   readonly hashPart: string
   readonly record: NarInfoRecord
+  /** The record's narinfo, parsed (when the admission had it at hand). */
+  readonly info?: NarInfo | undefined
 }
 
 // A finished download stays findable this long, so a request that looked at the
@@ -73,6 +75,8 @@ export class NarFetcher {
   readonly #downloads = new Map<string, NarDownload>()
   /** `<fileName> <upstream>` → the code of the failure that keeps that source skipped. */
   readonly #failedSources: LRUCache<string, string>
+  /** Source refreshes running, by hash part. */
+  readonly #refreshing = new Map<string, Promise<NarInfoRecord | undefined>>()
   #closed = false
 
   constructor(deps: NarFetcherDeps) {
@@ -87,9 +91,9 @@ export class NarFetcher {
     return n
   }
 
-  /** Remembers what was admitted with a NAR file, so its request needs no index look-up. */
-  remember(fileName: string, hashPart: string, record: NarInfoRecord): void {
-    this.#admitted.set(fileName, { hashPart, record })
+  /** Remembers what was admitted with a NAR file (and its parsed narinfo), so its request needs no index look-up or parse. */
+  remember(fileName: string, hashPart: string, record: NarInfoRecord, info?: NarInfo): void {
+    this.#admitted.set(fileName, { hashPart, record, info })
   }
 
   /** Forgets finished downloads of files just evicted, so no late joiner is sent to a file that is gone. */
@@ -123,14 +127,14 @@ export class NarFetcher {
     if (!known) return { kind: 'absent' }
     const { hashPart } = known
     let record: NarInfoRecord = known.record
-    const info = parseNarInfo(record.narinfo)
+    const info = known.info ?? parseNarInfo(record.narinfo)
     let allGone = true
     const tried = new Set<string>()
     for (let round = 0; round < 2; round++) {
       if (round === 1) {
         // Every known source failed: upstreams that could not be asked when the path was
         // admitted may offer the same fingerprint now.
-        const refreshed: NarInfoRecord | undefined = this.#closed ? undefined : await this.#refreshSources(hashPart, record, fileName)
+        const refreshed: NarInfoRecord | undefined = this.#closed ? undefined : await this.#refreshOnce(hashPart, record, fileName)
         if (!refreshed) break
         record = refreshed
       }
@@ -163,12 +167,12 @@ export class NarFetcher {
     return allGone ? { kind: 'absent' } : { kind: 'unavailable', retryAfterS: 10 }
   }
 
-  /** Stops fetching and aborts running downloads; waits for them to settle. */
+  /** Stops fetching and aborts running downloads; waits for them to settle and for verified ones to be committed. */
   async close(): Promise<void> {
     this.#closed = true
-    const running = [...this.#downloads.values()].filter((d) => d.state === 'running')
-    for (const d of running) d.abort(new NarthexError('SHUTTING_DOWN', 'narthex is shutting down'))
-    await Promise.allSettled(running.map((d) => d.done))
+    const unsettled = [...this.#downloads.values()].filter((d) => d.state === 'running' || d.state === 'verified')
+    for (const d of unsettled) if (d.state === 'running') d.abort(new NarthexError('SHUTTING_DOWN', 'narthex is shutting down'))
+    await Promise.allSettled(unsettled.map((d) => d.done))
   }
 
   async #admittedFromIndex(fileName: string): Promise<Admitted | undefined> {
@@ -176,6 +180,16 @@ export class NarFetcher {
     if (hashParts.length === 0) return undefined
     const record = await this.#d.store.getNarInfo(hashParts[0])
     return record ? { hashPart: hashParts[0], record } : undefined
+  }
+
+  /** {@link NarFetcher.#refreshSources}, shared by the requests (a client's, a prefetch) that need it at once. */
+  #refreshOnce(hashPart: string, record: NarInfoRecord, fileName: string): Promise<NarInfoRecord | undefined> {
+    let pending = this.#refreshing.get(hashPart)
+    if (!pending) {
+      pending = this.#refreshSources(hashPart, record, fileName).finally(() => this.#refreshing.delete(hashPart))
+      this.#refreshing.set(hashPart, pending)
+    }
+    return pending
   }
 
   /**
@@ -262,7 +276,8 @@ export class NarFetcher {
           { path: formatStorePath(info.storePath), upstream: upstream.name, fileSize: record.fileSize, narSize: record.narSize, durationMs },
           'NAR verified and stored',
         )
-        store.touch(fileName)
+        // Used from its verification on: a client may have used another NAR since, before this commit.
+        store.touch(fileName, download.verifiedAt)
         this.#d.onStored(info.storePath.hashPart)
         setTimeout(() => {
           if (this.#downloads.get(fileName) === download) this.#downloads.delete(fileName)

@@ -86,6 +86,12 @@ export class Metrics {
     labelNames: ['used'] as const,
     registers: [this.registry],
   })
+  readonly prefetchedBytes = new Counter({
+    name: 'narthex_prefetched_bytes_total',
+    help: 'Bytes of NARs prefetched ahead of the client, by whether a client then asked for them (yes) or not within 10 minutes (no)',
+    labelNames: ['used'] as const,
+    registers: [this.registry],
+  })
   readonly downloadsInFlight = new Gauge({
     name: 'narthex_nar_downloads_in_flight',
     help: 'Upstream NAR downloads running',

@@ -7,8 +7,12 @@
  * decompressor, checking NarHash/NarSize and the NAR grammar. Clients read the temp file behind the writer ({@link NarFollower}), so
  * each has its own pace and memory stays flat however many there are, and the
  * slowest client never slows the download. The last byte is held back from
- * every client until the whole NAR is verified and committed: a NAR that fails
- * verification can never reach a client as a complete response.
+ * every client until the whole NAR is verified (FileHash/FileSize,
+ * NarHash/NarSize, grammar): a NAR that fails verification can never reach a
+ * client as a complete response. Durability is not waited for: the verified
+ * file goes to the store's commit queue (fsync, rename, index, grouped with
+ * the NARs verified meanwhile), and clients that join before the commit is
+ * done read the same file (the same inode once renamed).
  *
  * Policy on client disconnects: the download goes on. It feeds the cache, and
  * other clients may be waiting or may ask soon.
@@ -21,7 +25,18 @@ import { pipeline } from 'node:stream/promises'
 import { NarthexError } from '../errors.js'
 import { formatNixHash, nixHashEquals, type NarInfo } from '../protocol/index.js'
 import { copyFileTo } from '../file-copy.js'
-import { classifyNarError, Verification, type NarErrorContext, type NarFileRecord, type Store } from '../store/index.js'
+import {
+  classifyNarError,
+  inProcessDecodersInUse,
+  NarFileCheck,
+  Verification,
+  type NarErrorContext,
+  type NarFileRecord,
+  type NarFileSpec,
+  type Store,
+  type VerifiedNar,
+  XZ_IN_PROCESS_MAX_DECODERS,
+} from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 
 // How far a download may run ahead of its verification thread.
@@ -29,6 +44,52 @@ const MAX_UNVERIFIED = 32 * 1024 * 1024
 
 // Bytes written between two background flushes of the temp file to disk.
 const SYNC_EVERY = 64 * 1024 * 1024
+
+// NARs this small are verified on the main thread: for them a verification thread's messages
+// (start, end, result) cost more than the check itself. Only with in-process decoders: an xz file
+// only while one of the main thread's in-process xz decoders is free (otherwise the decoder would
+// be an `xz` child, whose spawn is a synchronous fork on the event loop), zstd and none always.
+const IN_PROCESS_MAX_BYTES = 64 * 1024
+
+// In-process xz checks running: each takes its decoder only once its file is open, so the free
+// slots are counted here at the start (only pushes take the main thread's other slots).
+let tinyXzChecks = 0
+
+function verifiesInProcess(compression: string, fileBytes: number): boolean {
+  if (fileBytes > IN_PROCESS_MAX_BYTES) return false
+  if (compression === 'xz') return tinyXzChecks < XZ_IN_PROCESS_MAX_DECODERS && inProcessDecodersInUse() <= tinyXzChecks
+  return compression === 'none' || compression === 'zstd'
+}
+
+/** What a download needs of its verification, on a thread ({@link Verification}) or in-process. */
+interface NarVerifier {
+  readonly result: Promise<VerifiedNar>
+  grow(written: number): void
+  caughtUp(written: number, maxLag: number): Promise<void>
+  end(written: number): void
+  abort(): void
+}
+
+/** Verifies a small NAR file on the main thread, following it as it is written. */
+function verifyInProcess(spec: NarFileSpec): NarVerifier {
+  const check = new NarFileCheck(spec)
+  const xz = spec.compression === 'xz'
+  if (xz) tinyXzChecks++
+  const result = check
+    .run()
+    .finally(() => {
+      if (xz) tinyXzChecks--
+    })
+    .then(({ file, nar }) => ({ fileHash: formatNixHash(file.hash), fileSize: file.size, narHash: formatNixHash(nar.hash), narSize: nar.size }))
+  result.catch(() => undefined)
+  return {
+    result,
+    grow: (written) => check.grow(written, false),
+    caughtUp: () => Promise.resolve(),
+    end: (written) => check.grow(written, true),
+    abort: () => check.abort(),
+  }
+}
 
 /** The outcome of a finished download. */
 export interface DownloadResult {
@@ -45,14 +106,22 @@ export class NarDownload extends EventEmitter {
   written = 0
   /** Bytes received from the upstream so far (ahead of {@link NarDownload.written}). */
   received = 0
-  /** 'running' until committed ('done') or abandoned ('failed'). */
-  state: 'running' | 'done' | 'failed' = 'running'
+  /**
+   * 'running' until verified ('verified': every byte may be sent), then
+   * committed ('done'); or abandoned ('failed'). A download that fails its
+   * commit after verification has still delivered correct bytes.
+   */
+  state: 'running' | 'verified' | 'done' | 'failed' = 'running'
+  /** True once the NAR is verified: its bytes may all be sent, even should the commit fail. */
+  verified = false
+  /** When it was verified (clients may use it from then on, before the commit). */
+  verifiedAt = 0
   error: NarthexError | undefined
   /** The file size clients are told, when the narinfo says it. */
   readonly expectedSize: number | undefined
   readonly tempPath: string
   readonly finalPath: string
-  /** Resolves once the NAR is verified and stored; rejects with the reason it was not. */
+  /** Resolves once the NAR is verified and committed to the store; rejects with the reason it was not. */
   readonly done: Promise<DownloadResult>
   readonly #abort = new AbortController()
 
@@ -110,8 +179,16 @@ export class NarDownload extends EventEmitter {
       if (single && this.info.fileSize !== undefined && this.info.fileSize !== this.info.narSize) {
         throw new NarthexError('SIZE_MISMATCH', `an uncompressed NAR file of ${this.info.fileSize} bytes cannot hold a ${this.info.narSize}-byte NAR`)
       }
-      fh = await open(this.tempPath, 'wx', 0o644)
-      const res = await this.upstream.openNar(this.sourceUrl, this.#abort.signal)
+      // The temp file is created while the upstream is asked: the disk is not on the way to the first byte.
+      const [opened, asked] = await Promise.allSettled([open(this.tempPath, 'wx', 0o644), this.upstream.openNar(this.sourceUrl, this.#abort.signal)])
+      if (opened.status === 'fulfilled') fh = opened.value
+      if (asked.status === 'rejected') throw asked.reason
+      const res = asked.value
+      if (opened.status === 'rejected') {
+        res.body.on('error', () => undefined).destroy()
+        throw opened.reason
+      }
+      const file = opened.value
       if (this.info.fileSize !== undefined && res.contentLength !== undefined && res.contentLength !== this.info.fileSize) {
         // An undici body destroyed unread emits 'error' (RequestAbortedError), which kills the
         // process unless someone listens.
@@ -120,20 +197,22 @@ export class NarDownload extends EventEmitter {
       }
       // Hashing, decompression and the NAR checks run on a verification thread that reads the
       // temp file behind the writer; a failure there ends the download at once.
-      const verification = new Verification({
-        path: this.tempPath,
-        compression: this.info.compression,
-        fileHash: this.info.fileHash ? formatNixHash(this.info.fileHash) : undefined,
-        fileSize: this.info.fileSize,
-        narHash: formatNixHash(this.info.narHash),
-        narSize: this.info.narSize,
-        single,
-      })
+      const tiny = verifiesInProcess(this.info.compression, this.info.fileSize ?? (single ? this.info.narSize : Infinity))
+      const verification: NarVerifier = tiny
+        ? verifyInProcess({ ...this.info, path: this.tempPath, single })
+        : new Verification({
+            path: this.tempPath,
+            compression: this.info.compression,
+            fileHash: this.info.fileHash ? formatNixHash(this.info.fileHash) : undefined,
+            fileSize: this.info.fileSize,
+            narHash: formatNixHash(this.info.narHash),
+            narSize: this.info.narSize,
+            single,
+          })
       verification.result.catch(fail)
       // More bytes than the file can have fail at once, not at the end.
       const maxBytes = this.info.fileSize ?? (single ? this.info.narSize : Number.MAX_SAFE_INTEGER)
       const signal = this.#abort.signal
-      const file = fh
       let syncing: Promise<void> | undefined
       let unsynced = 0
       // Chunks go to disk; readers and the verifier learn of them once they are there. Chunks that
@@ -186,9 +265,6 @@ export class NarDownload extends EventEmitter {
         throw firstError ?? err
       })
       await syncing
-      await fh.sync()
-      await fh.close()
-      fh = undefined
       const record: NarFileRecord = {
         fileHash: verified.fileHash,
         fileSize: verified.fileSize,
@@ -197,7 +273,14 @@ export class NarDownload extends EventEmitter {
         compression: this.info.compression,
         storedAt: Date.now(),
       }
-      await this.store.commitNar(this.tempPath, this.fileName, record)
+      this.verified = true
+      this.verifiedAt = Date.now()
+      this.state = 'verified'
+      this.emit('progress')
+      // The store fsyncs and closes the file, grouped with the other commits.
+      const handle = fh
+      fh = undefined
+      await this.store.commitNar(this.tempPath, this.fileName, record, handle)
       this.state = 'done'
       this.emit('progress')
       return { record, durationMs: Date.now() - started }
@@ -224,8 +307,8 @@ export class NarDownload extends EventEmitter {
 
 /**
  * One client's view of a {@link NarDownload}: sends all bytes but the last
- * until the download is committed, then the rest; fails (and so cuts the
- * client off) when the download fails.
+ * until the download is verified, then the rest; fails (and so cuts the
+ * client off) when the download fails before that.
  */
 export class NarFollower {
   readonly #fd: number
@@ -253,9 +336,9 @@ export class NarFollower {
     const d = this.download
     try {
       return await copyFileTo(out, this.#fd, 0, Number.MAX_SAFE_INTEGER, {
-        readable: () => (d.state === 'done' ? d.written : Math.max(0, d.written - 1)),
-        complete: () => d.state === 'done',
-        failure: () => (d.state === 'failed' ? (d.error ?? new NarthexError('UPSTREAM_UNAVAILABLE', 'the download failed')) : undefined),
+        readable: () => (d.verified ? d.written : Math.max(0, d.written - 1)),
+        complete: () => d.verified,
+        failure: () => (d.state === 'failed' && !d.verified ? (d.error ?? new NarthexError('UPSTREAM_UNAVAILABLE', 'the download failed')) : undefined),
         changed: () => new Promise((r) => d.once('progress', r)),
       })
     } finally {
@@ -263,7 +346,7 @@ export class NarFollower {
     }
   }
 
-  /** Resolves when the download is verified and stored (closing the file); rejects when it fails. */
+  /** Resolves when the download is verified and committed (closing the file); rejects when it fails. */
   async completed(): Promise<void> {
     this.close()
     await this.download.done

@@ -8,7 +8,22 @@
 import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { decide, describeRule, isDenied, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
-import { formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarInfo, parseNixHash, signNarInfo, type NarInfo, type SecretKey } from '../protocol/index.js'
+import {
+  formatNarInfo,
+  formatNixHash,
+  formatStorePath,
+  narFileNameOf,
+  parseNarInfo,
+  parseNixHash,
+  parseStorePath,
+  sha256Of,
+  signNarInfo,
+  STORE_DIR,
+  toPublicKey,
+  validSignatures,
+  type NarInfo,
+  type SecretKey,
+} from '../protocol/index.js'
 import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
 import { appendFromOutbox, withAuditId } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
@@ -64,6 +79,9 @@ type Negative = Exclude<NarInfoAnswer, { kind: 'found' }>
 export class NarInfoResolver {
   readonly #d: ResolverDeps
   readonly #served: LRUCache<string, string>
+  /** narthex's signatures by fingerprint: a path is signed once, not again when its stored file changes the served text. */
+  /** One memo per signing key: fingerprint → that key's signature. */
+  readonly #signatures: Array<LRUCache<string, string>>
   readonly #negative = new LRUCache<string, Negative>({ max: 100_000, ttlAutopurge: false })
   readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
   #closed = false
@@ -71,6 +89,7 @@ export class NarInfoResolver {
   constructor(deps: ResolverDeps) {
     this.#d = deps
     this.#served = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
+    this.#signatures = deps.signingKeys.map(() => new LRUCache<string, string>({ max: Math.max(1, deps.settings.narinfoLruEntries) }))
   }
 
   /** Answers a narinfo request for `hashPart`. */
@@ -113,10 +132,11 @@ export class NarInfoResolver {
   /**
    * The narinfo as narthex serves it: URL pointing at narthex's content-addressed
    * NAR name, file hash and size of the stored file when there is one, the
-   * verified upstream signatures, and narthex's own.
+   * verified upstream signatures, and narthex's own. `parsed` is the record's
+   * narinfo when the caller has it parsed already.
    */
-  async formatServed(record: NarInfoRecord): Promise<string> {
-    const info = parseNarInfo(record.narinfo)
+  async formatServed(record: NarInfoRecord, parsed?: NarInfo): Promise<string> {
+    const info = parsed ?? parseNarInfo(record.narinfo)
     const fileName = narFileNameOf(info)
     const stored = await this.#d.store.getNarFile(fileName)
     const served: NarInfo = {
@@ -125,8 +145,38 @@ export class NarInfoResolver {
       ...(stored ? { fileHash: parseNixHash(stored.fileHash), fileSize: stored.fileSize } : {}),
     }
     let signed = served
-    for (const key of this.#d.signingKeys) signed = signNarInfo(signed, key)
+    this.#d.signingKeys.forEach((key, i) => (signed = signNarInfo(signed, key, this.#signatures[i])))
     return formatNarInfo(signed)
+  }
+
+  /**
+   * Runs the cold path's pure work once (format, sign, parse, fingerprint,
+   * check a signature) on a made-up narinfo, and reads the index once, so the
+   * first client's request does not pay for compiling them.
+   */
+  async warmUp(): Promise<void> {
+    const narHash = sha256Of(Buffer.from('narthex warm-up'))
+    const record: NarInfoRecord = {
+      narinfo: formatNarInfo({
+        storePath: parseStorePath(`${STORE_DIR}/${'0'.repeat(32)}-narthex-warm-up`),
+        url: 'nar/warm-up.nar',
+        compression: 'none',
+        narHash,
+        narSize: 1,
+        references: [],
+        sigs: [],
+      }),
+      sources: [],
+      rule: 0,
+      signers: [],
+      admittedAt: 0,
+      origin: 'warm-up',
+    }
+    // Not kept: the signature memo would only hold a path no client asks for.
+    const text = formatNarInfo(signNarInfo(parseNarInfo(record.narinfo), this.#d.signingKeys[0]))
+    validSignatures(parseNarInfo(text), [toPublicKey(this.#d.signingKeys[0])])
+    await this.#d.store.getNarInfo('0'.repeat(32))
+    await this.#d.store.getNarFile(narFileNameOf({ narHash, compression: 'none' }))
   }
 
   /** Stops asking upstreams: narinfos not in the store are unavailable from now on. */
@@ -198,7 +248,7 @@ export class NarInfoResolver {
     metrics.narinfoLookups.inc({ outcome: 'admitted' })
     log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')
     this.#negative.delete(hashPart)
-    const text = await this.#remember(hashPart, record)
+    const text = await this.#remember(hashPart, record, info)
     this.#d.onAdmitted({ hashPart, fileName, record, info })
     return { kind: 'found', text, outcome: 'admitted' }
   }
@@ -263,8 +313,8 @@ export class NarInfoResolver {
   }
 
   /** Formats the narinfo clients get for a record, signs it, and keeps it in the LRU. */
-  async #remember(hashPart: string, record: NarInfoRecord): Promise<string> {
-    const text = await this.formatServed(record)
+  async #remember(hashPart: string, record: NarInfoRecord, info?: NarInfo): Promise<string> {
+    const text = await this.formatServed(record, info)
     this.#served.set(hashPart, text)
     return text
   }

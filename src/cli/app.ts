@@ -68,13 +68,21 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   const publicKeys = signingKeys.map((k) => formatPublicKey(toPublicKey(k)))
   const publicKey = publicKeys[0]
   if (created) log.info({ file: config.signingKeyFile, publicKey }, 'created a new signing key')
-  const { store, recovery } = await Store.open(config.dataDir)
-  if (recovery.tempFilesRemoved + recovery.orphanFilesRemoved + recovery.danglingEntriesRemoved > 0) {
-    log.warn(recovery, 'repaired the store after an unclean stop')
-  }
-  if (recovery.strayFiles.length > 0) {
-    log.warn({ strayFiles: recovery.strayFiles.slice(0, 20), count: recovery.strayFiles.length }, 'left alone files under nar/ that are not NAR files of this store')
-  }
+  // After an unclean stop the index is compared with the NAR files while narthex already serves
+  // (the index only names files that were durable first); after a clean one nothing is scanned.
+  const opened = Date.now()
+  const { store, recovery } = await Store.open(config.dataDir, { repair: 'background' })
+  if (!recovery.clean) log.warn({ tempFilesRemoved: recovery.tempFilesRemoved }, 'the last stop was not clean: checking the store in the background')
+  store.repaired.then(
+    (report) => {
+      if (!report.scanned) return
+      log.info({ ...report, strayFiles: report.strayFiles.length, durationMs: Date.now() - opened }, 'store checked after an unclean stop')
+      if (report.strayFiles.length > 0) {
+        log.warn({ strayFiles: report.strayFiles.slice(0, 20), count: report.strayFiles.length }, 'left alone files under nar/ that are not NAR files of this store')
+      }
+    },
+    (err: unknown) => log.error({ err: (err as Error).message }, 'cannot check the store after an unclean stop'),
+  )
   const audit = await AuditLog.open(config.dataDir, {
     signingKey,
     onCheckpointError: (err) => log.warn({ err: (err as Error).message }, 'cannot write the audit checkpoint'),
@@ -100,8 +108,10 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
       unavailableTtlMs: config.cache.unavailableTtlMs,
       narinfoLruEntries: config.cache.narinfoLruEntries,
       prefetchReferences: overrides.prefetch ?? config.prefetch.references,
-      prefetchNars: config.prefetch.nars,
+      prefetchNars: overrides.prefetch === false ? false : config.prefetch.nars,
       prefetchMaxInFlight: config.prefetch.maxInFlight,
+      prefetchMaxNarsInFlight: config.prefetch.maxNarsInFlight,
+      prefetchMaxBytesAhead: config.prefetch.maxBytesAhead,
       maxStoreBytes: config.storage.maxSize,
     },
   })
@@ -189,6 +199,8 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
   const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey, publicKeys } = core
   const access = new AccessControl(config.access.read === 'tokens', accessTokenSources(config))
   for (const w of access.warnings) log.warn(w)
+  // Before listening: the first client's narinfo would otherwise pay for compiling the cold path.
+  await cache.warmUp().catch((err) => log.warn({ err: (err as Error).message }, 'warm-up failed'))
   const push = config.push && {
     receiver: new PushReceiver({
       store,

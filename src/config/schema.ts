@@ -223,11 +223,18 @@ export const configSchema = z
       .strictObject({
         /** Fetch the narinfos of an admitted path's references ahead of the client. */
         references: z.boolean().default(true),
-        /** Also fetch their NARs (costs bandwidth and disk for paths a client may never ask for). */
-        nars: z.boolean().default(false),
+        /**
+         * Start downloading a path's NAR as soon as a client is served its narinfo from a miss: Nix
+         * asks for narinfos only of paths it lacks, and asks for their NARs once it has the closure.
+         */
+        nars: z.boolean().default(true),
         maxInFlight: z.number().int().min(1).max(1024).default(16),
+        /** NAR downloads prefetch runs at once. */
+        maxNarsInFlight: z.number().int().min(1).max(1024).default(8),
+        /** Bytes of prefetched NARs no client has asked for yet (downloading or stored) beyond which prefetch waits. */
+        maxBytesAhead: byteSize.default(256 * 1024 ** 2),
       })
-      .default({ references: true, nars: false, maxInFlight: 16 }),
+      .default({ references: true, nars: true, maxInFlight: 16, maxNarsInFlight: 8, maxBytesAhead: 256 * 1024 ** 2 }),
     deny: deny.default({ keys: [], paths: [] }),
     push: push.optional(),
     access: access.default({ read: 'public', tokens: [] }),

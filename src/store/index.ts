@@ -1,6 +1,6 @@
 /** The LevelDB-indexed local store, the audit log, and decompression and verification of stored NARs. */
-export { Store, type NarInfoRecord, type NarFileRecord, type RealisationRecord, type SourceRecord, type RecoveryReport } from './store.js'
-export { createDecompressor, supportedCompressions } from './decompress.js'
+export { Store, type NarInfoRecord, type NarFileRecord, type OpenOptions, type RealisationRecord, type SourceRecord, type RecoveryReport } from './store.js'
+export { createDecompressor, inProcessDecodersInUse, supportedCompressions, XZ_IN_PROCESS_MAX_DECODERS } from './decompress.js'
 export { AuditLog, auditLogPath, readAuditLog, verifyAuditLog, type AuditEntry, type AuditEvent, type AuditLogOptions, type AuditVerification } from './audit.js'
 export { appendFromOutbox, newAuditId, replayAuditOutbox, withAuditId, type OutboxReplay } from './audit-outbox.js'
 export { auditCheckpointPath, compareWithCheckpoint, CHECKPOINT_INTERVAL_MS, type ChainFacts, type CheckpointComparison } from './audit-checkpoint.js'

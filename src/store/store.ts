@@ -4,19 +4,26 @@
  *
  * Crash safety rests on one ordering: a NAR is written to `<dataDir>/tmp/`,
  * fsynced, renamed into `nar/`, its directory fsynced, and only then indexed.
- * So the index never names a missing or partial file. {@link Store.open} removes
- * what a crash can leave behind: temp files, and NAR files no index entry names.
- * Anything else found under `nar/` (an NFS `.nfs…` file, an editor's backup) is
- * not narthex's: it is reported and left alone.
+ * So the index never names a missing or partial file. Commits are grouped
+ * (commit-queue.ts): the NARs verified while one flush runs are made durable
+ * together by the next (their fsyncs in parallel, one fsync per directory, one
+ * synced index batch), and so are the index writes of admissions. A clean close
+ * leaves a marker, so the next open needs no scan; after a crash
+ * (recovery.ts) temp files are removed at open, and NAR files no index entry
+ * names, in the background. Anything else found under `nar/` (an NFS `.nfs…`
+ * file, an editor's backup) is not narthex's: it is reported and left alone.
  */
 import { randomBytes } from 'node:crypto'
-import { constants as fsConstants } from 'node:fs'
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { mkdir, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
 import { Level } from 'level'
 import { NarthexError } from '../errors.js'
 import { narFileNameOf, narShardPath, parseNarFileName, parseNarInfo, type Compression } from '../protocol/index.js'
 import type { AuditEvent } from './audit.js'
+import { CommitQueue, flushNarCommits, type NarCommit } from './commit-queue.js'
+import { emptyReport, removeTempFiles, repairStore, takeCleanMarker, writeCleanMarker, type RecoveryReport } from './recovery.js'
+
+export type { RecoveryReport } from './recovery.js'
 
 /** Where an admitted path's NAR can be fetched from, in priority order. */
 export interface SourceRecord {
@@ -63,20 +70,21 @@ export interface NarFileRecord {
   readonly storedAt: number
 }
 
-/** What {@link Store.open} found and repaired. */
-export interface RecoveryReport {
-  tempFilesRemoved: number
-  orphanFilesRemoved: number
-  danglingEntriesRemoved: number
-  /** Paths under `nar/` (relative to it) that are not NAR files of this store; left as they are. */
-  strayFiles: string[]
-}
-
-const UPLOAD_TTL_MS = 24 * 3600 * 1000
-
 function ioError(what: string, err: unknown): NarthexError {
   return new NarthexError('STORE_IO', `${what}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err })
 }
+
+/** How {@link Store.open} repairs a store left by an unclean stop. */
+export interface OpenOptions {
+  /**
+   * `wait` (the default): the repair is done when open resolves (tools, tests).
+   * `background`: open resolves at once and the repair runs while the store is
+   * used ({@link Store.repaired} settles when it is done).
+   */
+  readonly repair?: 'wait' | 'background'
+}
+
+type IndexOps = readonly object[]
 
 /** The store of one data directory. Open with {@link Store.open}; one process owns it at a time. */
 export class Store {
@@ -90,10 +98,18 @@ export class Store {
   readonly #realisations
   readonly #listings
   readonly #auditOutbox
-  /** Bytes of all indexed NAR files. */
+  /** Bytes of all indexed NAR files (while a repair runs: those committed since it began, plus what it has counted at its end). */
   #totalBytes = 0
   /** Last-use times not yet written to the index. */
   readonly #touched = new Map<string, number>()
+  /** Synced index writes, grouped. */
+  readonly #indexQueue: CommitQueue<IndexOps>
+  /** NAR commits (fsync, rename, directory fsync, index), grouped. */
+  readonly #narQueue: CommitQueue<NarCommit>
+  #repairing = false
+  #closing = false
+  /** Settles once the repair of an unclean stop is done (at once after a clean one). */
+  repaired: Promise<RecoveryReport> = Promise.resolve(emptyReport(true))
   readonly narDir: string
   readonly tmpDir: string
   /** NAR files pushed by `nix copy --to`, waiting for their narinfo. */
@@ -116,15 +132,26 @@ export class Store {
     this.narDir = join(dataDir, 'nar')
     this.tmpDir = join(dataDir, 'tmp')
     this.uploadsDir = join(dataDir, 'uploads')
+    // Synced: an admission the client was answered with, or a NAR once committed, survives a power loss.
+    this.#indexQueue = new CommitQueue<IndexOps>(async (groups) => {
+      await this.#db.batch(groups.flat() as never, { sync: true })
+      return groups.map(() => undefined)
+    })
+    const shards = new Set<string>()
+    this.#narQueue = new CommitQueue<NarCommit>((items) =>
+      flushNarCommits(items, { narPath: (name) => this.narPath(name), shards, index: (ready) => this.#indexNars(ready) }),
+    )
   }
 
   /**
-   * Opens (creating if needed) the store in `dataDir` and repairs what a crash
-   * may have left: temp files, unindexed NAR files, index entries whose file is gone.
+   * Opens (creating if needed) the store in `dataDir`. After a clean close
+   * nothing is scanned; after an unclean stop, temp files are removed at once
+   * and the index is compared with the NAR files (see recovery.ts), before open
+   * resolves or in the background (`options.repair`).
    * @throws NarthexError STORE_IO when the directory or the index cannot be opened
    *   (another narthex holding the LevelDB lock, permissions, a full disk).
    */
-  static async open(dataDir: string): Promise<{ store: Store; recovery: RecoveryReport }> {
+  static async open(dataDir: string, options: OpenOptions = {}): Promise<{ store: Store; recovery: RecoveryReport }> {
     try {
       await mkdir(join(dataDir, 'nar'), { recursive: true })
       await mkdir(join(dataDir, 'tmp'), { recursive: true })
@@ -146,67 +173,69 @@ export class Store {
       )
     }
     const store = new Store(dataDir, db)
-    const recovery = await store.#recover()
+    const marker = await takeCleanMarker(dataDir)
+    // A new data directory has nothing to repair.
+    const fresh = !marker && (await readdir(store.narDir)).length === 0 && (await store.#nars.keys({ limit: 1 }).all()).length === 0
+    const recovery = emptyReport(marker !== undefined || fresh)
+    await removeTempFiles(store.tmpDir, store.uploadsDir, recovery)
+    if (marker || fresh) {
+      store.#totalBytes = marker?.totalBytes ?? 0
+      return { store, recovery }
+    }
+    store.#repairing = true
+    store.repaired = store.#repair(recovery)
+    if (options.repair !== 'background') await store.repaired
     return { store, recovery }
   }
 
-  async #recover(): Promise<RecoveryReport> {
-    const report: RecoveryReport = { tempFilesRemoved: 0, orphanFilesRemoved: 0, danglingEntriesRemoved: 0, strayFiles: [] }
-    for (const name of await readdir(this.tmpDir)) {
-      await rm(join(this.tmpDir, name), { force: true, recursive: true })
-      report.tempFilesRemoved++
+  async #repair(report: RecoveryReport): Promise<RecoveryReport> {
+    const nars = this.#nars
+    try {
+      const bytes = await repairStore(
+        {
+          narDir: this.narDir,
+          indexed: () => {
+            // Created now, so its snapshot is the index as of the open.
+            const it = nars.iterator()
+            return (async function* () {
+              for await (const [name, rec] of it) yield [name, rec.fileSize] as const
+            })()
+          },
+          sizeOf: async (name) => (await nars.get(name))?.fileSize,
+          dropEntry: async (name) => {
+            await nars.del(name)
+            await this.#access.del(name)
+          },
+          narPath: (name) => this.narPath(name),
+          exclusive: (task) => this.#narQueue.exclusive(task),
+          stopped: () => this.#closing,
+        },
+        report,
+      )
+      this.#totalBytes += bytes
+      return report
+    } finally {
+      this.#repairing = false
     }
-    // A pushed NAR whose narinfo never came within a day is abandoned.
-    for (const name of await readdir(this.uploadsDir)) {
-      const st = await stat(join(this.uploadsDir, name)).catch(() => undefined)
-      if (st && Date.now() - st.mtimeMs > UPLOAD_TTL_MS) {
-        await rm(join(this.uploadsDir, name), { force: true })
-        report.tempFilesRemoved++
-      }
-    }
-    const onDisk = new Set<string>()
-    for (const shard of await readdir(this.narDir)) {
-      const names = await readdir(join(this.narDir, shard)).catch(() => undefined)
-      if (names === undefined) {
-        report.strayFiles.push(shard)
-        continue
-      }
-      for (const name of names) {
-        // Only a NAR file name in its own shard is ours to judge; anything else
-        // (another client's lock or NFS file) is not deleted, and never fed to narPath.
-        const where = `${shard}/${name}`
-        if (parseNarFileName(name) && narShardPath(name) === where) onDisk.add(name)
-        else report.strayFiles.push(where)
-      }
-    }
-    const dangling: string[] = []
-    for await (const [name, rec] of this.#nars.iterator()) {
-      if (!onDisk.has(name)) {
-        dangling.push(name)
-        continue
-      }
-      onDisk.delete(name)
-      // A file whose size differs from its record was not written by a completed commit.
-      const st = await stat(this.narPath(name)).catch(() => undefined)
-      if (!st || st.size !== rec.fileSize) dangling.push(name)
-      else this.#totalBytes += rec.fileSize
-    }
-    for (const name of dangling) {
-      await this.#nars.del(name)
-      await rm(this.narPath(name), { force: true })
-      report.danglingEntriesRemoved++
-    }
-    for (const name of onDisk) {
-      await rm(this.narPath(name), { force: true })
-      report.orphanFilesRemoved++
-    }
-    return report
   }
 
-  /** Writes pending last-use times and closes the index. */
+  /** Writes pending last-use times, waits for pending commits, closes the index and, when all is consistent, leaves the clean marker. */
   async close(): Promise<void> {
+    this.#closing = true
+    const repairDone = !this.#repairing
+    await this.repaired.catch(() => undefined)
+    await this.#narQueue.drain()
     await this.flushAccess().catch(() => undefined)
+    await this.#indexQueue.drain()
     await this.#db.close()
+    // An interrupted repair leaves no marker: the next open repairs again.
+    if (!repairDone) return
+    await writeCleanMarker(this.dataDir, this.#totalBytes)
+  }
+
+  /** Figures of the group commits: flushes run and items carried, for NARs and index writes. */
+  get commitFigures(): { narFlushes: number; nars: number; indexFlushes: number; indexWrites: number } {
+    return { narFlushes: this.#narQueue.flushes, nars: this.#narQueue.items, indexFlushes: this.#indexQueue.flushes, indexWrites: this.#indexQueue.items }
   }
 
   /** Bytes of all stored NAR files. */
@@ -261,7 +290,8 @@ export class Store {
   async collectGarbage(targetBytes: number): Promise<{ evicted: string[]; freedBytes: number }> {
     const evicted: string[] = []
     let freedBytes = 0
-    if (this.#totalBytes <= targetBytes) return { evicted, freedBytes }
+    // Until a repair has counted the stored bytes, the total is not known.
+    if (this.#repairing || this.#totalBytes <= targetBytes) return { evicted, freedBytes }
     await this.flushAccess()
     const candidates: Array<{ name: string; size: number; used: number }> = []
     for await (const [name, rec] of this.#nars.iterator()) {
@@ -322,8 +352,8 @@ export class Store {
       ...(first === undefined ? [{ type: 'put' as const, sublevel: this.#first, key: hashPart, value: narHash }] : []),
     ]
     try {
-      // Synced: an admission the client was answered with survives a power loss.
-      await this.#db.batch(ops as never, { sync: true })
+      // Synced, in one batch with the admissions and commits written meanwhile.
+      await this.#indexQueue.add(ops)
     } catch (err) {
       throw ioError('cannot write the index', err)
     }
@@ -393,25 +423,24 @@ export class Store {
   }
 
   /**
-   * Moves a complete, already fsynced temp file into the store and indexes it.
-   * The rename and the directory fsync come before the index write, so a crash
-   * leaves at worst an unindexed file, which the next open removes.
+   * Makes a complete, verified temp file durable, moves it into the store and
+   * indexes it; resolves once all of that is done. Commits that come while
+   * another flush runs are made durable together by the next (see the module
+   * comment). The file is fsynced here (`handle`, when given, is the open temp
+   * file: it is synced and closed), and the rename and the directory fsync come
+   * before the index write, so a crash leaves at worst an unindexed file, which
+   * the next open removes.
+   * @throws NarthexError STORE_IO; the temp file is removed then.
    */
-  async commitNar(tempPath: string, fileName: string, record: NarFileRecord): Promise<void> {
-    const dest = this.narPath(fileName)
-    const dir = dirname(dest)
+  async commitNar(tempPath: string, fileName: string, record: NarFileRecord, handle?: FileHandle): Promise<void> {
     try {
-      await mkdir(dir, { recursive: true })
-      await rename(tempPath, dest)
-      const dh = await open(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY)
-      try {
-        await dh.sync()
-      } finally {
-        await dh.close()
-      }
-      const previous = await this.#nars.get(fileName)
-      await this.#db.batch([{ type: 'put', sublevel: this.#nars, key: fileName, value: record }] as never, { sync: true })
-      this.#totalBytes += record.fileSize - (previous?.fileSize ?? 0)
+      this.narPath(fileName)
+    } catch (err) {
+      await handle?.close().catch(() => undefined)
+      throw err
+    }
+    try {
+      await this.#narQueue.add({ tempPath, fileName, record, handle })
     } catch (err) {
       await unlink(tempPath).catch(() => undefined)
       throw ioError(`cannot store ${fileName}`, err)
@@ -440,6 +469,19 @@ export class Store {
   /** Keeps a NAR's listing; it depends on the NAR's bytes only, so it never goes stale. */
   async putListing(narHash: string, listing: string): Promise<void> {
     await this.#listings.put(narHash, listing)
+  }
+
+  /** Indexes NAR files just made durable and renamed in, in one synced batch. */
+  async #indexNars(items: readonly NarCommit[]): Promise<void> {
+    const previous = await this.#nars.getMany(items.map((c) => c.fileName))
+    try {
+      await this.#indexQueue.add(items.map((c) => ({ type: 'put', sublevel: this.#nars, key: c.fileName, value: c.record })))
+    } catch (err) {
+      // Renamed but not indexed: removed now rather than at the next repair (unless it replaced an indexed file).
+      for (const [k, c] of items.entries()) if (!previous[k]) await rm(this.narPath(c.fileName), { force: true }).catch(() => undefined)
+      throw err
+    }
+    items.forEach((c, k) => (this.#totalBytes += c.record.fileSize - (previous[k]?.fileSize ?? 0)))
   }
 
   /**

@@ -33,7 +33,7 @@ async function finish(answer: NarAnswer): Promise<void> {
   else assert.equal(answer.kind, 'stored', `expected a NAR, got ${answer.kind}`)
 }
 
-test('prefetch: the references of an admitted path are admitted, and their NARs stored, ahead of the client', async () => {
+test('prefetch: references are admitted ahead of the client; a NAR is downloaded once a client is served its narinfo from a miss', async () => {
   t = await startCache({ settings: { prefetchReferences: true, prefetchNars: true } })
   const [up] = t.fakes
   const dep = fakePath('dep-1.0', 'dependency\n', up.key)
@@ -42,11 +42,18 @@ test('prefetch: the references of an admitted path are admitted, and their NARs 
   await addToCache(up.dir, top)
 
   assert.equal((await t.cache.getNarInfo(top.hashPart)).kind, 'found')
-  await until(async () => (await t!.store.getNarFile(dep.fileName)) !== undefined, 'the NAR of a reference was not prefetched')
-  assert.ok((await t.store.getNarInfo(dep.hashPart)) !== undefined, 'a reference was not admitted ahead of the client')
+  await until(async () => (await t!.store.getNarFile(top.fileName)) !== undefined, 'the NAR of a path whose narinfo a client was served was not prefetched')
+  await until(async () => (await t!.store.getNarInfo(dep.hashPart)) !== undefined, 'a reference was not admitted ahead of the client')
+  await sleep(100)
+  assert.equal(up.server.count(`/${dep.info.url}`), 0, 'the NAR of a reference no client was served yet was downloaded')
   assert.equal((await t.cache.getNarInfo(dep.hashPart)).kind, 'found')
   assert.equal(up.server.count(`/${dep.hashPart}.narinfo`), 1, 'a prefetched narinfo was looked up again for the client')
-  assert.equal(up.server.count(`/${top.info.url}`), 0, 'prefetch downloaded the NAR of the path itself, which the client had not asked for')
+  await until(async () => (await t!.store.getNarFile(dep.fileName)) !== undefined, 'the reference\'s NAR was not prefetched once its narinfo was served')
+  // The client's NAR requests are then answered from the store, each NAR downloaded once.
+  for (const p of [top, dep]) {
+    assert.equal((await t.cache.getNar(p.fileName)).kind, 'stored')
+    assert.equal(up.server.count(`/${p.info.url}`), 1)
+  }
 })
 
 test('prefetch off: nothing but what the client asks for reaches the upstream', async () => {

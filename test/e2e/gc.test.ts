@@ -39,7 +39,7 @@ describe('least-recently-used eviction', { skip }, () => {
     narthex = await NarthexProcess.start({
       upstreams: [{ name: 'up', url: up.url, publicKeys: [key.publicKey], retries: 0 }],
       storage: { maxSize: 700_000 },
-      prefetch: { references: false },
+      prefetch: { references: false, nars: false },
     })
     for (const [name, p] of Object.entries(paths)) {
       urls[name] = `${narthex.url}/${parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(p)}.narinfo`)).text()).url}`

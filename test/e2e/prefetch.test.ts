@@ -1,6 +1,8 @@
 /**
  * Prefetch: when a path is admitted, narthex looks up its references ahead of
- * the client (through the same policy), and with `prefetch.nars` their NARs too.
+ * the client (through the same policy); with `prefetch.nars` (the default), a
+ * path's NAR download starts as soon as a client is served its narinfo from a
+ * miss, before the client asks for the NAR.
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
@@ -68,16 +70,23 @@ describe('prefetching references', { skip }, () => {
     assert.equal(up.count(`/${hashPartOf(paths.r1)}.narinfo`), 1)
   })
 
-  test('with prefetch.nars the references\' NARs are fetched and verified too', async () => {
+  test('with prefetch.nars a path\'s NAR is fetched and verified once a client was served its narinfo, not before', async () => {
     const n = await start({ references: true, nars: true })
     assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top)}.narinfo`)).status, 200)
-    for (const ref of [paths.r1, paths.r2]) {
-      const nar = (await readCacheNarInfo(dir, ref)).url
-      await until(`${ref} NAR prefetched`, () => up.count(`/${nar}`) === 1)
-    }
-    await until('NARs stored', () => n.logged('NAR verified and stored').length === 2)
+    const narOf = async (p: string) => `/${(await readCacheNarInfo(dir, p)).url}`
+    await until('NAR stored', () => n.logged('NAR verified and stored').length === 1)
+    assert.equal(up.count(await narOf(paths.top)), 1)
+    // The references were admitted ahead of the client, but no client lacks them yet: no NAR.
+    await until('references admitted', () => n.logged('admitted').length === 3)
+    await new Promise((r) => setTimeout(r, 200))
+    for (const ref of [paths.r1, paths.r2]) assert.equal(up.count(await narOf(ref)), 0, `${ref}'s NAR is not fetched before its narinfo is served`)
+    for (const ref of [paths.r1, paths.r2]) assert.equal((await fetch(`${n.url}/${hashPartOf(ref)}.narinfo`)).status, 200)
+    await until('the references\' NARs stored', () => n.logged('NAR verified and stored').length === 3)
     const { store } = await nix.substitute(n.url, [paths.top], [n.publicKey])
     await nix.verifyPath(store, paths.r2)
+    for (const p of [paths.top, paths.r1, paths.r2]) assert.equal(up.count(await narOf(p)), 1, 'each NAR is downloaded once')
+    const metrics = await (await fetch(`${n.url}/metrics`)).text()
+    assert.match(metrics, /narthex_prefetched_bytes_total\{used="yes"\} [1-9]/, 'the prefetched bytes nix then asked for are counted')
   })
 
   test('prefetch goes through the policy: a denied reference is not admitted', async () => {
@@ -89,7 +98,7 @@ describe('prefetching references', { skip }, () => {
   })
 
   test('without prefetch nothing is looked up ahead', async () => {
-    const n = await start({ references: false })
+    const n = await start({ references: false, nars: false })
     assert.equal((await fetch(`${n.url}/${hashPartOf(paths.top)}.narinfo`)).status, 200)
     await new Promise((r) => setTimeout(r, 300))
     assert.equal(up.requests.filter((r) => r.url.endsWith('.narinfo')).length, 1)

@@ -89,6 +89,7 @@ export interface FakeUpstream {
 /** A running {@link Cache} over fake upstreams; `close()` stops and removes everything. */
 export interface CacheUnderTest {
   readonly cache: Cache
+  readonly metrics: Metrics
   readonly store: Store
   readonly upstreams: readonly Upstream[]
   readonly fakes: readonly FakeUpstream[]
@@ -143,13 +144,14 @@ export async function startCache(options: StartCacheOptions = {}): Promise<Cache
   const { store } = await Store.open(dataDir)
   const audit = await AuditLog.open(dataDir)
   const key = generateSecretKey('narthex-test')
+  const metrics = new Metrics()
   const cache = new Cache({
     store,
     upstreams,
     policy,
     signingKeys: [key],
     log: pino({ level: 'silent' }),
-    metrics: new Metrics(),
+    metrics,
     audit,
     settings: {
       negativeTtlMs: 60_000,
@@ -163,6 +165,7 @@ export async function startCache(options: StartCacheOptions = {}): Promise<Cache
   })
   return {
     cache,
+    metrics,
     store,
     upstreams,
     fakes,

@@ -10,7 +10,8 @@
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { readdir, stat } from 'node:fs/promises'
+import { access, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
@@ -93,6 +94,21 @@ export async function hashNarFile(file: string): Promise<HashedNar> {
   return result
 }
 
+/**
+ * Hashes the bytes of a NAR file a client received, named `fileName` (its extension picks the
+ * decoder), as {@link hashNarFile} hashes a stored one.
+ */
+export async function hashNarBytes(bytes: Buffer, fileName: string): Promise<HashedNar> {
+  const dir = await mkdtemp(join(tmpdir(), 'narthex-received-'))
+  try {
+    const file = join(dir, fileName)
+    await writeFile(file, bytes)
+    return await hashNarFile(file)
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
 /** The NarHash (`sha256:<nix32>`) a content-addressed NAR file name stands for. */
 export function narHashOfName(name: string): string {
   return `sha256:${name.slice(0, 52)}`
@@ -150,6 +166,8 @@ export interface StoreReport {
   readonly narinfoKeys: Set<string>
   /** Names of the indexed NAR files. */
   readonly narNames: Set<string>
+  /** True when the clean marker a clean close leaves is there. */
+  readonly clean: boolean
 }
 
 interface NarRecord {
@@ -217,6 +235,7 @@ export async function checkStore(dataDir: string): Promise<StoreReport> {
       badNarinfos,
       narinfoKeys,
       narNames,
+      clean: await access(join(dataDir, 'clean')).then(() => true, () => false),
     }
   } finally {
     await db.close()

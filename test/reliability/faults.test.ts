@@ -184,7 +184,7 @@ describe('narthex under upstream faults', { skip }, () => {
       rules: [{ match: '*', upstreams: ['a', 'b'], minSignatures: 1 }],
       // Nothing remembered: once a fault clears, the very next request must succeed.
       cache: { negativeTtlMs: 0, unavailableTtlMs: 0 },
-      prefetch: { references: false },
+      prefetch: { references: false, nars: false },
       log: { level: process.env.NARTHEX_LOG_DUMP ? 'debug' : 'info' },
     })
     // One path stored before any fault, for the latency checks.
