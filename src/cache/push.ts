@@ -132,9 +132,11 @@ export class PushReceiver {
     const signers = [...new Set(sigs.map(signatureKeyName))].sort()
     const narHash = formatNixHash(info.narHash)
     const by = token ? { token: token.name } : {}
+    // Log fields named `token` are redacted (they could hold a secret): the name goes as `tokenName`.
+    const logBy = token ? { tokenName: token.name } : {}
     const refuse = async (code: 'PUSH_REFUSED' | 'PUSH_CONFLICT' | 'BAD_REQUEST', message: string): Promise<never> => {
       await audit.append({ decision: 'refuse', storePath, narHash, upstreams: [origin], signers, reason: code, message, ...by })
-      log.warn({ path: storePath, code, ...by }, `${origin} refused: ${message}`)
+      log.warn({ path: storePath, code, ...logBy }, `${origin} refused: ${message}`)
       throw new NarthexError(code, message)
     }
     if (token && !pushAllowed(token.pushMatch, hashPart, info.storePath.name)) {
@@ -189,7 +191,7 @@ export class PushReceiver {
       origin,
     }, event)
     await appendFromOutbox(store, audit, event)
-    log.info({ path: storePath, signers, ...by }, `${origin} admitted`)
+    log.info({ path: storePath, signers, ...logBy }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)
     return 'admitted'
   }

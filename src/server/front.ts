@@ -17,7 +17,7 @@ import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
 import { MAX_NARINFO_BYTES, narShardPath } from '../protocol/index.js'
 import { sendRefusal, type AccessControl } from './access.js'
-import { HttpMetrics, observeRequest, type RequestContext, type RequestLogLevel } from './http-metrics.js'
+import { HttpMetrics, observeRequest, setRequestToken, type RequestContext, type RequestLogLevel } from './http-metrics.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
 import { respondStatus } from './respond-error.js'
 
@@ -100,6 +100,8 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
   async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext | undefined): Promise<void> {
     const admitted = deps.access?.gate(req)
     if (admitted && !admitted.ok) return sendRefusal(res, admitted.refusal)
+    // The request log names the token (never its secret).
+    if (admitted?.token) setRequestToken(req, admitted.token.name)
     const path = requestPath(req)
     // `*` or an authority cannot be passed on (undici wants a path); the core would answer 400.
     if (!path.startsWith('/') && !/^https?:\/\//i.test(path)) {

@@ -21,7 +21,7 @@ import {
   sendStream,
   SUSPICIOUS_PATH,
 } from './http-util.js'
-import { HttpMetrics, observeRequest, type RequestContext, type RequestLogLevel, type Route } from './http-metrics.js'
+import { HttpMetrics, observeRequest, setRequestToken, type RequestContext, type RequestLogLevel, type Route } from './http-metrics.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { StatusProvider, type MetricsSnapshot, type StatusSources } from './status-data.js'
 import { renderStatusPage, viewOf } from './status-page.js'
@@ -78,6 +78,8 @@ export function createNarthexServer(deps: ServerDeps): Server {
     const method = req.method ?? 'GET'
     const admitted = deps.access.gate(req)
     if (!admitted.ok) return sendRefusal(res, admitted.refusal)
+    // The request log names the token (never its secret).
+    if (admitted.token) setRequestToken(req, admitted.token.name)
     if (SUSPICIOUS_PATH.test(path) || !path.startsWith('/')) {
       respondStatus(res, 400, 'bad request path')
       return
@@ -193,10 +195,11 @@ export function createNarthexServer(deps: ServerDeps): Server {
   async function handlePut(req: IncomingMessage, res: ServerResponse, path: string, push: NonNullable<ServerDeps['push']>): Promise<void> {
     const allowed = deps.access.authorizePush(req)
     if (!allowed.ok) {
-      if (allowed.refusal.status === 403) deps.log.info({ token: allowed.refusal.token, url: req.url }, 'push refused: the token lacks the push scope')
+      if (allowed.refusal.status === 403) deps.log.info({ tokenName: allowed.refusal.token, url: req.url }, 'push refused: the token lacks the push scope')
       return sendRefusal(res, allowed.refusal)
     }
     const token: ClientToken = allowed.token
+    setRequestToken(req, token.name)
     let m: RegExpExecArray | null
     if ((m = NARINFO_ROUTE.exec(path))) {
       const text = await readBody(req, MAX_NARINFO_BYTES)

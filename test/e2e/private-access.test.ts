@@ -52,6 +52,7 @@ for (const workers of [0, 2]) {
           { match: '*', upstreams: [], minSignatures: 0 },
         ],
         push: { publicKeys: [corp.publicKey], minSignatures: 1 },
+        log: { level: 'debug', requests: 'info' },
         access: {
           read: 'tokens',
           tokens: [
@@ -140,7 +141,10 @@ for (const workers of [0, 2]) {
     test('tokens appear in no log line, and client-config prints a placeholder', async () => {
       const logs = narthex.logs.map((l) => JSON.stringify(l)).join('\n')
       for (const t of [LAPTOPS, CI]) assert.ok(!logs.includes(t), 'a token is in the log')
-      assert.ok(narthex.logs.some((l) => l.token === 'ci'), 'no log line names the pushing token')
+      assert.ok(narthex.logs.some((l) => l.tokenName === 'ci' && l.msg === 'push admitted'), 'no log line names the pushing token')
+      const requests = narthex.logs.filter((l) => l.msg === 'request')
+      assert.ok(requests.some((l) => l.tokenName === 'laptops' && l.route === 'narinfo'), 'no request log line names the reading token')
+      assert.ok(requests.some((l) => l.tokenName === 'ci' && l.route === 'push'), 'no request log line names the pushing token')
       const cc = await runCli(['client-config', '--config', narthex.configFile])
       assert.equal(cc.code, 0, cc.stderr)
       assert.match(cc.stdout, /^netrc-file = \/etc\/nix\/netrc$/m)
