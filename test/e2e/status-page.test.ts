@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -52,12 +52,15 @@ describe('the status page in a browser, narthex with two workers', { skip: skipR
     await addToCache(dirs[0], fakePath('strict-conflict', 'one build', keys[0]))
     await addToCache(dirs[1], fakePath('strict-conflict', 'another build', keys[1]))
     for (const d of dirs) ups.push(await startStaticServer(d))
+    // up-2 is sent a netrc password (the static server ignores it): the page must not show it.
+    const netrc = join(dirs[1], '..', 'up-2.netrc')
+    await writeFile(netrc, `machine 127.0.0.1 login reader password upstream-password-42\n`, { mode: 0o600 })
     narthex = await NarthexProcess.start({
       workers: 2,
-      // up-2's URL carries a user and password (the static server ignores them): the page must not show them.
       upstreams: ups.map((u, i) => ({
         name: `up-${i + 1}`,
-        url: i === 1 ? u.url.replace('http://', 'http://reader:upstream-password-42@') : u.url,
+        url: u.url,
+        ...(i === 1 ? { netrcFile: netrc } : {}),
         publicKeys: [formatPublicKey(toPublicKey(keys[i]))],
         retries: 0,
       })),
@@ -67,7 +70,8 @@ describe('the status page in a browser, narthex with two workers', { skip: skipR
       ],
       deny: { paths: [denied.storePath] },
       storage: { maxSize: '1GiB' },
-      prefetch: { references: false },
+      // The test counts the hits and misses it causes: nothing fetched ahead of it.
+      prefetch: { references: false, nars: false },
     })
 
     const get = async (path: string, status = 200) => assert.equal((await getOnce(`${narthex.url}${path}`)).status, status, path)
@@ -158,7 +162,7 @@ describe('the status page in a browser, narthex with two workers', { skip: skipR
     const html = await page.content()
     assert.ok(!html.includes(secret.slice(secret.indexOf(':') + 1, secret.indexOf(':') + 41)), 'no secret key on the page')
     assert.ok(!html.includes('upstream-password-42'), 'no upstream password on the page')
-    assert.ok(html.includes(ups[1].url), 'the upstream URL, without its credentials')
+    assert.ok(html.includes(ups[1].url), 'the upstream URL')
   })
 
   test('the figures refresh without a reload', async () => {
