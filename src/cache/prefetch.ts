@@ -74,6 +74,8 @@ export class Prefetcher {
   readonly #narQueue = new Map<string, number>()
   readonly #ahead = new Map<string, Ahead>()
   #aheadBytes = 0
+  /** Bytes of prefetched NARs still downloading (not yet in the store's size). */
+  #downloadingBytes = 0
   #narsActive = 0
   #closed = false
 
@@ -172,7 +174,8 @@ export class Prefetcher {
       if (this.#aheadBytes > 0 && this.#aheadBytes + bytes > maxAhead) return
       this.#narQueue.delete(fileName)
       // Never fills the store past its limit: what the clients ask for is fetched on demand.
-      if (settings.maxStoreBytes !== undefined && this.#d.storedBytes() + this.#aheadBytes + bytes > settings.maxStoreBytes) continue
+      // A prefetched NAR counts here while it downloads; once stored, the store's size has it.
+      if (settings.maxStoreBytes !== undefined && this.#d.storedBytes() + this.#downloadingBytes + bytes > settings.maxStoreBytes) continue
       this.#start(fileName, bytes)
     }
   }
@@ -181,6 +184,7 @@ export class Prefetcher {
     const ahead: Ahead = { bytes }
     this.#ahead.set(fileName, ahead)
     this.#aheadBytes += bytes
+    this.#downloadingBytes += bytes
     this.#narsActive++
     const unused = () => {
       if (this.#ahead.get(fileName) !== ahead) return
@@ -203,6 +207,7 @@ export class Prefetcher {
         this.#d.log.debug({ fileName, err: (err as Error).message }, 'NAR prefetch failed')
       })
       .finally(() => {
+        this.#downloadingBytes -= bytes
         this.#narsActive--
         this.#pumpNars()
       })
