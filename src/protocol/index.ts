@@ -95,3 +95,4 @@ export {
   type Realisation,
 } from './realisation.js'
 export { NarListingWriter, MAX_LISTING_BYTES } from './nar/listing.js'
+export { parseS3Url, formatS3Location, normalisePrefix, type S3Location } from './s3-url.js'
