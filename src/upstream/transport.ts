@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream'
 import { NarthexError } from '../errors.js'
-import { parseS3Url } from '../protocol/index.js'
+import { formatS3Location, parseS3Url } from '../protocol/index.js'
 import type { CredentialSource } from './credentials.js'
 import { HttpTransport, type HttpTransportOptions } from './http-transport.js'
 import { S3Transport } from './s3-transport.js'
@@ -64,6 +64,16 @@ export interface Transport {
 /** True when `url` names an S3 bucket rather than an HTTP(S) cache. */
 export function isS3Url(url: string): boolean {
   return /^s3:\/\//i.test(url)
+}
+
+/** How logs, the status page and `explain` show an upstream's URL: an s3:// one in its normal form, never with secrets. */
+export function upstreamLocation(url: string): string {
+  if (!isS3Url(url)) return url
+  try {
+    return formatS3Location(parseS3Url(url))
+  } catch {
+    return url
+  }
 }
 
 /**
