@@ -154,7 +154,8 @@ export class S3Transport implements Transport {
       const out = await client.send(new sdk.GetObjectCommand(input), { abortSignal: signal })
       const body = out.Body as Readable | undefined
       if (!body) return answer(200, 0, Readable.from([]))
-      return answer(200, out.ContentLength, destroyOnAbort(body, signal))
+      // The SDK's handler ends the body when the signal aborts mid-download, as undici does.
+      return answer(200, out.ContentLength, body)
     } catch (err) {
       const mapped = signal.aborted ? undefined : s3ErrorStatus(err)
       if (!mapped) throw err
@@ -187,15 +188,4 @@ function answer(statusCode: number, contentLength: number | undefined, body: Rea
       await finished(body).catch(() => undefined)
     },
   }
-}
-
-/** Ends the download when `signal` aborts, as undici does for HTTP upstreams. */
-function destroyOnAbort(body: Readable, signal: AbortSignal): Readable {
-  const abort = () => body.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
-  if (signal.aborted) abort()
-  else {
-    signal.addEventListener('abort', abort, { once: true })
-    body.once('close', () => signal.removeEventListener('abort', abort))
-  }
-  return body
 }
