@@ -91,3 +91,23 @@ test('an s3:// upstream shows its normal form, with no secret, on the status pag
 test('netrc or bearer credentials given to an s3:// Upstream directly are refused too', () => {
   assert.throws(() => new Upstream({ name: 'b', url: 's3://nix-cache', netrcFile: '/etc/netrc', ...settings }), (err) => isNarthexError(err, 'CONFIG_INVALID'))
 })
+
+test('with no credentials anywhere in the AWS chain, the bucket "demands credentials": never "absent"', async () => {
+  const saved = { ...process.env }
+  for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k]
+  // The chain's last resort, the instance metadata service, does not exist here; asking it would only wait.
+  Object.assign(process.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials', AWS_CONFIG_FILE: '/nonexistent/config' })
+  const rejections: string[] = []
+  const u = new Upstream({ name: 'bucket', url: 's3://nix-cache?endpoint=http://127.0.0.1:9', ...settings }, { onCredentialsRejected: (_n, _s, message) => rejections.push(message) })
+  try {
+    await assert.rejects(
+      u.fetchNarInfo('0'.repeat(32)),
+      (err) => isNarthexError(err, 'UPSTREAM_UNAVAILABLE') && (err.detail as { reason?: string }).reason === 'UNAUTHORIZED' && /demands credentials and the AWS chain found none/.test(err.message),
+    )
+    assert.equal(u.health().credentialsRejected, true)
+    assert.equal(rejections.length, 1)
+  } finally {
+    process.env = saved
+    await u.close()
+  }
+})
