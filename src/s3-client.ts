@@ -26,9 +26,11 @@ export function loadS3Sdk(): Promise<S3Sdk> {
 export interface S3ClientOptions {
   /** Attempts per request, the first included (the SDK's own retry with backoff); default 3. */
   readonly maxAttempts?: number
-  /** Connection and request timeouts in ms; default 5,000 / none. */
+  /** Connection and request timeouts in ms; default 5,000 / none. The request timeout ends with the response's headers. */
   readonly connectTimeoutMs?: number
   readonly requestTimeoutMs?: number
+  /** The longest silence on a socket, body included, in ms; default none. */
+  readonly idleTimeoutMs?: number
   /** Sockets per client; default 64. */
   readonly maxSockets?: number
 }
@@ -46,7 +48,9 @@ export async function createS3Client(loc: S3Location, options: S3ClientOptions =
     // The SDK makes its node:http handler from these settings.
     requestHandler: {
       connectionTimeout: options.connectTimeoutMs ?? 5_000,
-      ...(options.requestTimeoutMs !== undefined ? { requestTimeout: options.requestTimeoutMs } : {}),
+      // Without throwOnRequestTimeout the SDK only prints a warning when the request timeout passes.
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeout: options.requestTimeoutMs, throwOnRequestTimeout: true } : {}),
+      ...(options.idleTimeoutMs !== undefined ? { socketTimeout: options.idleTimeoutMs } : {}),
       httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
     },

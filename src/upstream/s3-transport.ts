@@ -137,7 +137,9 @@ export class S3Transport implements Transport {
       // The upstream retries itself, judging each answer; the SDK's own retries would multiply them.
       maxAttempts: 1,
       connectTimeoutMs: this.#options.connectTimeoutMs ?? Math.min(this.#options.timeoutMs, 10_000),
+      // As undici's headersTimeout and bodyTimeout for HTTP upstreams.
       requestTimeoutMs: this.#options.timeoutMs,
+      idleTimeoutMs: this.#options.timeoutMs,
       maxSockets: this.#options.maxConnections,
     })
     return this.#client
