@@ -6,7 +6,7 @@ import { NarthexError } from '../errors.js'
 import { readCapped } from './pace.js'
 import { ABSENT_STATUSES, backoff, because, isTimeout, isTransientStatus } from './answers.js'
 import type { Transport } from './transport.js'
-import type { NarResponse } from './upstream.js'
+import type { NarResponse } from './types.js'
 
 /** What the extras need of their upstream. */
 export interface ExtrasContext {
