@@ -5,7 +5,10 @@
  * can: through the AWS SDK's chain, here the AWS_* environment variables.
  */
 import assert from 'node:assert/strict'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { buffer, text } from 'node:stream/consumers'
 import { after, afterEach, before, describe, test } from 'node:test'
 import type { S3Client } from '@aws-sdk/client-s3'
@@ -139,6 +142,23 @@ describe('an s3:// upstream over a real S3 server', { skip }, () => {
     u.reloadCredentials()
     assert.equal((await u.fetchNarInfo(present.hashPart)).kind, 'present', 'the fixed secret was not picked up on reload')
     assert.equal(u.health().credentialsRejected, false)
+  })
+
+  test('profile= in the URL picks the credentials of that profile in the shared credentials file', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'narthex-s3-profile-'))
+    try {
+      const file = join(dir, 'credentials')
+      await writeFile(file, `[default]\naws_access_key_id = ${server.accessKeyId}\naws_secret_access_key = not-the-secret\n\n[narthex]\naws_access_key_id = ${server.accessKeyId}\naws_secret_access_key = ${server.secretAccessKey}\n`, { mode: 0o600 })
+      const u = upstream(`s3://nix-cache?endpoint=${server.endpoint}&region=${server.region}&profile=narthex`)
+      const wrong = upstream()
+      delete process.env.AWS_ACCESS_KEY_ID
+      delete process.env.AWS_SECRET_ACCESS_KEY
+      Object.assign(process.env, { AWS_SHARED_CREDENTIALS_FILE: file, AWS_CONFIG_FILE: join(dir, 'config'), AWS_EC2_METADATA_DISABLED: 'true' })
+      assert.equal((await u.fetchNarInfo(present.hashPart)).kind, 'present', 'the profile\'s credentials were not used')
+      await assert.rejects(wrong.fetchNarInfo(present.hashPart), (err) => isNarthexError(err, 'UPSTREAM_UNAVAILABLE'), 'without profile= the default profile (a wrong secret) was not the one used')
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 
   test('a narinfo pointing its NAR into another bucket is refused', async () => {
