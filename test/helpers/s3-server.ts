@@ -8,7 +8,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { accessSync, closeSync, constants, openSync, readFileSync, rmSync } from 'node:fs'
+import { accessSync, closeSync, constants, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -39,6 +39,8 @@ const PREPARE_HINT = 'run scripts/s3-root.sh as root (see docs/TESTING.md)'
 const REGION = 'us-east-1'
 const ACCESS_KEY_ID = 'test:tester'
 const SECRET_ACCESS_KEY = 'testing'
+/** Instance directories inside the root. */
+const INSTANCES = 'srv/narthex-s3'
 const START_TIMEOUT_MS = 90_000
 const STOP_GRACE_MS = 5_000
 const SERVERS = ['account', 'container', 'object', 'proxy'] as const
@@ -79,6 +81,25 @@ process.on('exit', () => {
     rmSync(inst.hostDir, { recursive: true, force: true })
   }
 })
+
+/** Instance directories are named `<pid>-<random>`; those of processes gone (killed outright) are removed. */
+function removeStaleInstances(): void {
+  let names: string[]
+  try {
+    names = readdirSync(join(ROOT, INSTANCES))
+  } catch {
+    return
+  }
+  for (const name of names) {
+    const pid = Number(name.split('-')[0])
+    if (!Number.isInteger(pid) || pid <= 0) continue
+    try {
+      process.kill(pid, 0)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') rmSync(join(ROOT, INSTANCES, name), { recursive: true, force: true })
+    }
+  }
+}
 
 /** Distinct free ports: all listeners are held open until every port is known. */
 async function freePorts(n: number): Promise<number[]> {
@@ -277,7 +298,8 @@ function stopChild(child: ChildProcess): Promise<void> {
 export async function startS3Server(): Promise<S3TestServer> {
   const problem = rootProblem()
   if (problem !== undefined) throw new Error(`cannot start the S3 server: ${problem}; ${PREPARE_HINT}`)
-  const dir = `/srv/narthex-s3/${process.pid}-${randomBytes(4).toString('hex')}`
+  removeStaleInstances()
+  const dir = `/${INSTANCES}/${process.pid}-${randomBytes(4).toString('hex')}`
   const hostDir = join(ROOT, dir)
   const [account, container, object, proxy] = await freePorts(4)
   const ports: Record<ServerName, number> = { account, container, object, proxy }
