@@ -10,7 +10,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3'
-import { NarthexProcess } from '../helpers/narthex.js'
+import { NarthexProcess, runCli } from '../helpers/narthex.js'
 import { NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
 import { s3SkipReason, startS3Server, type S3TestServer } from '../helpers/s3-server.js'
 
@@ -81,6 +81,24 @@ describe('an s3:// upstream serving real Nix through narthex', { skip }, () => {
       [['bucket', `s3://nix-cache/?region=${server.region}&endpoint=${encodeURIComponent(server.endpoint)}`, true]],
       'the status page does not show the bucket as narthex reads it',
     )
+  })
+
+  test('narthex explain --fetch asks the bucket and shows it without secrets', async () => {
+    const narthex = started[0] ?? (await narthexWith(server.env, [key.publicKey]))
+    const saved = { ...process.env }
+    Object.assign(process.env, server.env)
+    let r: Awaited<ReturnType<typeof runCli>>
+    try {
+      r = await runCli(['explain', '--config', narthex.configFile, '--fetch', '--json', paths.app])
+    } finally {
+      process.env = saved
+    }
+    assert.equal(r.code, 0, r.stderr)
+    const report = JSON.parse(r.stdout) as { upstreams: Array<{ name: string; url: string }>; answers: Array<{ upstream: string; answer: string }>; decision: { decision: string } }
+    assert.deepEqual(report.upstreams, [{ name: 'bucket', url: `s3://nix-cache/?region=${server.region}&endpoint=${encodeURIComponent(server.endpoint)}` }])
+    assert.deepEqual(report.answers.map((a) => [a.upstream, a.answer]), [['bucket', 'present']], 'explain did not find the path in the bucket')
+    assert.match(report.decision.decision, /admit/)
+    assert.ok(!r.stdout.includes(server.secretAccessKey), 'explain shows the secret')
   })
 
   test('a bucket signed by a key the policy does not trust gets the client nothing', async () => {
