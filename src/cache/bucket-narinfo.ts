@@ -12,14 +12,16 @@ import {
   formatNixHash,
   formatStorePath,
   nixHashEquals,
+  formatS3Location,
   parseNarInfo,
   signatureKeyName,
+  type S3Location,
   validSignatures,
   type NarInfo,
   type PublicKey,
 } from '../protocol/index.js'
 import type { AuditEvent, Bucket, NarInfoRecord, SourceRecord } from '../store/index.js'
-import type { Upstream } from '../upstream/index.js'
+import { Upstream } from '../upstream/index.js'
 import { storedDenial } from './apply-deny.js'
 import { sourceOf } from './nar-source.js'
 
@@ -93,6 +95,25 @@ export const BUCKET_ORIGIN = 'bucket'
 
 /** The bucket's name as a NAR source: no configured upstream can have it (names start with a letter or digit). */
 export const BUCKET_SOURCE = '@bucket'
+
+/**
+ * The internal upstream that reads the bucket's NAR files, so NAR fetching
+ * treats the bucket as one more source: verified, coalesced, failed over.
+ * Settings are the upstream defaults, but a bucket that fails is skipped only
+ * briefly, and its NARs fall through to the upstreams meanwhile.
+ */
+export function bucketNarSource(location: S3Location): Upstream {
+  return new Upstream({
+    name: BUCKET_SOURCE,
+    url: formatS3Location(location),
+    timeoutMs: 10_000,
+    retries: 1,
+    maxConnections: 32,
+    minBytesPerSecond: 1024,
+    failureThreshold: 3,
+    downForMs: 10_000,
+  })
+}
 
 /** What the bucket means for a path being resolved. */
 export type BucketOutcome =

@@ -19,4 +19,4 @@ export { mirrorClosures, exportClosures, walkClosure, type PathFailure, type Clo
 export { applyDenyToStore, deniedSigners, storedDenial, type DenySweep } from './apply-deny.js'
 export { importCache } from './import.js'
 export { NarFollower } from './nar-download.js'
-export { BucketNarInfos, BUCKET_ORIGIN, BUCKET_SOURCE, type BucketNarInfo } from './bucket-narinfo.js'
+export { BucketNarInfos, bucketNarSource, BUCKET_ORIGIN, BUCKET_SOURCE, type BucketNarInfo } from './bucket-narinfo.js'

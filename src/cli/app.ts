@@ -5,7 +5,7 @@
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import type { Logger } from 'pino'
-import { applyDenyToStore, BucketNarInfos, Cache, Metrics, PushReceiver, type DenySweep } from '../cache/index.js'
+import { applyDenyToStore, bucketNarSource, BucketNarInfos, Cache, Metrics, PushReceiver, type DenySweep } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatCacheInfo, formatPublicKey, parsePublicKey, STORE_DIR, toPublicKey, type SecretKey } from '../protocol/index.js'
@@ -99,6 +99,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   const metrics = new Metrics({ processMetrics: true })
   const policy = compilePolicy(config)
   const uploads = bucket && new UploadQueue(store, bucket, log)
+  const bucketNars = config.storage.s3 && bucketNarSource(config.storage.s3)
   if (bucket) {
     writeCacheInfo(bucket, config.priority, log)
     const left = await uploads!.start()
@@ -123,7 +124,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
       prefetchMaxBytesAhead: config.prefetch.maxBytesAhead,
       maxStoreBytes: config.storage.maxSize,
     },
-    bucket: bucket && { narinfos: new BucketNarInfos(bucket, signingKeys.map(toPublicKey)) },
+    bucket: bucket && { narinfos: new BucketNarInfos(bucket, signingKeys.map(toPublicKey)), nars: bucketNars },
   })
   // Bounded by one walk of the narinfo index; the resolver checks every record it serves meanwhile.
   const stopDeny = new AbortController()
@@ -155,7 +156,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
       await denyApplied
       await cache.close()
       await uploads?.close()
-      await Promise.all(upstreams.map((u) => u.close()))
+      await Promise.all([...upstreams, ...(bucketNars ? [bucketNars] : [])].map((u) => u.close()))
       await store.close()
       bucket?.close()
     },
