@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -35,7 +36,7 @@ describe('narthex nodes sharing a bucket, with real Nix', { skip }, () => {
   const started: NarthexProcess[] = []
 
   /** A node on a fresh data directory, the shared key and the bucket; credentials only in its environment. */
-  async function startNode(): Promise<NarthexProcess> {
+  async function startNode(s3: { endpoint?: string; prefix?: string } = {}, extra: Record<string, unknown> = {}): Promise<NarthexProcess> {
     const saved = { ...process.env }
     Object.assign(process.env, server.env)
     try {
@@ -43,7 +44,8 @@ describe('narthex nodes sharing a bucket, with real Nix', { skip }, () => {
         signingKeyFile: join(shared, 'narthex.key'),
         upstreams: [{ name: 'up', url: up.url, publicKeys: [upstreamKey.publicKey], retries: 0 }],
         push: { tokens: [TOKEN], publicKeys: [pushKey.publicKey], minSignatures: 1 },
-        storage: { maxSize: '1GiB', s3: { bucket: 'shared', prefix: 'cache', endpoint: server.endpoint, region: server.region } },
+        storage: { maxSize: '1GiB', s3: { bucket: 'shared', prefix: s3.prefix ?? 'cache', endpoint: s3.endpoint ?? server.endpoint, region: server.region } },
+        ...extra,
       })
       started.push(p)
       return p
@@ -58,13 +60,21 @@ describe('narthex nodes sharing a bucket, with real Nix', { skip }, () => {
     return (out.Contents ?? []).map((o) => o.Key!).sort()
   }
 
+  /** The node's upload figures, from its metrics. */
+  async function uploadFigures(node: NarthexProcess): Promise<{ pending: number; uploaded: number; failures: number }> {
+    const text = await (await fetch(`${node.url}/metrics`)).text()
+    return {
+      pending: Number(/^narthex_bucket_uploads_pending (\d+)/m.exec(text)?.[1] ?? NaN),
+      uploaded: Number(/^narthex_bucket_uploaded_total\{unit="files"\} (\d+)/m.exec(text)?.[1] ?? 0),
+      failures: Number(/^narthex_bucket_upload_failures_total (\d+)/m.exec(text)?.[1] ?? 0),
+    }
+  }
+
   /** Waits until the node's upload queue is empty (its metric) and it uploaded at least `files`. */
   async function uploadsDone(node: NarthexProcess, files: number): Promise<void> {
     const deadline = Date.now() + 30_000
     for (;;) {
-      const text = await (await fetch(`${node.url}/metrics`)).text()
-      const pending = Number(/^narthex_bucket_uploads_pending (\d+)/m.exec(text)?.[1] ?? NaN)
-      const uploaded = Number(/^narthex_bucket_uploaded_total\{unit="files"\} (\d+)/m.exec(text)?.[1] ?? 0)
+      const { pending, uploaded } = await uploadFigures(node)
       if (pending === 0 && uploaded >= files) return
       if (Date.now() > deadline) throw new Error(`uploads not done: pending ${pending}, uploaded ${uploaded}`)
       await new Promise((r) => setTimeout(r, 100))
@@ -151,4 +161,65 @@ describe('narthex nodes sharing a bucket, with real Nix', { skip }, () => {
     const { store } = await nix.substitute(`${server.endpoint}/shared/cache`, [paths.pushed], [node.publicKey])
     await nix.verifyPath(store, paths.pushed)
   })
+
+  test('while the bucket is unreachable /healthz stays 200, stored paths are served, NARs queue, and the queue drains once it is back', async () => {
+    const proxy = await startCuttableProxy(new URL(server.endpoint))
+    try {
+      const node = await startNode({ endpoint: proxy.url, prefix: 'outage' }, { prefetch: { nars: false } })
+      const lib = await fetch(`${node.url}/${hashPartOf(paths.lib)}.narinfo`)
+      assert.equal(lib.status, 200)
+      const url = /^URL: (.*)$/m.exec(await lib.text())![1]
+      proxy.cut()
+      const nar = await fetch(`${node.url}/${url}`)
+      assert.equal(nar.status, 200, 'the NAR comes from the upstream while the bucket is down')
+      await nar.arrayBuffer()
+      assert.equal((await fetch(`${node.url}/healthz`)).status, 200)
+      const deadline = Date.now() + 20_000
+      while ((await uploadFigures(node)).failures < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+      const down = await uploadFigures(node)
+      assert.equal(down.pending, 1, 'the verified NAR waits for its upload')
+      assert.ok(down.failures >= 1)
+      assert.equal((await fetch(`${node.url}/${hashPartOf(paths.app)}.narinfo`)).status, 503, 'a cold narinfo cannot be pinned')
+      assert.equal((await fetch(`${node.url}/${hashPartOf(paths.lib)}.narinfo`)).status, 200, 'an indexed path is still served')
+      await proxy.restore()
+      await uploadsDone(node, 1)
+      assert.ok((await keysUnder(`outage/${url}`)).length === 1, 'the queued NAR reached the bucket')
+    } finally {
+      await proxy.close()
+    }
+  })
 })
+
+/** A TCP proxy to `target` whose connections can be cut (and refused) and restored, on one port. */
+async function startCuttableProxy(target: URL): Promise<{ url: string; cut(): void; restore(): Promise<void>; close(): Promise<void> }> {
+  const sockets = new Set<Socket>()
+  const listen = (port: number) =>
+    new Promise<Server>((resolve) => {
+      const srv = createServer((client) => {
+        const upstream = connect(Number(target.port), target.hostname)
+        for (const s of [client, upstream]) {
+          sockets.add(s)
+          s.on('error', () => undefined)
+          s.on('close', () => sockets.delete(s))
+        }
+        client.pipe(upstream).pipe(client)
+      })
+      srv.listen(port, '127.0.0.1', () => resolve(srv))
+    })
+  let srv: Server | undefined = await listen(0)
+  const port = (srv.address() as AddressInfo).port
+  const stop = async () => {
+    const s = srv
+    srv = undefined
+    for (const sock of sockets) sock.destroy()
+    if (s) await new Promise((r) => s.close(r))
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut: () => void stop(),
+    restore: async () => {
+      srv ??= await listen(port)
+    },
+    close: stop,
+  }
+}
