@@ -105,6 +105,7 @@ export async function startNode(options: NodeOptions): Promise<BucketNode> {
     onAdmitted: (hashPart) => cache.forget(hashPart),
     pinInBucket: (hashPart, record) => cache.pinInBucket(hashPart, record),
   })
+  let closing: Promise<void> | undefined
   return {
     cache,
     store,
@@ -118,12 +119,15 @@ export async function startNode(options: NodeOptions): Promise<BucketNode> {
       for await (const { entry } of readAuditLog(auditLogPath(dataDir))) if (entry) entries.push(entry)
       return entries
     },
-    async close() {
-      await cache.close()
-      await uploads.close()
-      await Promise.all([...upstreams, nars].map((u) => u.close()))
-      await store.close()
-      bucket.close()
+    close() {
+      closing ??= (async () => {
+        await cache.close()
+        await uploads.close()
+        await Promise.all([...upstreams, nars].map((u) => u.close()))
+        await store.close()
+        bucket.close()
+      })()
+      return closing
     },
   }
 }

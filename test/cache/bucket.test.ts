@@ -58,6 +58,7 @@ describe('nodes sharing a bucket', { skip }, () => {
   let root: string
   let bucketCount = 0
   const nodes: BucketNode[] = []
+  const allFakes: Fake[] = []
   const key = generateSecretKey('narthex-shared')
 
   before(async () => {
@@ -68,6 +69,7 @@ describe('nodes sharing a bucket', { skip }, () => {
   after(async () => {
     for (const n of nodes) await n.close().catch(() => undefined)
     for (const n of nodes) await removeNode(n)
+    await Promise.all(allFakes.map((f) => f.server.close()))
     await server?.stop()
     if (root) await rm(root, { recursive: true, force: true })
   })
@@ -75,7 +77,9 @@ describe('nodes sharing a bucket', { skip }, () => {
   async function fresh(names: string[] = ['up-1']): Promise<{ bucket: string; fakes: Fake[] }> {
     const bucket = `narthex-${++bucketCount}`
     await server.createBucket(bucket)
-    return { bucket, fakes: await startFakes(join(root, bucket), names) }
+    const fakes = await startFakes(join(root, bucket), names)
+    allFakes.push(...fakes)
+    return { bucket, fakes }
   }
 
   async function node(bucket: string, fakes: readonly Fake[], extra: Partial<Parameters<typeof startNode>[0]> = {}): Promise<BucketNode> {
