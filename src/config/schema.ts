@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
-import { isHashPart, isKeyName, parsePublicKey, parseS3Url, parseStorePath, signatureKeyName } from '../protocol/index.js'
+import { isHashPart, isKeyName, normalisePrefix, parsePublicKey, parseS3Url, parseStorePath, signatureKeyName } from '../protocol/index.js'
 
 /** `workers: auto`: one worker per core, up to 16; none on a single core, where they would only add a hop. */
 function autoWorkers(): number {
@@ -225,6 +225,27 @@ export const configSchema = z
     storage: z
       .strictObject({
         maxSize: byteSize.optional(),
+        /** A bucket that nodes share as a Nix binary cache (docs/STORAGE-S3.md); none: the data directory alone. */
+        s3: z
+          .strictObject({
+            bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)'),
+            prefix: z.string().default('').transform((p, ctx) => {
+              try {
+                return normalisePrefix(p)
+              } catch (err) {
+                ctx.addIssue({ code: 'custom', message: (err as Error).message })
+                return z.NEVER
+              }
+            }),
+            endpoint: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).transform((u) => u.replace(/\/+$/, '')).optional(),
+            region: z.string().min(1).optional(),
+            /** A profile of the shared credentials file; credentials never go in this file. */
+            profile: z.string().min(1).optional(),
+            /** Path-style requests (`endpoint/bucket/key`); default: whenever an endpoint is set. */
+            forcePathStyle: z.boolean().optional(),
+          })
+          .transform((s) => ({ ...s, forcePathStyle: s.forcePathStyle ?? s.endpoint !== undefined }))
+          .optional(),
       })
       .default({}),
     cache: z
