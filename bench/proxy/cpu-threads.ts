@@ -5,7 +5,7 @@
  * the process (`/proc/<pid>/task/<tid>/stat`, by thread name) and of its
  * exited children, before and after the copy (once idle).
  *
- *   node --import tsx bench/proxy/cpu-threads.ts [--worktree] [--perf] [--runs N]
+ *   node --import tsx bench/proxy/cpu-threads.ts [--worktree] [--perf] [--runs N] [--node-args "FLAGS"]
  *
  * `--perf`: `perf record -g` of the whole process during the copy (node runs
  * with `--perf-basic-prof`, so JavaScript frames have names); the report goes
@@ -31,6 +31,8 @@ const say = (m: string) => process.stderr.write(`[cpu-threads] ${m}\n`)
 const PERF = process.argv.includes('--perf')
 const runsAt = process.argv.indexOf('--runs')
 const RUNS = runsAt >= 0 ? Number(process.argv[runsAt + 1]) : 1
+const argsAt = process.argv.indexOf('--node-args')
+const NODE_ARGS = argsAt >= 0 ? process.argv[argsAt + 1]!.split(' ').filter(Boolean) : []
 const HZ = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
 if (!existsSync(DIRS.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
@@ -81,7 +83,7 @@ try {
       signingKeyFile: join(DIRS.root, 'narthex.key'),
       upstreamUrl: upstream.url,
       upstreamPublicKey: manifest.upstreamPublicKey,
-      ...(PERF ? { nodeArgs: ['--perf-basic-prof'] } : {}),
+      nodeArgs: [...(PERF ? ['--perf-basic-prof'] : []), ...NODE_ARGS],
     })
     try {
       await sleep(1000)
@@ -122,7 +124,7 @@ try {
         if (u + s > 0) rows.push(`  ${name.padEnd(20)} user ${fmt(u)}  sys ${fmt(s)} ms per path`)
       }
       process.stdout.write(
-        `run ${r}: nix copy ${(p.ms / 1000).toFixed(2)} s, narthex CPU ${fmt(total)} ms per path; load ${readFileSync('/proc/loadavg', 'utf8').trim()}\n${rows.join('\n')}\n`,
+        `run ${r}${NODE_ARGS.length ? ` (${NODE_ARGS.join(' ')})` : ''}: nix copy ${(p.ms / 1000).toFixed(2)} s, narthex CPU ${fmt(total)} ms per path; load ${readFileSync('/proc/loadavg', 'utf8').trim()}\n${rows.join('\n')}\n`,
       )
       // Marginal CPU per stored NAR over each quarter of the closure.
       const quarters: string[] = []
