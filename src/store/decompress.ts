@@ -4,7 +4,7 @@
  * large zstd and bzip2 files go through the system's `xz`, `zstd` and `bzip2`
  * in a child process (the reference decoders, on the other core, never
  * stalling the event loop); small xz files through lzma-native in libuv's
- * thread pool, at most {@link XZ_IN_PROCESS_MAX_DECODERS} at a time; small
+ * thread pool, as many at a time as {@link XZ_IN_PROCESS_MEMORY} allows; small
  * zstd files through zstd-napi in-process (no process start-up); brotli and
  * gzip through node:zlib's thread pool. Without the commands, the bindings
  * (lzma-native, zstd-napi) decode everything.
