@@ -35,7 +35,6 @@ import {
   type NarFileSpec,
   type Store,
   type VerifiedNar,
-  XZ_IN_PROCESS_MAX_DECODERS,
 } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 
@@ -47,17 +46,21 @@ const SYNC_EVERY = 64 * 1024 * 1024
 
 // NARs this small are verified on the main thread: for them a verification thread's messages
 // (start, end, result) cost more than the check itself. Only with in-process decoders: an xz file
-// only while one of the main thread's in-process xz decoders is free (otherwise the decoder would
+// only while the main thread's in-process xz decoders have room for it (otherwise the decoder would
 // be an `xz` child, whose spawn is a synchronous fork on the event loop), zstd and none always.
 const IN_PROCESS_MAX_BYTES = 64 * 1024
 
-// In-process xz checks running: each takes its decoder only once its file is open, so the free
-// slots are counted here at the start (only pushes take the main thread's other slots).
+// In-process xz checks running: each takes its decoder only once its file is open, so they are
+// counted here at the start, and only while no other in-process decoder runs (pushes). At most
+// TINY_XZ_CHECKS NARs of at most TINY_XZ_MAX_NAR bytes: together well within the thread's
+// in-process allowance (XZ_IN_PROCESS_MEMORY), so each finds room when it opens its file.
 let tinyXzChecks = 0
+const TINY_XZ_CHECKS = 8
+const TINY_XZ_MAX_NAR = 256 * 1024
 
-function verifiesInProcess(compression: string, fileBytes: number): boolean {
+function verifiesInProcess(compression: string, fileBytes: number, narSize: number): boolean {
   if (fileBytes > IN_PROCESS_MAX_BYTES) return false
-  if (compression === 'xz') return tinyXzChecks < XZ_IN_PROCESS_MAX_DECODERS && inProcessDecodersInUse() <= tinyXzChecks
+  if (compression === 'xz') return narSize <= TINY_XZ_MAX_NAR && tinyXzChecks < TINY_XZ_CHECKS && inProcessDecodersInUse() <= tinyXzChecks
   return compression === 'none' || compression === 'zstd'
 }
 
@@ -197,7 +200,7 @@ export class NarDownload extends EventEmitter {
       }
       // Hashing, decompression and the NAR checks run on a verification thread that reads the
       // temp file behind the writer; a failure there ends the download at once.
-      const tiny = verifiesInProcess(this.info.compression, this.info.fileSize ?? (single ? this.info.narSize : Infinity))
+      const tiny = verifiesInProcess(this.info.compression, this.info.fileSize ?? (single ? this.info.narSize : Infinity), this.info.narSize)
       const verification: NarVerifier = tiny
         ? verifyInProcess({ ...this.info, path: this.tempPath, single })
         : new Verification({

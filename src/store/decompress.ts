@@ -4,7 +4,7 @@
  * large zstd and bzip2 files go through the system's `xz`, `zstd` and `bzip2`
  * in a child process (the reference decoders, on the other core, never
  * stalling the event loop); small xz files through lzma-native in libuv's
- * thread pool, at most {@link XZ_IN_PROCESS_MAX_DECODERS} at a time; small
+ * thread pool, as many at a time as {@link XZ_IN_PROCESS_MEMORY} allows; small
  * zstd files through zstd-napi in-process (no process start-up); brotli and
  * gzip through node:zlib's thread pool. Without the commands, the bindings
  * (lzma-native, zstd-napi) decode everything.
@@ -105,11 +105,17 @@ export const IN_PROCESS_MAX_BYTES = 512 * 1024
 export const XZ_IN_PROCESS_MAX_BYTES = 256 * 1024
 
 /**
- * At most this many xz files are decoded in-process at a time per JavaScript
- * thread; the others go to `xz` children. The count lives in this module and
- * each verification thread (up to four, verifier.ts) loads its own copy, so a
- * serving narthex may run up to eight in-process decoders, plus two on the
- * main thread for pushes. liblzma allocates the header's whole dictionary
+ * In-process xz decoders a JavaScript thread runs at a time when the NARs'
+ * sizes are unknown; the others go to `xz` children. Each decoder counts
+ * against a per-thread allowance of {@link XZ_IN_PROCESS_MEMORY} at its
+ * NarSize when the caller knows it, at most {@link XZ_DICTIONARY_BYTES}
+ * (unknown: the whole dictionary), so two of unknown size fill it and small
+ * NARs of known size share it many at a time: a 5 KB NAR's decode costs under
+ * 1 ms, its `xz` child 4-6 ms of fork/exec and start-up, and with NAR
+ * prefetch a cold closure has ten or more small NARs under verification at
+ * once. The count lives in this module and each verification thread (up to
+ * four, verifier.ts) loads its own copy, plus the main thread's for pushes
+ * and the smallest downloads. liblzma allocates the header's whole dictionary
  * (8 MiB at Nix's default preset) per decoder, and memory counts as the
  * decoder touches it, up to the decompressed size: 50 concurrent in-process
  * decodes of a 1.2 MB NAR added 127 MiB of RSS at peak, 8 MB NARs 451 MiB.
@@ -123,6 +129,18 @@ export const XZ_IN_PROCESS_MAX_BYTES = 256 * 1024
  */
 export const XZ_IN_PROCESS_MAX_DECODERS = 2
 
+/** The dictionary of Nix's default xz preset: what a decoder may touch at most, whatever the NAR's size. */
+const XZ_DICTIONARY_BYTES = 8 * 1024 * 1024
+
+/**
+ * The per-thread allowance of in-process xz decoders, counted at their
+ * NarSize (see {@link XZ_IN_PROCESS_MAX_DECODERS}).
+ */
+export const XZ_IN_PROCESS_MEMORY = XZ_IN_PROCESS_MAX_DECODERS * XZ_DICTIONARY_BYTES
+
+/** At most this many in-process xz decoders per thread, however small: they queue for libuv's four pool threads. */
+const XZ_IN_PROCESS_MAX_SMALL = 32
+
 /**
  * lzma-native decodes each input chunk whole before handing any output back,
  * however much it expands to: 64 KiB of xz can hold 450 MB of zeros. Feeding it
@@ -134,6 +152,7 @@ export const XZ_IN_PROCESS_MAX_DECODERS = 2
 const XZ_SLICE_BYTES = 4 * 1024
 
 let xzInProcess = 0
+let xzInProcessMemory = 0
 
 /** How many in-process xz decoders hold a slot now (for tests and metrics). */
 export function inProcessDecodersInUse(): number {
@@ -239,12 +258,19 @@ class XzInProcessDecoder extends Duplex {
   }
 }
 
-/** An in-process xz decoder holding one of the slots, or undefined when all are taken. */
-function acquireXzInProcess(): Duplex | undefined {
-  if (xzInProcess >= XZ_IN_PROCESS_MAX_DECODERS) return undefined
+/**
+ * An in-process xz decoder holding its share of the allowance, or undefined
+ * when it does not fit.
+ * @param narSize the decompressed size when known (the narinfo's NarSize).
+ */
+function acquireXzInProcess(narSize: number | undefined): Duplex | undefined {
+  const share = narSize === undefined ? XZ_DICTIONARY_BYTES : Math.max(1, Math.min(narSize, XZ_DICTIONARY_BYTES))
+  if (xzInProcess >= XZ_IN_PROCESS_MAX_SMALL || xzInProcessMemory + share > XZ_IN_PROCESS_MEMORY) return undefined
   xzInProcess++
+  xzInProcessMemory += share
   return new XzInProcessDecoder(() => {
     xzInProcess--
+    xzInProcessMemory -= share
   })
 }
 
@@ -256,9 +282,11 @@ function acquireXzInProcess(): Duplex | undefined {
  * with COMPRESSION_UNSUPPORTED. The caller consumes or destroys the stream: an in-process xz
  * decoder holds its slot until its output ends, it errors or it is destroyed.
  * @param compressedSize the input's size when known (the narinfo's FileSize): picks the decoder.
+ * @param narSize the decompressed size when known (the narinfo's NarSize): a small one lets more
+ *   xz files decode in-process at once.
  * @throws NarthexError COMPRESSION_UNSUPPORTED for methods this machine cannot decode.
  */
-export function createDecompressor(compression: string, compressedSize?: number): Duplex {
+export function createDecompressor(compression: string, compressedSize?: number, narSize?: number): Duplex {
   const small = compressedSize !== undefined && compressedSize <= IN_PROCESS_MAX_BYTES
   switch (compression) {
     case 'none':
@@ -266,7 +294,7 @@ export function createDecompressor(compression: string, compressedSize?: number)
     case 'xz': {
       if (!hasCommand('xz')) return new XzInProcessDecoder()
       const inProcess =
-        compressedSize !== undefined && compressedSize <= XZ_IN_PROCESS_MAX_BYTES ? acquireXzInProcess() : undefined
+        compressedSize !== undefined && compressedSize <= XZ_IN_PROCESS_MAX_BYTES ? acquireXzInProcess(narSize) : undefined
       return inProcess ?? spawnFilter('xz', ['-dc', '-T1'], 'xz')
     }
     case 'zstd':

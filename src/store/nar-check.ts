@@ -106,7 +106,7 @@ export class NarFileCheck {
       // reused buffer. Otherwise the decompressor's output goes to the NarSink; the first error
       // of either ends the check.
       const plain = spec.compression === 'none'
-      const decoder = plain ? undefined : createDecompressor(spec.compression, spec.fileSize)
+      const decoder = plain ? undefined : createDecompressor(spec.compression, spec.fileSize, spec.narSize)
       decompressor = decoder
       // Decoders fail with Errors of their own; anything else is wrapped so it can be thrown as is.
       let failure: Error | undefined

@@ -1,5 +1,5 @@
 /**
- * xz decoding in-process (lzma-native, bounded slots) and through the `xz`
+ * xz decoding in-process (lzma-native, within an allowance counted at NarSize) and through the `xz`
  * child: which path a file takes, that each slot is released exactly once
  * (end, error, destroy), corrupt and truncated input, backpressure, and the
  * single-chunk `pipeline()` that lzma-native's own stream left hanging.
@@ -135,6 +135,27 @@ test('beyond the bound, small files go to the xz child; a freed slot is used aga
   assert.equal(inProcessDecodersInUse(), XZ_IN_PROCESS_MAX_DECODERS)
   assert.equal((await decode(again, [file])).size, info.narSize)
   await slots.release()
+})
+
+test('small NARs of known NarSize decode in-process many at a time, not in xz children once two are busy', needsXz, async () => {
+  // A cold closure verifies ten or more small NARs at once; an `xz` child costs each 4-6 ms of CPU.
+  const { info, file } = fixtures[0]
+  const many: Duplex[] = []
+  try {
+    for (let i = 0; i < 10; i++) many.push(createDecompressor('xz', info.fileSize, info.narSize))
+    assert.equal(inProcessDecodersInUse(), 10)
+    // The allowance counts NarSize, an unknown one as a whole dictionary: one more fits, a second goes to `xz`.
+    const unknown = createDecompressor('xz', info.fileSize)
+    many.push(unknown)
+    assert.equal(inProcessDecodersInUse(), 11)
+    const overflow = createDecompressor('xz', info.fileSize)
+    assert.equal(inProcessDecodersInUse(), 11)
+    assert.equal((await decode(overflow, [file])).size, info.narSize)
+    for (const d of many) assert.equal((await decode(d, [file])).size, info.narSize)
+    assert.equal(inProcessDecodersInUse(), 0)
+  } finally {
+    for (const d of many) d.destroy()
+  }
 })
 
 test('corrupt and truncated input through the in-process path errors with NAR_INVALID and frees the slot once', needsXz, async () => {
