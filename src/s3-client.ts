@@ -16,10 +16,25 @@ export type S3Sdk = typeof S3Module
 
 let sdk: Promise<S3Sdk> | undefined
 
-/** Loads `@aws-sdk/client-s3` once. */
+/** The Node.js major version the AWS SDK's releases after January 2027 require. */
+const SDK_NODE_MAJOR = 22
+
+/**
+ * Loads `@aws-sdk/client-s3` once. The SDK's own notice about the Node.js
+ * version is plain text on stderr, in the middle of the JSON log; it is turned
+ * off here and given to the log by {@link s3SdkNodeNotice} instead.
+ */
 export function loadS3Sdk(): Promise<S3Sdk> {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
   sdk ??= import('@aws-sdk/client-s3')
   return sdk
+}
+
+/** A notice for the log when this Node.js is older than later AWS SDK releases need, else undefined. */
+export function s3SdkNodeNotice(version = process.version): string | undefined {
+  const major = Number(/^v(\d+)\./.exec(version)?.[1])
+  if (!(major < SDK_NODE_MAJOR)) return undefined
+  return `S3 is used on Node.js ${version}; AWS SDK releases after January 2027 need Node.js ${SDK_NODE_MAJOR} or later for their fixes`
 }
 
 /** Options for {@link createS3Client} besides the location. */

@@ -14,6 +14,7 @@ import { AuditLog, Bucket, readAuditTail, replayAuditOutbox, startVerifyThreads,
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKeys } from './keys.js'
 import { splitListen } from './log.js'
+import { s3SdkNodeNotice } from '../s3-client.js'
 
 export { createLogger, splitListen } from './log.js'
 
@@ -74,6 +75,10 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   // (the index only names files that were durable first); after a clean one nothing is scanned.
   const opened = Date.now()
   const bucket = config.storage.s3 ? await Bucket.open(config.storage.s3) : undefined
+  if (config.storage.s3 || config.upstreams.some((u) => u.url.startsWith('s3:'))) {
+    const notice = s3SdkNodeNotice()
+    if (notice !== undefined) log.info(notice)
+  }
   const { store, recovery } = await Store.open(config.dataDir, { repair: 'background', uploadToBucket: bucket !== undefined })
   if (!recovery.clean) log.warn({ tempFilesRemoved: recovery.tempFilesRemoved }, 'the last stop was not clean: checking the store in the background')
   store.repaired.then(

@@ -31,3 +31,11 @@ test('bad s3:// URLs are refused with the reason', () => {
   assert.throws(() => parseS3Url('s3://corp-nix?scheme=ftp'), /http or https/)
   assert.throws(() => parseS3Url('s3://corp-nix/a/../b'), /"\.\."/)
 })
+
+test("the AWS SDK's Node.js notice goes to the log, not as plain text on stderr", async () => {
+  const { loadS3Sdk, s3SdkNodeNotice } = await import('../../src/s3-client.js')
+  assert.match(s3SdkNodeNotice('v20.20.2') ?? '', /Node\.js v20\.20\.2; AWS SDK releases after January 2027 need Node\.js 22/)
+  assert.equal(s3SdkNodeNotice('v22.1.0'), undefined)
+  await loadS3Sdk()
+  assert.equal(process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED, 'true')
+})
