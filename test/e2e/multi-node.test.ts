@@ -1,0 +1,189 @@
+/**
+ * Several narthex nodes behind the real HAProxy running config/haproxy.cfg: the
+ * real `nix` substitutes through the balancer, a path's narinfo and NAR land on
+ * one node, and a node SIGKILLed in the middle of a closure does not fail the
+ * client. Each node has its own data directory and the same signing key; the
+ * upstream is a real binary cache written by nix, served on 127.0.0.1.
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { hashPartOf } from '../helpers/caches.js'
+import { haproxySkipReason, startHaproxy, type Balancer } from '../helpers/haproxy.js'
+import { NarthexProcess } from '../helpers/narthex.js'
+import { NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
+import { startStaticServer, type StaticServer } from '../helpers/static-server.js'
+
+const skip = nixSkipReason() ?? haproxySkipReason()
+const NODES = 3
+
+/** A counter or gauge of a node's /metrics, summed over its label sets. */
+async function metric(node: NarthexProcess, name: string): Promise<number> {
+  const text = await (await fetch(`${node.url}/metrics`)).text()
+  let sum = 0
+  for (const line of text.split('\n')) if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+  return sum
+}
+
+/** Bytes of NARs a node fetched from upstreams, once its downloads are committed (counted at commit). */
+async function fetchedBytes(node: NarthexProcess): Promise<number> {
+  await until('the downloads are committed', async () => (await metric(node, 'narthex_nar_downloads_in_flight')) === 0)
+  return metric(node, 'narthex_nar_bytes_fetched_total')
+}
+
+/** A balancer log line (config/haproxy.cfg's httplog) of a request that got a 5xx, no answer, or was cut off. */
+function isUncleanRequest(line: string): boolean {
+  const m = / (-?\d+) -?\d+ \S+ \S+ (\S{4}) /.exec(line)
+  return m !== null && (Number(m[1]) >= 500 || Number(m[1]) < 0 || m[2] !== '----')
+}
+
+/** The request paths a node logged (config log.requests). */
+function requested(node: NarthexProcess): string[] {
+  return node.logs.filter((l) => l.msg === 'request').map((l) => l.path as string)
+}
+
+/** Indexes of the nodes that logged a request for the narinfo / for a NAR of the path `hashPart`. */
+function nodesAsked(nodes: readonly NarthexProcess[], hashPart: string): { narinfo: number[]; nar: number[] } {
+  const which = (test: (p: string) => boolean) => nodes.flatMap((n, i) => (requested(n).some(test) ? [i] : []))
+  return { narinfo: which((p) => p === `/${hashPart}.narinfo`), nar: which((p) => p.startsWith(`/nar/${hashPart}/`)) }
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+let nix: NixEnv
+let upKey: NixKey
+let nodeKey: NixKey
+let cacheDir: string
+/** Ten small paths in one closure (`p9` the top). */
+let small: Record<string, string>
+/** Six 2 MiB paths in a chain (`q5` the top). */
+let large: Record<string, string>
+
+before(async () => {
+  if (skip !== undefined) return
+  nix = await NixEnv.create()
+  const smallSpec: Record<string, { deps?: string[] }> = {}
+  for (let i = 0; i < 10; i++) smallSpec[`p${i}`] = i === 0 ? {} : { deps: [`p${i - 1}`] }
+  small = await nix.buildClosure(smallSpec)
+  const largeSpec: Record<string, { deps?: string[]; bigBytes: number }> = {}
+  for (let i = 0; i < 6; i++) largeSpec[`q${i}`] = { bigBytes: 2 * 1024 * 1024, ...(i === 0 ? {} : { deps: [`q${i - 1}`] }) }
+  large = await nix.buildClosure(largeSpec)
+  upKey = await nix.genKey('up-1')
+  nodeKey = await nix.genKey('narthex-cluster-1')
+  await nix.sign(upKey.secretFile, [small.p9, large.q5])
+  cacheDir = nix.freshDir('upstream')
+  await nix.copyToCache(cacheDir, [small.p9])
+  await nix.copyToCache(cacheDir, [large.q5], { compression: 'none' })
+})
+
+after(async () => {
+  await nix?.cleanup()
+})
+
+/**
+ * A node's config: one upstream, the shared signing key, a line per request in its log. No NAR
+ * prefetch, so that a NAR download running on a node is one a client is receiving.
+ */
+function nodeConfig(upstream: StaticServer): Record<string, unknown> {
+  return {
+    upstreams: [{ name: 'up', url: upstream.url, publicKeys: [upKey.publicKey], timeoutMs: 5000, retries: 0 }],
+    rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
+    signingKeyFile: nodeKey.secretFile,
+    prefetch: { nars: false },
+    log: { level: 'info', requests: 'info' },
+  }
+}
+
+describe('three narthex nodes with their own data directories behind HAProxy', { skip }, () => {
+  let upstream: StaticServer
+  let nodes: NarthexProcess[]
+  let lb: Balancer
+
+  before(async () => {
+    upstream = await startStaticServer(cacheDir)
+    nodes = []
+    for (let i = 0; i < NODES; i++) nodes.push(await NarthexProcess.start(nodeConfig(upstream)))
+    lb = await startHaproxy(nix.dir, nodes.map((n, i) => ({ name: `node${i + 1}`, url: n.url })))
+  })
+
+  after(async () => {
+    await lb?.stop()
+    for (const n of nodes ?? []) await n.cleanup()
+    await upstream?.close()
+  })
+
+  test('nix copy --from the balancer substitutes a closure; each path\'s narinfo and NAR went to one node', async () => {
+    assert.ok(nodes.every((n) => n.publicKey === nodes[0].publicKey), 'the nodes do not sign with the same key')
+    const { store } = await nix.substitute(lb.url, [small.p9], [nodes[0].publicKey])
+    const spread = new Set<number>()
+    for (const p of Object.values(small)) {
+      await nix.verifyPath(store, p)
+      const asked = nodesAsked(nodes, hashPartOf(p))
+      assert.equal(asked.narinfo.length, 1, `${p}: its narinfo was asked of nodes ${asked.narinfo}`)
+      assert.deepEqual(asked.nar, asked.narinfo, `${p}: its NAR went to node ${asked.nar}, its narinfo to node ${asked.narinfo}`)
+      spread.add(asked.narinfo[0])
+    }
+    assert.ok(spread.size > 1, 'ten paths all went to one node: the balancer does not spread by hash part')
+
+    // Each NAR came from the upstream once, as through a single node.
+    const cluster = (await Promise.all(nodes.map(fetchedBytes))).reduce((a, b) => a + b, 0)
+    const solo = await NarthexProcess.start(nodeConfig(upstream))
+    try {
+      await nix.substitute(solo.url, [small.p9], [solo.publicKey])
+      const single = await fetchedBytes(solo)
+      process.stderr.write(`upstream NAR bytes for the small closure: ${cluster} through ${NODES} nodes, ${single} through one node\n`)
+      assert.equal(cluster, single, 'the nodes fetched more from the upstream than one node does')
+    } finally {
+      await solo.cleanup()
+    }
+  })
+
+  test('a node SIGKILLed in the middle of a closure: the client completes and every path verifies', async () => {
+    // 1 MiB/s: each 2 MiB NAR takes two seconds, so the kill lands in the middle of one.
+    upstream.fault = (req) => (req.url?.startsWith('/nar/') ? { kind: 'trickle', bytesPerSecond: 1024 * 1024 } : undefined)
+    const logStart = lb.logs.length
+    const largeHashes = new Set(Object.values(large).map(hashPartOf))
+    const client = nix.substitute(lb.url, [large.q5], [nodes[0].publicKey], { timeoutMs: 120_000 }).then(
+      (r) => ({ ok: true as const, store: r.store }),
+      (err: unknown) => ({ ok: false as const, err }),
+    )
+    let victim = -1
+    await until('a node downloads a NAR of the large closure', async () => {
+      for (let i = 0; i < nodes.length; i++) {
+        const admittedLarge = nodes[i].logged('admitted').some((l) => largeHashes.has(hashPartOf(String(l.path))))
+        if (admittedLarge && (await metric(nodes[i], 'narthex_nar_downloads_in_flight')) > 0) victim = i
+      }
+      return victim >= 0
+    })
+    // Well into the NAR: the client has received part of it through the balancer.
+    await new Promise((r) => setTimeout(r, 700))
+    const killedAt = Date.now()
+    await nodes[victim].stop('SIGKILL')
+    const result = await client
+    const tookMs = Date.now() - killedAt
+    upstream.fault = undefined
+    let store: string
+    if (result.ok) store = result.store
+    else {
+      // Nix retries a transfer cut off after its first bytes only where the server takes ranges, which
+      // a NAR still downloading is not: that one path fails this run. Running nix copy again is the retry.
+      assert.ok(result.err instanceof NixCommandError, String(result.err))
+      process.stderr.write(`the first nix copy failed after the kill (${tookMs} ms): ${result.err.stderr.split('\n').filter((l) => l.includes('error')).join(' | ')}\n`)
+      store = (await nix.substitute(lb.url, [large.q5], [nodes[0].publicKey], { timeoutMs: 120_000 })).store
+    }
+    for (const p of Object.values(large)) await nix.verifyPath(store, p)
+    const unclean = lb.logs.slice(logStart).filter(isUncleanRequest)
+    process.stderr.write(`after SIGKILL of node${victim + 1}: the client was done ${tookMs} ms later; ${unclean.length} request(s) not answered cleanly:\n${unclean.join('\n')}\n`)
+    // The survivors took over the victim's share: a path it had admitted was served whole by another node.
+    const victims = nodes[victim].logged('admitted').map((l) => hashPartOf(String(l.path))).filter((h) => largeHashes.has(h))
+    const survivors = nodes.filter((_, i) => i !== victim)
+    const takenOver = victims.filter((h) => survivors.some((n) => n.logs.some((l) => l.msg === 'request' && l.status === 200 && !l.aborted && String(l.path).startsWith(`/nar/${h}/`))))
+    assert.ok(takenOver.length > 0, `no path of the killed node (${victims}) was served by another node`)
+    await nodes[victim].restart()
+  })
+})
