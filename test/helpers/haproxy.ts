@@ -1,7 +1,7 @@
 /**
  * Runs the real HAProxy with the repository's config/haproxy.cfg in front of
- * narthex nodes on 127.0.0.1: only the `bind` line and the `server` lines are
- * replaced, so tests exercise the shipped hashing, health checks and retries.
+ * narthex nodes on 127.0.0.1: only the `bind` line and each backend's `server`
+ * lines are replaced, so tests exercise the shipped hashing, health checks and retries.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -55,9 +55,10 @@ export interface Balancer {
 export async function startHaproxy(dir: string, nodes: ReadonlyArray<{ name: string; url: string }>): Promise<Balancer> {
   const port = await freePort()
   const shipped = await readFile(join(ROOT, 'config', 'haproxy.cfg'), 'utf8')
-  const servers = nodes.map((n) => `    server ${n.name} ${new URL(n.url).host}`).join('\n')
-  const lines = shipped.split('\n').filter((l) => !/^\s+server\s/.test(l))
-  const config = `${lines.join('\n').replace(/^(\s+)bind :8080$/m, `$1bind 127.0.0.1:${port}`).trimEnd()}\n${servers}\n`
+  const servers = nodes.map((n) => `    server ${n.name} ${new URL(n.url).host}`)
+  // Each backend's block of `server` lines becomes the nodes under test.
+  const lines = shipped.split('\n').flatMap((l, i, all) => (!/^\s+server\s/.test(l) ? [l] : /^\s+server\s/.test(all[i - 1] ?? '') ? [] : servers))
+  const config = lines.join('\n').replace(/^(\s+)bind :8080$/m, `$1bind 127.0.0.1:${port}`)
   if (!config.includes(`bind 127.0.0.1:${port}`)) throw new Error('config/haproxy.cfg has no `bind :8080` line to replace')
   const configFile = join(dir, 'haproxy.cfg')
   await writeFile(configFile, config)
