@@ -124,8 +124,8 @@ describe('three narthex nodes with their own data directories behind HAProxy', {
     for (const p of Object.values(small)) {
       await nix.verifyPath(store, p)
       const asked = nodesAsked(nodes, hashPartOf(p))
-      assert.equal(asked.narinfo.length, 1, `${p}: its narinfo was asked of nodes ${asked.narinfo}`)
-      assert.deepEqual(asked.nar, asked.narinfo, `${p}: its NAR went to node ${asked.nar}, its narinfo to node ${asked.narinfo}`)
+      assert.equal(asked.narinfo.length, 1, `${p}: its narinfo was asked of nodes ${asked.narinfo.join()}`)
+      assert.deepEqual(asked.nar, asked.narinfo, `${p}: its NAR went to node ${asked.nar.join()}, its narinfo to node ${asked.narinfo.join()}`)
       spread.add(asked.narinfo[0])
     }
     assert.ok(spread.size > 1, 'ten paths all went to one node: the balancer does not spread by hash part')
@@ -183,7 +183,7 @@ describe('three narthex nodes with their own data directories behind HAProxy', {
     const victims = nodes[victim].logged('admitted').map((l) => hashPartOf(String(l.path))).filter((h) => largeHashes.has(h))
     const survivors = nodes.filter((_, i) => i !== victim)
     const takenOver = victims.filter((h) => survivors.some((n) => n.logs.some((l) => l.msg === 'request' && l.status === 200 && !l.aborted && String(l.path).startsWith(`/nar/${h}/`))))
-    assert.ok(takenOver.length > 0, `no path of the killed node (${victims}) was served by another node`)
+    assert.ok(takenOver.length > 0, `no path of the killed node (${victims.join()}) was served by another node`)
     await nodes[victim].restart()
   })
 })
