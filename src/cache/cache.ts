@@ -8,11 +8,13 @@
  */
 import type { Logger } from 'pino'
 import { upstreamsToAsk, type Policy, type UpstreamAnswer } from '../policy/index.js'
-import type { SecretKey } from '../protocol/index.js'
+import { NarthexError } from '../errors.js'
+import { formatNixHash, parseNarInfo, type SecretKey } from '../protocol/index.js'
 import { supportedCompressions, type AuditLog, type NarInfoRecord, type Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
 import { askUpstreams } from './ask.js'
+import type { BucketNarInfos } from './bucket-narinfo.js'
 import { findBuildLog, storedBuildLog, type LogAnswer } from './build-log.js'
 import { ListingWriter, type ListingAnswer } from './listing.js'
 import { RealisationResolver, type RealisationAnswer } from './realisations.js'
@@ -54,6 +56,15 @@ export interface CacheDeps {
   readonly metrics: Metrics
   readonly audit: AuditLog
   readonly settings: CacheSettings
+  /** The bucket nodes share (storage.s3): its narinfos, and its NAR files as the first source of every NAR (docs/STORAGE-S3.md). */
+  readonly bucket?: CacheBucket | undefined
+}
+
+/** The bucket as the cache uses it. */
+export interface CacheBucket {
+  readonly narinfos: BucketNarInfos
+  /** An internal upstream reading the bucket's `nar/` files; undefined: NARs come from the upstreams only. */
+  readonly nars?: Upstream | undefined
 }
 
 /** The narthex cache: store, upstreams and policy behind the questions clients ask. */
@@ -68,6 +79,7 @@ export class Cache {
   readonly #store: Store
   readonly #realisations: RealisationResolver
   readonly #listings: ListingWriter
+  readonly #bucket: CacheBucket | undefined
 
   constructor(deps: CacheDeps) {
     const { store, policy, signingKeys, log, metrics, audit, settings } = deps
@@ -76,6 +88,7 @@ export class Cache {
     this.#upstreams = deps.upstreams
     this.#audit = audit
     this.#store = store
+    this.#bucket = deps.bucket
     this.#realisations = new RealisationResolver({ store, upstreams, policy, signingKeys, log, audit, negativeTtlMs: settings.negativeTtlMs })
     this.#listings = new ListingWriter(store)
     this.#ask = (hashPart) => askUpstreams(upstreams, upstreamsToAsk(policy, hashPart), hashPart, supported, log, metrics)
@@ -90,6 +103,7 @@ export class Cache {
       audit,
       supported,
       failedSourceTtlMs: settings.failedSourceTtlMs ?? 600_000,
+      bucket: deps.bucket?.nars,
       ask: this.#ask,
       onStored: (hashPart) => {
         this.#gc.collectIfNeeded()
@@ -109,6 +123,7 @@ export class Cache {
       audit,
       settings,
       ask: this.#ask,
+      bucket: deps.bucket?.narinfos,
       onAdmitted: ({ hashPart, fileName, record, info }) => {
         this.#nars.remember(fileName, hashPart, record, info)
         this.#prefetch.admitted(info, fileName)
@@ -199,6 +214,22 @@ export class Cache {
    */
   formatServed(record: NarInfoRecord): Promise<string> {
     return this.#narinfos.formatServed(record)
+  }
+
+  /**
+   * Creates a pushed path's narinfo in the bucket, as narthex serves it,
+   * unless the bucket has one (the shared pin).
+   * @returns the NarHash the bucket pins now (the record's own when created or
+   *   equal), or undefined without a bucket.
+   * @throws NarthexError UPSTREAM_UNAVAILABLE when the bucket cannot be asked
+   *   or holds a narinfo narthex does not follow.
+   */
+  async pinInBucket(hashPart: string, record: NarInfoRecord): Promise<string | undefined> {
+    if (!this.#bucket) return undefined
+    const pinned = await this.#bucket.narinfos.pin(hashPart, await this.#narinfos.formatServed(record))
+    if (pinned.kind === 'created') return formatNixHash(parseNarInfo(record.narinfo).narHash)
+    if (pinned.kind === 'found') return formatNixHash(pinned.info.narHash)
+    throw new NarthexError('UPSTREAM_UNAVAILABLE', `the bucket holds a narinfo for ${hashPart} narthex does not follow${pinned.kind === 'untrusted' ? `: ${pinned.reason}` : ''}`)
   }
 
   /**

@@ -14,11 +14,12 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import { NarthexError, isNarthexError } from '../errors.js'
 import { ruleFor, type Policy, type UpstreamAnswer } from '../policy/index.js'
-import { fingerprintNarInfo, formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarFileName, parseNarInfo, type NarInfo } from '../protocol/index.js'
+import { fingerprintNarInfo, formatNarInfo, formatNixHash, formatStorePath, narFileNameOf, parseNarFileName, parseNarInfo, type Compression, type NarInfo } from '../protocol/index.js'
 import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import type { Metrics } from './metrics.js'
 import { NarDownload, type NarFollower } from './nar-download.js'
+import { BUCKET_SOURCE } from './bucket-narinfo.js'
 import { describedBy, sourceOf } from './nar-source.js'
 import type { NarInfoAnswer } from './resolve-narinfo.js'
 
@@ -43,6 +44,8 @@ export interface NarFetcherDeps {
   readonly supported: ReadonlySet<string>
   /** How long a source whose NAR failed verification is skipped. */
   readonly failedSourceTtlMs: number
+  /** The bucket nodes share, read as the first source of every NAR (storage.s3). */
+  readonly bucket?: Upstream | undefined
   /** Asks every upstream that may supply a hash part (to find new sources). */
   readonly ask: (hashPart: string) => Promise<Map<string, UpstreamAnswer>>
   /** Told when a NAR was verified and stored for the path `hashPart`. */
@@ -149,17 +152,18 @@ export class NarFetcher {
         if (!refreshed) break
         record = refreshed
       }
-      for (const source of record.sources) {
+      for (const source of this.#withBucket(record.sources, fileName, parsed.compression)) {
         if (tried.has(source.upstream)) continue
         tried.add(source.upstream)
         if (source.compression !== parsed.compression) continue
         const failed = this.#failedSources.get(`${fileName} ${source.upstream}`)
         if (failed !== undefined) {
           // Skipped because it just failed: it could not deliver, which is not "gone".
-          if (failed !== 'NOT_FOUND') allGone = false
+          // The bucket lacking a NAR proves nothing: its upload may still be running elsewhere.
+          if (failed !== 'NOT_FOUND' || source.upstream === BUCKET_SOURCE) allGone = false
           continue
         }
-        const upstream = this.#d.upstreams.get(source.upstream)
+        const upstream = source.upstream === BUCKET_SOURCE ? this.#d.bucket : this.#d.upstreams.get(source.upstream)
         if (!upstream) continue
         // Re-checked with no await since the last look: joining beats a second download.
         const again = this.#downloads.get(fileName)
@@ -167,7 +171,7 @@ export class NarFetcher {
         await download.whenStarted()
         // Failed before this client got anything (at once, or right after its first bytes): next source.
         if (download.state === 'failed') {
-          if (!isNarthexError(download.error, 'NOT_FOUND')) allGone = false
+          if (!isNarthexError(download.error, 'NOT_FOUND') || source.upstream === BUCKET_SOURCE) allGone = false
           continue
         }
         return this.#follow(download)
@@ -205,6 +209,12 @@ export class NarFetcher {
     if (narFileNameOf(info) !== fileName) return { kind: 'absent' }
     this.remember(fileName, hashPart, record, info)
     return { hashPart, record, info }
+  }
+
+  /** The bucket first (with no file fields: another node's upload may be another compression run), then the record's sources. */
+  #withBucket(sources: readonly SourceRecord[], fileName: string, compression: Compression): readonly SourceRecord[] {
+    const bucket = this.#d.bucket
+    return bucket ? [{ upstream: BUCKET_SOURCE, url: bucket.resolveUrl(`nar/${fileName}`), compression }, ...sources] : sources
   }
 
   async #admittedFromIndex(fileName: string): Promise<Admitted | undefined> {

@@ -1,6 +1,7 @@
 /** The use cases: resolve narinfos, fetch and verify NARs. */
 export {
   Cache,
+  type CacheBucket,
   type CacheDeps,
   type CacheSettings,
   type ListingAnswer,
@@ -18,3 +19,4 @@ export { mirrorClosures, exportClosures, walkClosure, type PathFailure, type Clo
 export { applyDenyToStore, deniedSigners, storedDenial, type DenySweep } from './apply-deny.js'
 export { importCache } from './import.js'
 export { NarFollower } from './nar-download.js'
+export { BucketNarInfos, bucketNarSource, BUCKET_ORIGIN, BUCKET_SOURCE, type BucketNarInfo } from './bucket-narinfo.js'

@@ -20,6 +20,8 @@ export interface MetricSources {
   readonly storeBytes: () => number
   /** Paths, NAR files and pins in the index; counted in the background, so it may lag. */
   readonly storeCounts?: () => { paths: number; narFiles: number; pinned: number } | undefined
+  /** The bucket's upload queue (storage.s3). */
+  readonly bucketUploads?: () => { pending: number; uploadedBytes: number; uploadedFiles: number; failures: number }
 }
 
 /** Outcomes of `narthex_upstream_requests_total` that are answers, not errors (every other outcome is an error code). */
@@ -125,6 +127,46 @@ export class Metrics {
       this.storeEntries.set({ kind: 'pinned' }, counts.pinned)
     },
   })
+
+  readonly bucketUploadsPending = new Gauge({
+    name: 'narthex_bucket_uploads_pending',
+    help: 'Verified NAR files waiting for (or in) their upload to the bucket (storage.s3); it grows while the bucket is down',
+    registers: [this.registry],
+    collect: () => {
+      const figures = this.#sources?.bucketUploads?.()
+      if (figures) this.bucketUploadsPending.set(figures.pending)
+    },
+  })
+  readonly bucketUploaded = new Counter({
+    name: 'narthex_bucket_uploaded_total',
+    help: 'NAR files uploaded to the bucket (storage.s3), by unit (files, bytes)',
+    labelNames: ['unit'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const figures = this.#sources?.bucketUploads?.()
+      if (!figures) return
+      this.#catchUp(this.bucketUploaded, { unit: 'files' }, figures.uploadedFiles)
+      this.#catchUp(this.bucketUploaded, { unit: 'bytes' }, figures.uploadedBytes)
+    },
+  })
+  readonly bucketUploadFailures = new Counter({
+    name: 'narthex_bucket_upload_failures_total',
+    help: 'Failed NAR uploads to the bucket (each is retried with backoff)',
+    registers: [this.registry],
+    collect: () => {
+      const figures = this.#sources?.bucketUploads?.()
+      if (figures) this.#catchUp(this.bucketUploadFailures, {}, figures.failures)
+    },
+  })
+  readonly #counted = new Map<string, number>()
+
+  /** Raises a counter kept elsewhere to its owner's figure. */
+  #catchUp(counter: Counter<string>, labels: Record<string, string>, value: number): void {
+    const key = `${(counter as unknown as { name: string }).name} ${JSON.stringify(labels)}`
+    const delta = value - (this.#counted.get(key) ?? 0)
+    if (delta > 0) counter.inc(labels, delta)
+    this.#counted.set(key, value)
+  }
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'narthex_' })

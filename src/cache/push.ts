@@ -39,7 +39,7 @@ import {
   parseRealisation,
   validRealisationSignatures,
 } from '../protocol/index.js'
-import type { AuditLog, Store } from '../store/index.js'
+import type { AuditLog, NarInfoRecord, Store } from '../store/index.js'
 import { appendFromOutbox, withAuditId } from '../store/index.js'
 import { storeBuildLog } from './build-log.js'
 import { verifyNarFile } from './verify-file.js'
@@ -76,6 +76,11 @@ export interface PushDeps {
   readonly settings: PushSettings
   /** Called after a push was admitted, so cached answers for the hash part are dropped. */
   readonly onAdmitted: (hashPart: string) => void
+  /**
+   * With a bucket (storage.s3): creates the path's narinfo there unless it has
+   * one, before the push is kept; resolves to the NarHash the bucket pins.
+   */
+  readonly pinInBucket?: ((hashPart: string, record: NarInfoRecord) => Promise<string | undefined>) | undefined
 }
 
 /** Receives pushed NARs and narinfos. */
@@ -180,16 +185,15 @@ export class PushReceiver {
       await unlink(upload).catch(() => undefined)
     }
     const admitted: NarInfo = { ...info, sigs }
+    const record: NarInfoRecord = { narinfo: formatNarInfo(admitted), sources: [], rule: -1, signers, admittedAt: Date.now(), origin }
+    // Its NAR was committed above, so its upload to the bucket is queued already.
+    const pinned = await this.#d.pinInBucket?.(hashPart, record)
+    if (pinned !== undefined && pinned !== narHash) {
+      await refuse('PUSH_CONFLICT', `${storePath} is pinned in the bucket with ${pinned}; refusing ${narHash}`)
+    }
     const event = withAuditId({ decision: origin, storePath, narHash, upstreams: [origin], signers, ...by })
     // The event is written with the admission, so a crash before the append is replayed at start.
-    await store.putNarInfo(hashPart, narFile, narHash, {
-      narinfo: formatNarInfo(admitted),
-      sources: [],
-      rule: -1,
-      signers,
-      admittedAt: Date.now(),
-      origin,
-    }, event)
+    await store.putNarInfo(hashPart, narFile, narHash, record, event)
     await appendFromOutbox(store, audit, event)
     log.info({ path: storePath, signers, ...logBy }, `${origin} admitted`)
     this.#d.onAdmitted(hashPart)

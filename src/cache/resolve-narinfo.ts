@@ -29,6 +29,7 @@ import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/inde
 import { appendFromOutbox, withAuditId } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import { dropIfDenied } from './apply-deny.js'
+import { BUCKET_ORIGIN, lookUpBucket, pinInBucket, type BucketNarInfo, type BucketNarInfos, type BucketOutcome } from './bucket-narinfo.js'
 import type { Metrics } from './metrics.js'
 import { sourceOf } from './nar-source.js'
 
@@ -72,6 +73,11 @@ export interface ResolverDeps {
   readonly ask: (hashPart: string) => Promise<Map<string, UpstreamAnswer>>
   /** Told of every admission once it is indexed and its narinfo is ready to serve. */
   readonly onAdmitted: (admission: Admission) => void
+  /**
+   * The bucket's narinfos, when nodes share one (storage.s3): looked up after
+   * a local miss, and created before an admission is kept (the shared pin).
+   */
+  readonly bucket?: BucketNarInfos | undefined
 }
 
 type Negative = Exclude<NarInfoAnswer, { kind: 'found' }>
@@ -195,12 +201,14 @@ export class NarInfoResolver {
       return { kind: 'found', text: await this.#remember(hashPart, record), outcome: 'hit' }
     }
     if (this.#closed) return { kind: 'unavailable', retryAfterS: 5 }
+    const followed = this.#d.bucket && (await this.#followBucket(hashPart))
+    if (followed) return followed
     const answers = await this.#d.ask(hashPart)
     const firstHash = await store.getFirstNarHash(hashPart)
     const decision = decide(policy, hashPart, answers, firstHash ? parseNixHash(firstHash) : undefined)
     switch (decision.kind) {
       case 'admit':
-        return this.#admit(hashPart, decision)
+        return this.#admit(hashPart, decision, answers)
       case 'absent':
         metrics.narinfoLookups.inc({ outcome: 'absent' })
         this.#rememberAbsent(hashPart)
@@ -212,7 +220,7 @@ export class NarInfoResolver {
     }
   }
 
-  async #admit(hashPart: string, decision: Extract<Decision, { kind: 'admit' }>): Promise<NarInfoAnswer> {
+  async #admit(hashPart: string, decision: Extract<Decision, { kind: 'admit' }>, answers: ReadonlyMap<string, UpstreamAnswer>): Promise<NarInfoAnswer> {
     const { store, audit, metrics, log } = this.#d
     const info = decision.info
     const narHash = formatNixHash(info.narHash)
@@ -234,6 +242,9 @@ export class NarInfoResolver {
       admittedAt: Date.now(),
       origin: decision.sources[0].upstream,
     }
+    // Pinned in the bucket before it is kept or served: no two nodes ever admit two NarHashes for a path.
+    const overruled = this.#d.bucket && (await this.#pin(hashPart, record, decision, answers))
+    if (overruled) return overruled
     const event = withAuditId({
       decision: 'admit',
       storePath: formatStorePath(info.storePath),
@@ -248,6 +259,73 @@ export class NarInfoResolver {
     if (decision.conflicts.length > 0) await this.#recordConflicts(decision)
     metrics.narinfoLookups.inc({ outcome: 'admitted' })
     log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')
+    this.#negative.delete(hashPart)
+    const text = await this.#remember(hashPart, record, info)
+    this.#d.onAdmitted({ hashPart, fileName, record, info })
+    return { kind: 'found', text, outcome: 'admitted' }
+  }
+
+  /**
+   * After a local miss: follows the path's narinfo in the bucket, when there
+   * is one signed by narthex (another node admitted or pushed it). Undefined
+   * when the bucket has none (or the path is denied): the upstreams are asked.
+   */
+  async #followBucket(hashPart: string): Promise<NarInfoAnswer | undefined> {
+    const outcome = await lookUpBucket(this.#d.bucket!, this.#d.policy, hashPart)
+    return this.#act(hashPart, outcome)
+  }
+
+  /**
+   * Creates the path's narinfo in the bucket (the shared pin). Undefined when
+   * this admission stands; otherwise the answer to give (see {@link pinInBucket}).
+   */
+  async #pin(hashPart: string, record: NarInfoRecord, decision: Extract<Decision, { kind: 'admit' }>, answers: ReadonlyMap<string, UpstreamAnswer>): Promise<NarInfoAnswer | undefined> {
+    const outcome = await pinInBucket(this.#d.bucket!, hashPart, await this.formatServed(record, decision.info), decision, answers, this.#d.upstreams)
+    if (outcome.kind === 'follow' && outcome.conflict) {
+      const { event, upstream } = outcome.conflict
+      this.#d.metrics.conflicts.inc({ rule: String(decision.rule.index), upstream })
+      await this.#d.audit.append(event)
+      this.#d.log.warn({ path: event.storePath, narHash: event.narHash, upstream, offered: decision.narHash }, 'the bucket pins another NarHash: following the bucket')
+    }
+    return this.#act(hashPart, outcome)
+  }
+
+  async #act(hashPart: string, outcome: BucketOutcome): Promise<NarInfoAnswer | undefined> {
+    switch (outcome.kind) {
+      case 'none':
+        return undefined
+      case 'follow':
+        return this.#keepFollowed(hashPart, outcome.found, outcome.record)
+      case 'refuse':
+        return this.#refuse(hashPart, outcome.decision)
+      case 'unavailable':
+        this.#d.log.warn({ hashPart, err: outcome.reason }, 'cannot ask the bucket; not admitting the path now')
+        return this.#unavailable(hashPart)
+      case 'untrusted':
+        this.#d.log.error({ hashPart, reason: outcome.reason }, 'the bucket holds a narinfo narthex does not follow; leaving it alone')
+        return this.#unavailable(hashPart)
+    }
+  }
+
+  /** Indexes a record followed from the bucket (with its audit entry) and serves it. */
+  async #keepFollowed(hashPart: string, found: Extract<BucketNarInfo, { kind: 'found' }>, record: NarInfoRecord): Promise<NarInfoAnswer> {
+    const { store, audit, metrics, log } = this.#d
+    const info = found.info
+    const narHash = formatNixHash(info.narHash)
+    const fileName = narFileNameOf(info)
+    const event = withAuditId({
+      decision: 'admit',
+      storePath: formatStorePath(info.storePath),
+      narHash,
+      upstreams: [BUCKET_ORIGIN, ...record.sources.map((s) => s.upstream)],
+      signers: found.signers,
+      rule: record.rule,
+      message: 'followed the narinfo in the bucket',
+    })
+    await store.putNarInfo(hashPart, fileName, narHash, record, event)
+    await appendFromOutbox(store, audit, event)
+    metrics.narinfoLookups.inc({ outcome: 'bucket' })
+    log.info({ path: formatStorePath(info.storePath), narHash }, 'followed the bucket')
     this.#negative.delete(hashPart)
     const text = await this.#remember(hashPart, record, info)
     this.#d.onAdmitted({ hashPart, fileName, record, info })

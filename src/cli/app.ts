@@ -5,12 +5,12 @@
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import type { Logger } from 'pino'
-import { applyDenyToStore, Cache, Metrics, PushReceiver, type DenySweep } from '../cache/index.js'
+import { applyDenyToStore, bucketNarSource, BucketNarInfos, Cache, Metrics, PushReceiver, type DenySweep } from '../cache/index.js'
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
-import { formatPublicKey, parsePublicKey, toPublicKey, type SecretKey } from '../protocol/index.js'
+import { formatCacheInfo, formatPublicKey, parsePublicKey, STORE_DIR, toPublicKey, type SecretKey } from '../protocol/index.js'
 import { AccessControl, createNarthexServer, type MetricsSnapshot, type StatusSources, type TokenSource } from '../server/index.js'
-import { AuditLog, readAuditTail, replayAuditOutbox, startVerifyThreads, Store } from '../store/index.js'
+import { AuditLog, Bucket, readAuditTail, replayAuditOutbox, startVerifyThreads, Store, UploadQueue } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKeys } from './keys.js'
 import { splitListen } from './log.js'
@@ -53,6 +53,8 @@ export interface Core {
   readonly publicKeys: readonly string[]
   /** Settles once the deny lists were applied to the stored narinfos (started on open; runs while serving). */
   readonly denyApplied: Promise<DenySweep>
+  /** The uploads of verified NARs to the bucket (storage.s3 only). */
+  readonly uploads?: UploadQueue | undefined
   /** Aborts downloads, closes the upstream pools and the store. */
   close(): Promise<void>
 }
@@ -71,7 +73,8 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   // After an unclean stop the index is compared with the NAR files while narthex already serves
   // (the index only names files that were durable first); after a clean one nothing is scanned.
   const opened = Date.now()
-  const { store, recovery } = await Store.open(config.dataDir, { repair: 'background' })
+  const bucket = config.storage.s3 ? await Bucket.open(config.storage.s3) : undefined
+  const { store, recovery } = await Store.open(config.dataDir, { repair: 'background', uploadToBucket: bucket !== undefined })
   if (!recovery.clean) log.warn({ tempFilesRemoved: recovery.tempFilesRemoved }, 'the last stop was not clean: checking the store in the background')
   store.repaired.then(
     (report) => {
@@ -95,6 +98,13 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   for (const u of upstreams) for (const w of u.credentialWarnings) log.warn({ upstream: u.name }, w)
   const metrics = new Metrics({ processMetrics: true })
   const policy = compilePolicy(config)
+  const uploads = bucket && new UploadQueue(store, bucket, log)
+  const bucketNars = config.storage.s3 && bucketNarSource(config.storage.s3)
+  if (bucket) {
+    writeCacheInfo(bucket, config.priority, log)
+    const left = await uploads!.start()
+    if (left > 0) log.info({ nars: left }, 'uploading the NARs an earlier run left to upload to the bucket')
+  }
   const cache = new Cache({
     store,
     upstreams,
@@ -114,6 +124,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
       prefetchMaxBytesAhead: config.prefetch.maxBytesAhead,
       maxStoreBytes: config.storage.maxSize,
     },
+    bucket: bucket && { narinfos: new BucketNarInfos(bucket, signingKeys.map(toPublicKey)), nars: bucketNars },
   })
   // Bounded by one walk of the narinfo index; the resolver checks every record it serves meanwhile.
   const stopDeny = new AbortController()
@@ -139,14 +150,31 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
     publicKey,
     publicKeys,
     denyApplied,
+    uploads,
     async close() {
       stopDeny.abort()
       await denyApplied
       await cache.close()
-      await Promise.all(upstreams.map((u) => u.close()))
+      await uploads?.close()
+      await Promise.all([...upstreams, ...(bucketNars ? [bucketNars] : [])].map((u) => u.close()))
       await store.close()
+      bucket?.close()
     },
   }
+}
+
+/**
+ * Writes the bucket's `nix-cache-info` unless it has one, so Nix can read the
+ * bucket as a binary cache; retried in the background while the bucket is down.
+ */
+function writeCacheInfo(bucket: Bucket, priority: number, log: Logger): void {
+  const text = formatCacheInfo({ storeDir: STORE_DIR, wantMassQuery: true, priority })
+  const attempt = (delayMs: number) =>
+    bucket.createIfAbsent('nix-cache-info', text).catch((err: unknown) => {
+      log.warn({ err: (err as Error).message, retryInMs: delayMs }, 'cannot write nix-cache-info to the bucket')
+      setTimeout(() => void attempt(Math.min(delayMs * 2, 300_000)), delayMs).unref()
+    })
+  void attempt(5_000)
 }
 
 /** Options of {@link startNarthex}. */
@@ -196,7 +224,7 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
   // Started ahead of the first download, so a thread's start-up never delays a client's first
   // byte (other commands start them on first use, if ever).
   startVerifyThreads()
-  const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey, publicKeys } = core
+  const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey, publicKeys, uploads } = core
   const access = new AccessControl(config.access.read === 'tokens', accessTokenSources(config))
   for (const w of access.warnings) log.warn(w)
   // Before listening: the first client's narinfo would otherwise pay for compiling the cold path.
@@ -208,12 +236,13 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
       log,
       settings: { publicKeys: withoutDeniedKeys(policy, config.push.publicKeys.map(parsePublicKey)), minSignatures: config.push.minSignatures, maxNarBytes: config.push.maxNarSize },
       onAdmitted: (hashPart) => cache.forget(hashPart),
+      pinInBucket: uploads && ((hashPart, record) => cache.pinInBucket(hashPart, record)),
     }),
   }
   const storeCounts = storeCounter(store, log)
   // Counted once now, so that the first page and scrape have figures.
   storeCounts()
-  metrics.watch({ storeBytes: () => store.totalBytes, storeCounts })
+  metrics.watch({ storeBytes: () => store.totalBytes, storeCounts, ...(uploads ? { bucketUploads: () => uploads.figures } : {}) })
   const status: StatusSources = {
     publicKeys,
     publicUrl: config.publicUrl,

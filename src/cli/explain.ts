@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js'
 import { compilePolicy, decide, denyReason, describeRule, ruleFor, upstreamsToAsk, type Conflict } from '../policy/index.js'
 import { formatNixHash, formatPublicKey, parseStorePathLoose, signatureKeyName, validSigners } from '../protocol/index.js'
 import { supportedCompressions } from '../store/index.js'
-import { Upstream } from '../upstream/index.js'
+import { Upstream, upstreamLocation } from '../upstream/index.js'
 
 /** Runs `narthex explain`; returns the exit code. */
 export async function runExplain(
@@ -30,7 +30,10 @@ export async function runExplain(
     report.summary = path.name ? 'no rule matches: the path would be refused' : 'give a full store path or basename: rules match on the name'
   } else {
     report.rule = { index: rule.index, match: rule.match }
-    report.upstreams = rule.upstreams.map((name) => ({ name, url: config.upstreams.find((u) => u.name === name)?.url }))
+    report.upstreams = rule.upstreams.map((name) => {
+      const url = config.upstreams.find((u) => u.name === name)?.url
+      return { name, url: url === undefined ? undefined : upstreamLocation(url) }
+    })
     report.trustedKeys = rule.trustedKeys.map(formatPublicKey)
     report.minSignatures = rule.minSignatures
     report.onConflict = rule.onConflict

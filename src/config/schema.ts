@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
-import { isHashPart, isKeyName, parsePublicKey, parseStorePath, signatureKeyName } from '../protocol/index.js'
+import { isHashPart, isKeyName, normalisePrefix, parsePublicKey, parseS3Url, parseStorePath, signatureKeyName } from '../protocol/index.js'
 
 /** `workers: auto`: one worker per core, up to 16; none on a single core, where they would only add a hop. */
 function autoWorkers(): number {
@@ -53,13 +53,30 @@ const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}
 
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, _ . - only')
 
+const httpUrl = z.url({ protocol: /^https?$/ })
+
+/** Nix's `s3://bucket?region=…&endpoint=…&profile=…`; its endpoint shows on the status page, so it carries no credentials either. */
+function checkS3Url(u: string, ctx: z.RefinementCtx): void {
+  try {
+    const loc = parseS3Url(u)
+    if (loc.endpoint !== undefined && (new URL(loc.endpoint).username !== '' || new URL(loc.endpoint).password !== '')) {
+      ctx.addIssue({ code: 'custom', message: 'an s3:// endpoint carries no credentials; they come from the AWS chain (environment, shared credentials file, profile)' })
+    }
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `invalid s3:// URL: ${(err as Error).message}` })
+  }
+}
+
 const upstream = z.strictObject({
   name,
   url: z
-    .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
-    // Credentials in the URL would show on the status page and in logs.
-    // Refinements run after a failed check too: an unparsable URL was reported already.
-    .refine((u) => !URL.canParse(u) || (new URL(u).username === '' && new URL(u).password === ''), 'put credentials in netrcFile or bearerTokenFile, not in the URL')
+    .string()
+    .superRefine((u, ctx) => {
+      if (/^s3:\/\//i.test(u)) return checkS3Url(u, ctx)
+      if (!httpUrl.safeParse(u).success) return ctx.addIssue({ code: 'custom', message: 'expected an http://, https:// or s3:// URL' })
+      // Credentials in the URL would show on the status page and in logs.
+      if (new URL(u).username !== '' || new URL(u).password !== '') ctx.addIssue({ code: 'custom', message: 'put credentials in netrcFile or bearerTokenFile, not in the URL' })
+    })
     .transform((u) => u.replace(/\/+$/, '')),
   /** A netrc file (`machine HOST login L password P`) whose entry for the URL's host is sent as Basic auth. */
   netrcFile: z.string().min(1).optional(),
@@ -208,6 +225,27 @@ export const configSchema = z
     storage: z
       .strictObject({
         maxSize: byteSize.optional(),
+        /** A bucket that nodes share as a Nix binary cache (docs/STORAGE-S3.md); none: the data directory alone. */
+        s3: z
+          .strictObject({
+            bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)'),
+            prefix: z.string().default('').transform((p, ctx) => {
+              try {
+                return normalisePrefix(p)
+              } catch (err) {
+                ctx.addIssue({ code: 'custom', message: (err as Error).message })
+                return z.NEVER
+              }
+            }),
+            endpoint: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).transform((u) => u.replace(/\/+$/, '')).optional(),
+            region: z.string().min(1).optional(),
+            /** A profile of the shared credentials file; credentials never go in this file. */
+            profile: z.string().min(1).optional(),
+            /** Path-style requests (`endpoint/bucket/key`); default: whenever an endpoint is set. */
+            forcePathStyle: z.boolean().optional(),
+          })
+          .transform((s) => ({ ...s, forcePathStyle: s.forcePathStyle ?? s.endpoint !== undefined }))
+          .optional(),
       })
       .default({}),
     cache: z
@@ -267,6 +305,9 @@ export const configSchema = z
       names.add(u.name)
       if (u.netrcFile !== undefined && u.bearerTokenFile !== undefined) {
         ctx.addIssue({ code: 'custom', path: ['upstreams', i], message: 'give netrcFile or bearerTokenFile, not both' })
+      }
+      if (/^s3:\/\//i.test(u.url) && (u.netrcFile !== undefined || u.bearerTokenFile !== undefined)) {
+        ctx.addIssue({ code: 'custom', path: ['upstreams', i, u.netrcFile !== undefined ? 'netrcFile' : 'bearerTokenFile'], message: 'an s3:// upstream takes no netrcFile or bearerTokenFile: its credentials come from the AWS chain (AWS_* environment variables, the shared credentials file, a profile= in the URL)' })
       }
     })
     checkAccess(cfg, ctx)

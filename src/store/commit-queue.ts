@@ -12,7 +12,7 @@
 import { constants as fsConstants } from 'node:fs'
 import { mkdir, open, rename, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import type { NarFileRecord } from './store.js'
+import type { NarFileRecord } from './records.js'
 
 /** How one item of a flush ended: undefined for success, or its error. */
 export type ItemOutcome = Error | undefined

@@ -1,5 +1,5 @@
 /** The LevelDB-indexed local store, the audit log, and decompression and verification of stored NARs. */
-export { Store, type NarInfoRecord, type NarFileRecord, type OpenOptions, type RealisationRecord, type SourceRecord, type RecoveryReport } from './store.js'
+export { Store, type NarInfoRecord, type NarFileRecord, type OpenOptions, type PendingUpload, type RealisationRecord, type SourceRecord, type RecoveryReport } from './store.js'
 export { createDecompressor, inProcessDecodersInUse, supportedCompressions, XZ_IN_PROCESS_MAX_DECODERS } from './decompress.js'
 export { AuditLog, auditLogPath, readAuditLog, verifyAuditLog, type AuditEntry, type AuditEvent, type AuditLogOptions, type AuditVerification } from './audit.js'
 export { appendFromOutbox, newAuditId, replayAuditOutbox, withAuditId, type OutboxReplay } from './audit-outbox.js'
@@ -9,3 +9,5 @@ export { readAuditTail } from './audit-recent.js'
 export { Verification, startVerifyThreads, stopVerifyThreads, type VerifiedNar } from './verifier.js'
 export { NarFileCheck, checkNarFile, type CheckedNarFile, type NarFileCheckOptions, type NarFileSpec } from './nar-check.js'
 export { classifyNarError, isUncheckable, type NarErrorContext } from './nar-errors.js'
+export { Bucket, type CreateOutcome } from './bucket.js'
+export { UploadQueue, type UploadFigures, type UploadQueueOptions } from './upload-queue.js'

@@ -21,6 +21,7 @@ import { join } from 'node:path'
 import { NarthexError } from '../errors.js'
 import { narShardPath, parseNarFileName } from '../protocol/index.js'
 import { syncDir } from './commit-queue.js'
+import type { Sublevels } from './store-index.js'
 
 const CLEAN_MARKER = 'clean'
 
@@ -113,6 +114,26 @@ export async function removeTempFiles(tmpDir: string, uploadsDir: string, report
       await rm(join(uploadsDir, name), { force: true })
       report.tempFilesRemoved++
     }
+  }
+}
+
+/** The {@link RepairHooks} of a store's index: its NAR records and their last-use times. */
+export function indexRepairHooks(ix: Sublevels, rest: Pick<RepairHooks, 'narDir' | 'narPath' | 'exclusive' | 'stopped'>): RepairHooks {
+  const nars = ix.nars
+  return {
+    ...rest,
+    indexed: () => {
+      // Created now, so its snapshot is the index as of the open.
+      const it = nars.iterator()
+      return (async function* () {
+        for await (const [name, rec] of it) yield [name, rec.fileSize] as const
+      })()
+    },
+    sizeOf: async (name) => (await nars.get(name))?.fileSize,
+    dropEntry: async (name) => {
+      await nars.del(name)
+      await ix.access.del(name)
+    },
   }
 }
 

@@ -1,19 +1,23 @@
 /**
- * One upstream binary cache, reached over an undici Pool: narinfo look-ups with
- * a deadline and limited retries, NAR downloads with header/idle timeouts, and
- * a simple health state so a dead upstream fails fast instead of stalling every
- * request for its full timeout.
+ * One upstream binary cache, reached through a transport (HTTP(S), or an S3
+ * bucket for `s3://` URLs): narinfo look-ups with a deadline and limited
+ * retries, NAR downloads with header/idle timeouts, and a simple health state
+ * so a dead upstream fails fast instead of stalling every request for its full
+ * timeout.
  */
 import type { Readable } from 'node:stream'
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici'
 import { NarthexError } from '../errors.js'
-import { MAX_NARINFO_BYTES, parseNarInfo, type NarInfo } from '../protocol/index.js'
-import { loadCredentials, type CredentialSource } from './credentials.js'
+import { MAX_NARINFO_BYTES, type NarInfo } from '../protocol/index.js'
+import type { CredentialSource } from './credentials.js'
+import { fetchRealisation, openExtra, type ExtrasContext } from './extras.js'
+import { ABSENT_STATUSES, backoff, because, isTimeout, isTransientStatus, parseAnswer } from './answers.js'
 import { readCapped, watchSpeed, type SpeedWatch } from './pace.js'
+import { transportFor, type Transport } from './transport.js'
 
 /** Settings of one upstream (the config's `upstreams[]` entry). */
 export interface UpstreamOptions extends CredentialSource {
   readonly name: string
+  /** `http(s)://…`, or `s3://bucket?region=…&endpoint=…&profile=…` (Nix's syntax). */
   readonly url: string
   readonly timeoutMs: number
   readonly connectTimeoutMs?: number | undefined
@@ -44,6 +48,7 @@ export interface UpstreamHooks {
 /** Health of an upstream, for the status page and metrics. */
 export interface UpstreamHealth {
   readonly name: string
+  /** The URL, or the bucket's location for an S3 upstream: never a secret. */
   readonly url: string
   readonly down: boolean
   readonly consecutiveFailures: number
@@ -51,62 +56,45 @@ export interface UpstreamHealth {
   readonly credentialsRejected: boolean
 }
 
-const ABSENT_STATUSES = new Set([404, 410, 403])
-
-function isTransientStatus(status: number): boolean {
-  return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505 && status !== 511)
-}
-
-function isTimeout(err: unknown): boolean {
-  return (
-    err instanceof undiciErrors.HeadersTimeoutError ||
-    err instanceof undiciErrors.BodyTimeoutError ||
-    err instanceof undiciErrors.ConnectTimeoutError ||
-    (err as Error)?.name === 'TimeoutError'
-  )
-}
-
-/** Waits before retry `attempt + 1`: 100 ms, 200 ms, 400 ms, … */
-const backoff = (attempt: number) => new Promise((r) => setTimeout(r, 100 * 2 ** attempt))
-
 /** One upstream binary cache. */
 export class Upstream {
   readonly name: string
+  /** The cache root (no trailing slash), or the bucket's location for an S3 upstream. */
   readonly baseUrl: string
-  readonly #origin: string
-  readonly #basePath: string
-  readonly #pool: Pool
+  readonly #transport: Transport
   readonly #options: UpstreamOptions
   readonly #hooks: UpstreamHooks
+  readonly #extras: ExtrasContext
   #failures = 0
   #downUntil = 0
-  #authorization: string | undefined
   #credentialsRejected = false
   /** Warnings from loading the credentials (a secret file readable by others, no netrc entry). */
   credentialWarnings: readonly string[] = []
 
-  /** @throws NarthexError CONFIG_INVALID when a credentials file cannot be read or parsed. */
+  /**
+   * @throws NarthexError CONFIG_INVALID when a credentials file cannot be read
+   *   or parsed, or an s3:// URL is malformed or given netrc/bearer credentials.
+   */
   constructor(options: UpstreamOptions, hooks: UpstreamHooks = {}) {
     this.#options = options
     this.#hooks = hooks
     this.name = options.name
-    this.baseUrl = options.url.replace(/\/+$/, '')
-    const u = new URL(this.baseUrl)
-    this.#origin = u.origin
-    this.#basePath = u.pathname.replace(/\/+$/, '')
-    this.#pool = new Pool(this.#origin, {
-      connections: options.maxConnections,
-      connect: { timeout: options.connectTimeoutMs ?? Math.min(options.timeoutMs, 10_000) },
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-      keepAliveTimeout: 30_000,
-    })
+    this.#transport = transportFor(options)
+    this.baseUrl = this.#transport.location
+    this.#extras = {
+      name: this.name,
+      transport: this.#transport,
+      timeoutMs: options.timeoutMs,
+      retries: options.retries,
+      checkUp: () => this.#checkUp(),
+      rejection: (status, what) => (this.#isRejection(status) ? this.#rejected(status, what) : undefined),
+    }
     this.reloadCredentials()
   }
 
   /** True when narthex presents credentials to this upstream. */
   get hasCredentials(): boolean {
-    return this.#authorization !== undefined
+    return this.#transport.hasCredentials
   }
 
   /**
@@ -116,11 +104,10 @@ export class Upstream {
    * @throws NarthexError CONFIG_INVALID when a file cannot be read or parsed.
    */
   reloadCredentials(): readonly string[] {
-    const loaded = loadCredentials(this.name, this.baseUrl, this.#options)
-    this.#authorization = loaded.authorization
+    const warnings = this.#transport.reloadCredentials()
     this.#credentialsRejected = false
-    this.credentialWarnings = loaded.warnings
-    return loaded.warnings
+    this.credentialWarnings = warnings
+    return warnings
   }
 
   /** True while the upstream is considered down after repeated failures. */
@@ -145,14 +132,12 @@ export class Upstream {
    * answers it for a missing key when listing is not allowed.)
    */
   #isRejection(status: number): boolean {
-    return status === 401 || (status === 403 && this.#authorization !== undefined)
+    return status === 401 || (status === 403 && this.#transport.hasCredentials)
   }
 
   /** The error for a rejection; it does not mark the upstream down (retrying cannot help, and the reason would be lost). */
   #rejected(status: number, what: string): NarthexError {
-    const message = this.#authorization
-      ? `upstream ${this.name} answered ${status} for ${what}: credentials rejected (check its netrcFile or bearerTokenFile)`
-      : `upstream ${this.name} answered ${status} for ${what}: it demands credentials (set netrcFile or bearerTokenFile)`
+    const message = `upstream ${this.name} answered ${status} for ${what}: ${this.#transport.credentialsAdvice(this.#transport.hasCredentials)}`
     if (!this.#credentialsRejected) this.#hooks.onCredentialsRejected?.(this.name, status, message)
     this.#credentialsRejected = true
     return new NarthexError('UPSTREAM_UNAVAILABLE', message, { detail: { upstream: this.name, status, reason: 'UNAUTHORIZED' } })
@@ -173,31 +158,12 @@ export class Upstream {
 
   /**
    * Resolves a narinfo `URL` against this upstream. Relative URLs are taken
-   * relative to the cache root; absolute ones must stay on the same origin, so a
-   * hostile narinfo cannot send narthex to another host.
+   * relative to the cache root; absolute ones must stay on the same origin (for
+   * S3: in the same bucket), so a hostile narinfo cannot send narthex elsewhere.
    * @throws NarthexError UPSTREAM_INVALID
    */
   resolveUrl(url: string): string {
-    let resolved: URL
-    try {
-      resolved = new URL(url, `${this.baseUrl}/`)
-    } catch (err) {
-      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} gave an invalid NAR URL ${JSON.stringify(url)}`, { cause: err })
-    }
-    if (resolved.origin !== this.#origin) {
-      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} points a NAR at another host (${resolved.origin})`, {
-        detail: { upstream: this.name },
-      })
-    }
-    return resolved.href
-  }
-
-  async #request(path: string, method: 'GET' | 'HEAD', signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    // The pool is bound to this upstream's origin and never follows redirects, so the
-    // credentials reach no other host.
-    const headers: Record<string, string> = { 'user-agent': 'narthex' }
-    if (this.#authorization !== undefined) headers.authorization = this.#authorization
-    return this.#pool.request({ path, method, signal, headers })
+    return this.#transport.resolveUrl(url)
   }
 
   /**
@@ -209,24 +175,24 @@ export class Upstream {
    */
   async fetchNarInfo(hashPart: string, signal?: AbortSignal): Promise<NarInfoLookup> {
     this.#checkUp()
-    const path = `${this.#basePath}/${hashPart}.narinfo`
+    const path = this.#transport.pathOf(`${hashPart}.narinfo`)
     for (let attempt = 0; ; attempt++) {
       const deadline = AbortSignal.timeout(this.#options.timeoutMs)
       const combined = signal ? AbortSignal.any([signal, deadline]) : deadline
       try {
-        const res = await this.#request(path, 'GET', combined)
+        const res = await this.#transport.request(path, 'GET', combined)
         if (this.#isRejection(res.statusCode)) {
-          await res.body.dump()
+          await res.dump()
           throw this.#rejected(res.statusCode, `${hashPart}.narinfo`)
         }
         if (ABSENT_STATUSES.has(res.statusCode)) {
-          await res.body.dump()
+          await res.dump()
           this.#succeeded()
           return { kind: 'absent' }
         }
         if (res.statusCode !== 200) {
-          await res.body.dump()
-          const verdict = this.#onStatus(res.statusCode, attempt, `${hashPart}.narinfo`)
+          await res.dump()
+          const verdict = this.#onStatus(res.statusCode, attempt, `${hashPart}.narinfo`, res.reason)
           if (verdict === 'retry') {
             await backoff(attempt)
             continue
@@ -234,7 +200,7 @@ export class Upstream {
           throw verdict
         }
         const text = await readCapped(res.body, MAX_NARINFO_BYTES, this.name)
-        const info = this.#parse(text, hashPart)
+        const info = parseAnswer(this.name, text, hashPart)
         this.#succeeded()
         return { kind: 'present', info }
       } catch (err) {
@@ -251,10 +217,10 @@ export class Upstream {
   }
 
   /** After an unexpected status: retry (transient, attempts left) or the error to throw (counted against health). */
-  #onStatus(status: number, attempt: number, what: string): 'retry' | NarthexError {
+  #onStatus(status: number, attempt: number, what: string, reason: string | undefined): 'retry' | NarthexError {
     if (isTransientStatus(status) && attempt < this.#options.retries) return 'retry'
     this.#failed()
-    return new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${status} for ${what}`, {
+    return new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${status}${because(reason)} for ${what}`, {
       detail: { upstream: this.name, status },
     })
   }
@@ -276,24 +242,6 @@ export class Upstream {
     })
   }
 
-  #parse(text: string, hashPart: string): NarInfo {
-    let info: NarInfo
-    try {
-      info = parseNarInfo(text)
-    } catch (err) {
-      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} served a malformed narinfo for ${hashPart}: ${(err as Error).message}`, {
-        cause: err,
-        detail: { upstream: this.name },
-      })
-    }
-    if (info.storePath.hashPart !== hashPart) {
-      throw new NarthexError('UPSTREAM_INVALID', `upstream ${this.name} answered ${hashPart}.narinfo with another store path`, {
-        detail: { upstream: this.name },
-      })
-    }
-    return info
-  }
-
   /**
    * Starts downloading a NAR from an absolute URL on this upstream.
    * @throws NarthexError NOT_FOUND when the upstream no longer has it,
@@ -301,23 +249,20 @@ export class Upstream {
    */
   async openNar(url: string, signal?: AbortSignal): Promise<NarResponse> {
     this.#checkUp()
-    const target = new URL(url)
-    if (target.origin !== this.#origin) throw new NarthexError('UPSTREAM_INVALID', `NAR URL ${url} is not on upstream ${this.name}`)
-    const path = target.pathname + target.search
+    const path = this.#transport.pathOfUrl(url)
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await this.#request(path, 'GET', signal ?? new AbortController().signal)
+        const res = await this.#transport.request(path, 'GET', signal ?? new AbortController().signal)
         if (res.statusCode === 200) {
           this.#succeeded()
-          const len = Number(res.headers['content-length'])
-          return { body: res.body, contentLength: Number.isSafeInteger(len) ? len : undefined }
+          return { body: res.body, contentLength: res.contentLength }
         }
-        await res.body.dump()
+        await res.dump()
         if (this.#isRejection(res.statusCode)) throw this.#rejected(res.statusCode, path)
         if (ABSENT_STATUSES.has(res.statusCode)) {
           throw new NarthexError('NOT_FOUND', `upstream ${this.name} no longer has ${path} (${res.statusCode})`, { detail: { upstream: this.name } })
         }
-        const verdict = this.#onStatus(res.statusCode, attempt, path)
+        const verdict = this.#onStatus(res.statusCode, attempt, path, res.reason)
         if (verdict === 'retry') {
           await backoff(attempt)
           continue
@@ -345,7 +290,7 @@ export class Upstream {
    *   UPSTREAM_TIMEOUT / UPSTREAM_UNAVAILABLE when it cannot be fetched.
    */
   async openLog(drvName: string, signal?: AbortSignal): Promise<NarResponse> {
-    return this.#openExtra(`log/${drvName}`, signal)
+    return openExtra(this.#extras, `log/${drvName}`, signal)
   }
 
   /**
@@ -357,60 +302,7 @@ export class Upstream {
    *   UPSTREAM_INVALID when the file is larger than `maxBytes`.
    */
   async fetchRealisation(id: string, maxBytes: number, signal?: AbortSignal): Promise<string | undefined> {
-    const deadline = AbortSignal.timeout(this.#options.timeoutMs)
-    let res: NarResponse
-    try {
-      res = await this.#openExtra(`realisations/${id}.doi`, signal ? AbortSignal.any([signal, deadline]) : deadline)
-    } catch (err) {
-      if (err instanceof NarthexError && err.code === 'NOT_FOUND') return undefined
-      if (deadline.aborted && !signal?.aborted) {
-        throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} did not answer for realisation ${id}`, { cause: err, detail: { upstream: this.name } })
-      }
-      throw err
-    }
-    return readCapped(res.body, maxBytes, this.name, 'realisation')
-  }
-
-  /** GETs `relPath` under the cache root, for files whose failures leave the upstream's health alone. */
-  async #openExtra(relPath: string, signal?: AbortSignal): Promise<NarResponse> {
-    this.#checkUp()
-    const path = `${this.#basePath}/${relPath}`
-    const what = relPath
-    for (let attempt = 0; ; attempt++) {
-      let status: number
-      try {
-        const res = await this.#request(path, 'GET', signal ?? new AbortController().signal)
-        if (res.statusCode === 200) {
-          const len = Number(res.headers['content-length'])
-          return { body: res.body, contentLength: Number.isSafeInteger(len) ? len : undefined }
-        }
-        await res.body.dump()
-        status = res.statusCode
-      } catch (err) {
-        if (signal?.aborted) throw err
-        if (isTimeout(err)) {
-          throw new NarthexError('UPSTREAM_TIMEOUT', `upstream ${this.name} did not answer for ${what} within ${this.#options.timeoutMs} ms`, {
-            cause: err,
-            detail: { upstream: this.name },
-          })
-        }
-        if (attempt < this.#options.retries) {
-          await backoff(attempt)
-          continue
-        }
-        throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} could not be reached for ${what}: ${(err as Error).message}`, {
-          cause: err,
-          detail: { upstream: this.name },
-        })
-      }
-      if (this.#isRejection(status)) throw this.#rejected(status, what)
-      if (ABSENT_STATUSES.has(status)) throw new NarthexError('NOT_FOUND', `upstream ${this.name} has no ${what} (${status})`, { detail: { upstream: this.name } })
-      if (isTransientStatus(status) && attempt < this.#options.retries) {
-        await backoff(attempt)
-        continue
-      }
-      throw new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} answered ${status} for ${what}`, { detail: { upstream: this.name, status } })
-    }
+    return fetchRealisation(this.#extras, id, maxBytes, signal)
   }
 
   /** Watches a download's pace against `minBytesPerSecond` (see {@link SpeedWatch}). */
@@ -423,8 +315,9 @@ export class Upstream {
     this.#failed()
   }
 
-  /** Closes the connection pool. */
+  /** Closes the connections. */
   async close(): Promise<void> {
-    await this.#pool.close()
+    await this.#transport.close()
   }
 }
+
