@@ -3,18 +3,28 @@
  * real `nix` substitutes through the balancer, a path's narinfo and NAR land on
  * one node, and a node SIGKILLed in the middle of a closure does not fail the
  * client. Each node has its own data directory and the same signing key; the
- * upstream is a real binary cache written by nix, served on 127.0.0.1.
+ * upstream is a real binary cache written by nix, served on 127.0.0.1. Then the
+ * same with a shared bucket (storage.s3) on a real S3 server: the survivors
+ * serve a dead node's paths from the bucket without asking the upstream, a
+ * push through one node is substituted through another, and two nodes offered
+ * different NarHashes for one path admit one.
  */
 import assert from 'node:assert/strict'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { hashPartOf } from '../helpers/caches.js'
+import { parseNarInfo, sha256Of } from '../../src/protocol/index.js'
+import { copyCacheEntries, forgeNar, hashPartOf } from '../helpers/caches.js'
 import { haproxySkipReason, startHaproxy, type Balancer } from '../helpers/haproxy.js'
 import { NarthexProcess } from '../helpers/narthex.js'
 import { NixCommandError, NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
+import { s3SkipReason, startS3Server, type S3TestServer } from '../helpers/s3-server.js'
 import { startStaticServer, type StaticServer } from '../helpers/static-server.js'
 
 const skip = nixSkipReason() ?? haproxySkipReason()
+const s3Skip = skip ?? s3SkipReason()
 const NODES = 3
+const PUSH_TOKEN = 'push-token-0123456789abcdef'
 
 /** A counter or gauge of a node's /metrics, summed over its label sets. */
 async function metric(node: NarthexProcess, name: string): Promise<number> {
@@ -63,6 +73,11 @@ let cacheDir: string
 let small: Record<string, string>
 /** Six 2 MiB paths in a chain (`q5` the top). */
 let large: Record<string, string>
+/** `pushed` (on `pushed-base`), pushed by a client; `contested`, which two upstreams offer with different NARs. */
+let others: Record<string, string>
+let corpKey: NixKey
+/** The upstream cache with the forged `contested`. */
+let forgedDir: string
 
 before(async () => {
   if (skip !== undefined) return
@@ -79,6 +94,15 @@ before(async () => {
   cacheDir = nix.freshDir('upstream')
   await nix.copyToCache(cacheDir, [small.p9])
   await nix.copyToCache(cacheDir, [large.q5], { compression: 'none' })
+  if (s3Skip !== undefined) return
+  others = await nix.buildClosure({ 'pushed-base': {}, pushed: { deps: ['pushed-base'] }, contested: {} })
+  corpKey = await nix.genKey('corp-1')
+  await nix.sign(upKey.secretFile, [others.contested])
+  await nix.copyToCache(cacheDir, [others.contested], { compression: 'none' })
+  // The same path with other contents, validly signed by the trusted upstream key: a key holder's forgery.
+  forgedDir = nix.freshDir('forged')
+  await copyCacheEntries(cacheDir, forgedDir, [others.contested])
+  await forgeNar(forgedDir, others.contested, 'hello from', 'HELLO FROM', upKey.secretKey)
 })
 
 after(async () => {
@@ -185,5 +209,151 @@ describe('three narthex nodes with their own data directories behind HAProxy', {
     const takenOver = victims.filter((h) => survivors.some((n) => n.logs.some((l) => l.msg === 'request' && l.status === 200 && !l.aborted && String(l.path).startsWith(`/nar/${h}/`))))
     assert.ok(takenOver.length > 0, `no path of the killed node (${victims.join()}) was served by another node`)
     await nodes[victim].restart()
+  })
+})
+
+describe('three nodes sharing a bucket (storage.s3) behind HAProxy', { skip: s3Skip }, () => {
+  let s3: S3TestServer
+  let upstream: StaticServer
+  let nodes: NarthexProcess[]
+  let lb: Balancer
+  let netrc: string
+  /** The node killed in the first test; the others are its survivors. */
+  let victim = -1
+
+  const withBucket = (bucket: string, config: Record<string, unknown>) => ({
+    ...config,
+    storage: { s3: { bucket, endpoint: s3.endpoint, region: s3.region } },
+  })
+
+  before(async () => {
+    s3 = await startS3Server()
+    // The nodes (children) find the bucket's credentials in the environment, as in production.
+    Object.assign(process.env, s3.env)
+    await s3.createBucket('narthex-shared')
+    upstream = await startStaticServer(cacheDir)
+    netrc = join(nix.dir, 'push-netrc')
+    await writeFile(netrc, `machine 127.0.0.1 login ci password ${PUSH_TOKEN}\n`)
+    const push = { tokens: [PUSH_TOKEN], publicKeys: [corpKey.publicKey], minSignatures: 1 }
+    nodes = []
+    for (let i = 0; i < NODES; i++) nodes.push(await NarthexProcess.start(withBucket('narthex-shared', { ...nodeConfig(upstream), push })))
+    lb = await startHaproxy(nix.dir, nodes.map((n, i) => ({ name: `node${i + 1}`, url: n.url })))
+  })
+
+  after(async () => {
+    await lb?.stop()
+    for (const n of nodes ?? []) await n.cleanup()
+    await upstream?.close()
+    await s3?.stop()
+  })
+
+  /** Waits until `node` has uploaded every verified NAR to the bucket. */
+  const uploaded = (node: NarthexProcess) => until('the node uploaded its NARs to the bucket', async () => (await metric(node, 'narthex_bucket_uploads_pending')) === 0, 30_000)
+
+  test('the paths a dead node admitted are served by the others from the bucket, without asking the upstream', async () => {
+    const first = await nix.substitute(lb.url, [small.p9], [nodes[0].publicKey])
+    for (const p of Object.values(small)) await nix.verifyPath(first.store, p)
+    // The victim: the node that admitted the most paths of the closure.
+    const admitted = nodes.map((n) => n.logged('admitted').filter((l) => Object.values(small).includes(String(l.path))).map((l) => hashPartOf(String(l.path))))
+    victim = admitted.reduce((best, a, i) => (a.length > admitted[best].length ? i : best), 0)
+    assert.ok(admitted[victim].length > 0)
+    for (const n of nodes) await fetchedBytes(n)
+    await uploaded(nodes[victim])
+    assert.ok((await metric(nodes[victim], 'narthex_bucket_uploaded_total')) > 0, 'the node uploaded nothing')
+
+    await nodes[victim].stop('SIGKILL')
+    const upstreamBefore = upstream.requests.length
+    const logStart = lb.logs.length
+    const started = Date.now()
+    const second = await nix.substitute(lb.url, [small.p9], [nodes[0].publicKey])
+    const tookMs = Date.now() - started
+    for (const p of Object.values(small)) await nix.verifyPath(second.store, p)
+    const unclean = lb.logs.slice(logStart).filter(isUncleanRequest)
+    process.stderr.write(
+      `survivors served the closure (${admitted[victim].length} of its 10 paths were node${victim + 1}'s) in ${tookMs} ms; ` +
+        `${unclean.length} request(s) not answered cleanly:\n${unclean.join('\n')}\n`,
+    )
+    assert.deepEqual(upstream.requests.slice(upstreamBefore), [], 'the survivors asked the upstream for paths the bucket has')
+    const survivors = nodes.filter((_, i) => i !== victim)
+    for (const h of admitted[victim]) {
+      assert.ok(survivors.some((n) => requested(n).some((r) => r.startsWith(`/nar/${h}/`))), `${h}: no survivor served the dead node's NAR`)
+    }
+  })
+
+  test('a path pushed through one node is substituted through another', async () => {
+    const [pusher, reader] = nodes.filter((_, i) => i !== victim)
+    await nix.push(`${pusher.url}?secret-key=${corpKey.secretFile}`, [others.pushed], { 'netrc-file': netrc })
+    await uploaded(pusher)
+    const upstreamBefore = upstream.requests.length
+    const { store } = await nix.substitute(reader.url, [others.pushed], [reader.publicKey])
+    for (const p of [others['pushed-base'], others.pushed]) await nix.verifyPath(store, p)
+    assert.ok(reader.logged('followed the bucket').some((l) => String(l.path) === others.pushed), 'the reader did not find the pushed path in the bucket')
+    assert.deepEqual(
+      upstream.requests.slice(upstreamBefore).filter((r) => r.url.includes(hashPartOf(others.pushed))),
+      [],
+      'the reader asked the upstream for a pushed path',
+    )
+  })
+})
+
+describe('two nodes sharing a bucket, offered different NarHashes for one path', { skip: s3Skip }, () => {
+  let s3: S3TestServer
+  let honest: StaticServer
+  let forged: StaticServer
+  let nodes: NarthexProcess[]
+
+  before(async () => {
+    s3 = await startS3Server()
+    Object.assign(process.env, s3.env)
+    await s3.createBucket('narthex-contested')
+    honest = await startStaticServer(cacheDir)
+    forged = await startStaticServer(forgedDir)
+    const storage = { s3: { bucket: 'narthex-contested', endpoint: s3.endpoint, region: s3.region } }
+    nodes = [await NarthexProcess.start({ ...nodeConfig(honest), storage }), await NarthexProcess.start({ ...nodeConfig(forged), storage })]
+  })
+
+  after(async () => {
+    for (const n of nodes ?? []) await n.cleanup()
+    await honest?.close()
+    await forged?.close()
+    await s3?.stop()
+  })
+
+  test('asked at once, the node whose upstream answers last follows the bucket: one NarHash is admitted, and both nodes serve it', async () => {
+    const h = hashPartOf(others.contested)
+    // Both nodes miss in the bucket and ask their upstreams; the first node's answer comes a second
+    // later, so the second node's pin is in the bucket by the time the first one creates its own.
+    // Not two creates at the same instant: the test S3 server (Swift's s3api) lets both of two
+    // simultaneous conditional creates of one key succeed, which S3 does not (docs/SCALE-OUT.md).
+    honest.fault = (req) => (req.url?.endsWith('.narinfo') ? { kind: 'delayHeaders', ms: 1000 } : undefined)
+    const answers = await Promise.all(nodes.map((n) => fetch(`${n.url}/${h}.narinfo`).then(async (r) => ({ status: r.status, text: await r.text() }))))
+    honest.fault = undefined
+    const served = answers.filter((a) => a.status === 200).map((a) => parseNarInfo(a.text))
+    const logs = () => JSON.stringify(nodes.map((n) => n.logs.filter((l) => /admitted|bucket/.test(l.msg)).map((l) => l.msg)))
+    assert.ok(served.length > 0, `neither node admitted the path: ${answers.map((a) => a.status).join()}`)
+    const narHashes = new Set(served.map((i) => i.narHash.digest.toString('hex')))
+    assert.equal(narHashes.size, 1, `the two nodes admitted different NarHashes for one path: ${logs()}`)
+    const [pinned] = narHashes
+
+    // The node that lost follows the bucket: it serves the winner's NAR once the winner uploaded it
+    // (its own upstream offers only the other NarHash; before the upload it answers 503).
+    const followers = nodes.filter((n) => n.logged('the bucket pins another NarHash').length > 0)
+    const winners = nodes.filter((n) => !followers.includes(n))
+    assert.deepEqual(followers, [nodes[0]], `the node offered the NarHash pinned second did not follow the bucket: ${logs()}`)
+    for (const n of [...winners, ...followers]) {
+      const again = await fetch(`${n.url}/${h}.narinfo`)
+      assert.equal(again.status, 200, `${n.url} does not serve the path the bucket pins`)
+      const info = parseNarInfo(await again.text())
+      assert.equal(info.narHash.digest.toString('hex'), pinned, `${n.url} serves another NarHash than the bucket pins`)
+      const res = await fetch(`${n.url}/${info.url}`)
+      const nar = Buffer.from(await res.arrayBuffer())
+      assert.equal(res.status, 200, `${n.url} did not serve the pinned path's NAR: ${nar.toString('utf8', 0, 200)}`)
+      assert.equal(sha256Of(nar).digest.toString('hex'), pinned, `${n.url} served a NAR that is not the pinned one`)
+      await fetchedBytes(n)
+      await until('the node uploaded its NARs to the bucket', async () => (await metric(n, 'narthex_bucket_uploads_pending')) === 0, 30_000)
+    }
+    const { store } = await nix.substitute(followers[0].url, [others.contested], [followers[0].publicKey])
+    await nix.verifyPath(store, others.contested)
+    process.stderr.write(`contested path: narinfo answers ${answers.map((a) => a.status).join(', ')}; the first node was offered the other NarHash and followed the bucket\n`)
   })
 })
