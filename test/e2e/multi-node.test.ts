@@ -25,6 +25,7 @@ const skip = nixSkipReason() ?? haproxySkipReason()
 const s3Skip = skip ?? s3SkipReason()
 const NODES = 3
 const PUSH_TOKEN = 'push-token-0123456789abcdef'
+const NEGATIVE_TTL_MS = 2000
 
 /** A counter or gauge of a node's /metrics, summed over its label sets. */
 async function metric(node: NarthexProcess, name: string): Promise<number> {
@@ -73,7 +74,7 @@ let cacheDir: string
 let small: Record<string, string>
 /** Six 2 MiB paths in a chain (`q5` the top). */
 let large: Record<string, string>
-/** `pushed` (on `pushed-base`), pushed by a client; `contested`, which two upstreams offer with different NARs. */
+/** `pushed` and `pushed-lb` (on `pushed-base`), pushed by a client; `contested`, which two upstreams offer with different NARs. */
 let others: Record<string, string>
 let corpKey: NixKey
 /** The upstream cache with the forged `contested`. */
@@ -95,7 +96,7 @@ before(async () => {
   await nix.copyToCache(cacheDir, [small.p9])
   await nix.copyToCache(cacheDir, [large.q5], { compression: 'none' })
   if (s3Skip !== undefined) return
-  others = await nix.buildClosure({ 'pushed-base': {}, pushed: { deps: ['pushed-base'] }, contested: {} })
+  others = await nix.buildClosure({ 'pushed-base': {}, pushed: { deps: ['pushed-base'] }, 'pushed-lb': { deps: ['pushed-base'], bigBytes: 100_000 }, contested: {} })
   corpKey = await nix.genKey('corp-1')
   await nix.sign(upKey.secretFile, [others.contested])
   await nix.copyToCache(cacheDir, [others.contested], { compression: 'none' })
@@ -236,7 +237,9 @@ describe('three nodes sharing a bucket (storage.s3) behind HAProxy', { skip: s3S
     await writeFile(netrc, `machine 127.0.0.1 login ci password ${PUSH_TOKEN}\n`)
     const push = { tokens: [PUSH_TOKEN], publicKeys: [corpKey.publicKey], minSignatures: 1 }
     nodes = []
-    for (let i = 0; i < NODES; i++) nodes.push(await NarthexProcess.start(withBucket('narthex-shared', { ...nodeConfig(upstream), push })))
+    // Absent answers are remembered for 2 s (default 60 s): see the push through the balancer.
+    const cache = { negativeTtlMs: NEGATIVE_TTL_MS }
+    for (let i = 0; i < NODES; i++) nodes.push(await NarthexProcess.start(withBucket('narthex-shared', { ...nodeConfig(upstream), push, cache })))
     lb = await startHaproxy(nix.dir, nodes.map((n, i) => ({ name: `node${i + 1}`, url: n.url })))
   })
 
@@ -293,6 +296,22 @@ describe('three nodes sharing a bucket (storage.s3) behind HAProxy', { skip: s3S
       [],
       'the reader asked the upstream for a pushed path',
     )
+  })
+
+  test('a push through the balancer goes to one node, and the balancer then serves it', async () => {
+    const logStart = lb.logs.length
+    await nix.push(`${lb.url}?secret-key=${corpKey.secretFile}`, [others['pushed-lb']], { 'netrc-file': netrc })
+    const puts = lb.logs.slice(logStart).filter((l) => l.includes('"PUT '))
+    const pushNodes = new Set(puts.map((l) => /narthex_push\/(\S+)/.exec(l)?.[1]))
+    assert.ok(puts.length >= 2, `the push sent ${puts.length} PUTs`)
+    assert.equal(pushNodes.size, 1, `the PUTs of one push went to ${[...pushNodes].join(', ')}`)
+    assert.ok(!pushNodes.has(`node${victim + 1}`), 'a PUT went to the dead node')
+    for (const n of nodes.filter((_, i) => i !== victim)) await uploaded(n)
+    // nix copy --to asked the balancer for the path's narinfo first; the node its hash part goes to
+    // answered 404 and remembers that for cache.negativeTtlMs, unless it took the push itself.
+    await new Promise((r) => setTimeout(r, NEGATIVE_TTL_MS + 200))
+    const { store } = await nix.substitute(lb.url, [others['pushed-lb']], [nodes[0].publicKey])
+    for (const p of [others['pushed-base'], others['pushed-lb']]) await nix.verifyPath(store, p)
   })
 })
 
