@@ -138,9 +138,10 @@ export class NarInfoResolver {
 
   /**
    * The narinfo as narthex serves it: URL pointing at narthex's content-addressed
-   * NAR name under the path's hash part (see {@link narUrl}), file hash and size of the stored file when there is one, the
-   * verified upstream signatures, and narthex's own. `parsed` is the record's
-   * narinfo when the caller has it parsed already.
+   * NAR name under the path's hash part (see {@link narUrl}), file hash and size
+   * of the stored file when there is one, the verified upstream signatures, and
+   * narthex's own. `parsed` is the record's narinfo when the caller has it parsed
+   * already.
    */
   async formatServed(record: NarInfoRecord, parsed?: NarInfo): Promise<string> {
     const info = parsed ?? parseNarInfo(record.narinfo)
