@@ -113,7 +113,7 @@ export class NarFetcher {
    * the next one at once; one that fails midway aborts its clients and is
    * skipped for later requests.
    * @param hint the hash part of the path the NAR was asked for by (`/nar/<hashPart>/<fileName>`):
-   *   resolved first when this node has no record of it; `absent` when its narinfo names another file.
+   *   resolved first when this node has no record of it; `absent` when its narinfo has another NarHash.
    */
   async get(fileName: string, hint?: string): Promise<NarAnswer> {
     const parsed = parseNarFileName(fileName)
@@ -193,7 +193,7 @@ export class NarFetcher {
   /**
    * The record of the path a NAR was asked for by: remembered, in the index, or
    * resolved now (its narinfo request would come here next). A path whose
-   * narinfo names another file is absent: a hint never gets another path's NAR.
+   * narinfo has another NarHash is absent: a hint never gets another path's NAR.
    */
   async #hinted(fileName: string, hashPart: string): Promise<Admitted | Exclude<NarAnswer, { kind: 'stored' | 'following' }>> {
     const remembered = this.#admitted.get(fileName)
@@ -206,8 +206,10 @@ export class NarFetcher {
       if (!record) return { kind: 'absent' }
     }
     const info = parseNarInfo(record.narinfo)
-    if (narFileNameOf(info) !== fileName) return { kind: 'absent' }
-    this.remember(fileName, hashPart, record, info)
+    // The path's NarHash in another compression is still this path's NAR (a record that switched compression).
+    const compression = parseNarFileName(fileName)?.compression
+    if (compression === undefined || narFileNameOf({ narHash: info.narHash, compression }) !== fileName) return { kind: 'absent' }
+    if (narFileNameOf(info) === fileName) this.remember(fileName, hashPart, record, info)
     return { hashPart, record, info }
   }
 

@@ -71,7 +71,7 @@ test('a NAR asked for by hash part on a node that never saw the path resolves it
   assert.equal((await t!.store.getNarInfo(p.hashPart))?.origin, 'up-1', 'the path was not admitted through the normal resolve path')
 })
 
-test('a hash part whose narinfo names another file is a 404, even when that file is stored', async () => {
+test('a hash part whose narinfo has another NarHash is a 404, even when that file is stored', async () => {
   const base = await serve()
   const a = fakePath('routes-a-1.0', 'aaa\n'.repeat(40), t!.fakes[0].key)
   const b = fakePath('routes-b-1.0', 'bbb\n'.repeat(40), t!.fakes[0].key)
