@@ -23,7 +23,7 @@ import {
   type PublicKey,
 } from '../protocol/index.js'
 import type { AuditEvent, Bucket, NarInfoRecord, SourceRecord } from '../store/index.js'
-import { Upstream } from '../upstream/index.js'
+import { Upstream, type UpstreamHooks } from '../upstream/index.js'
 import { storedDenial } from './apply-deny.js'
 import { sourceOf } from './nar-source.js'
 
@@ -107,7 +107,7 @@ export const BUCKET_SOURCE = '@bucket'
  * Settings are the upstream defaults, but a bucket that fails is skipped only
  * briefly, and its NARs fall through to the upstreams meanwhile.
  */
-export function bucketNarSource(location: S3Location): Upstream {
+export function bucketNarSource(location: S3Location, hooks: UpstreamHooks = {}): Upstream {
   return new Upstream({
     name: BUCKET_SOURCE,
     url: formatS3Location(location),
@@ -117,7 +117,7 @@ export function bucketNarSource(location: S3Location): Upstream {
     minBytesPerSecond: 1024,
     failureThreshold: 3,
     downForMs: 10_000,
-  })
+  }, hooks)
 }
 
 /** What the bucket means for a path being resolved. */

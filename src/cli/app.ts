@@ -99,7 +99,7 @@ export async function openCore(config: Config, log: Logger, overrides: { prefetc
   const metrics = new Metrics({ processMetrics: true })
   const policy = compilePolicy(config)
   const uploads = bucket && new UploadQueue(store, bucket, log)
-  const bucketNars = config.storage.s3 && bucketNarSource(config.storage.s3)
+  const bucketNars = config.storage.s3 && bucketNarSource(config.storage.s3, { onCredentialsRejected })
   if (bucket) {
     writeCacheInfo(bucket, config.priority, log)
     const left = await uploads!.start()

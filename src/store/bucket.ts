@@ -29,6 +29,9 @@ const QUEUE_SIZE = 2
 // Below this a file goes up in one PUT (lib-storage decides the same by its part size).
 const SINGLE_PUT_MAX = PART_SIZE
 
+// How long a create waits before reading itself back (see createIfAbsent).
+const CONFIRM_DELAY_MS = 50
+
 function statusOf(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode
 }
@@ -94,7 +97,10 @@ export class Bucket {
   /**
    * Creates a small object only if none exists (`If-None-Match: *`). When one
    * exists (412, or 409 from a store that saw a concurrent create), its text is
-   * read and returned instead; nothing is ever overwritten.
+   * read and returned instead; nothing is ever overwritten. A create is read
+   * back: a store whose conditional check is not atomic (Swift lets two
+   * simultaneous creates both pass it, the later one winning) shows the
+   * winner then, and the loser follows it.
    * @throws NarthexError UPSTREAM_UNAVAILABLE when the bucket cannot be asked,
    *   or ignores the condition (answers 501).
    */
@@ -105,8 +111,12 @@ export class Bucket {
         await this.client.send(
           new PutObjectCommand({ Bucket: this.location.bucket, Key: this.key(rel), Body: text, ContentType: contentTypeOf(rel), IfNoneMatch: '*' }),
         )
-        return { kind: 'created' }
+        // Long enough for a simultaneous create that also passed the check to land.
+        await new Promise((r) => setTimeout(r, CONFIRM_DELAY_MS))
+        const landed = await this.getText(rel)
+        return landed === undefined || landed === text ? { kind: 'created' } : { kind: 'exists', text: landed }
       } catch (err) {
+        if (err instanceof NarthexError) throw err
         const status = statusOf(err)
         if (status !== 412 && status !== 409) throw unavailable(`create ${rel}`, err)
       }

@@ -49,7 +49,8 @@ export async function collectGarbage(ctx: GcContext, targetBytes: number): Promi
 
 async function isKept(ctx: GcContext, fileName: string): Promise<boolean> {
   const { ix } = ctx
-  if ((await ix.uploads.get(fileName)) !== undefined) return true
+  // Entries a bucket-backed run left mean nothing once the bucket is gone from the config.
+  if (ctx.bucketBacked && (await ix.uploads.get(fileName)) !== undefined) return true
   for (const hashPart of await ctx.narInfosForFile(fileName)) {
     if ((await ix.pins.get(hashPart)) !== undefined) return true
     const rec = await ix.narinfos.get(hashPart)

@@ -40,6 +40,13 @@ export function openSublevels(db: Level<string, string>) {
   }
 }
 
+/** Counts the keys of a sublevel (no values are read). */
+export async function countKeys(sublevel: { keys(): AsyncIterable<string> }): Promise<number> {
+  let n = 0
+  for await (const _ of sublevel.keys()) n++
+  return n
+}
+
 /** The sublevels of an open index. */
 export type Sublevels = ReturnType<typeof openSublevels>
 

@@ -21,7 +21,7 @@ import { CommitQueue, flushNarCommits, type NarCommit } from './commit-queue.js'
 import { collectGarbage } from './gc.js'
 import type { NarFileRecord, NarInfoRecord, RealisationRecord } from './records.js'
 import { StorePaths } from './store-paths.js'
-import { ioError, openIndexDb, openSublevels, type PendingUpload, type Sublevels } from './store-index.js'
+import { countKeys, ioError, openIndexDb, openSublevels, type PendingUpload, type Sublevels } from './store-index.js'
 import { emptyReport, indexRepairHooks, removeTempFiles, repairStore, takeCleanMarker, writeCleanMarker, type RecoveryReport } from './recovery.js'
 
 export type { RecoveryReport } from './recovery.js'
@@ -167,12 +167,7 @@ export class Store extends StorePaths {
    * values are read): for the status page and metrics, not for a hot path.
    */
   async countEntries(): Promise<{ paths: number; narFiles: number; pinned: number }> {
-    const count = async (keys: AsyncIterable<string>) => {
-      let n = 0
-      for await (const _ of keys) n++
-      return n
-    }
-    return { paths: await count(this.#ix.narinfos.keys()), narFiles: await count(this.#ix.nars.keys()), pinned: await count(this.#ix.pins.keys()) }
+    return { paths: await countKeys(this.#ix.narinfos), narFiles: await countKeys(this.#ix.nars), pinned: await countKeys(this.#ix.pins) }
   }
 
   /** Pins a path: its NAR is never evicted. */
@@ -195,17 +190,8 @@ export class Store extends StorePaths {
   async collectGarbage(targetBytes: number): Promise<{ evicted: string[]; freedBytes: number }> {
     // Until a repair has counted the stored bytes, the total is not known.
     if (this.#repairing || this.#totalBytes <= targetBytes) return { evicted: [], freedBytes: 0 }
-    return collectGarbage(
-      {
-        ix: this.#ix,
-        totalBytes: () => this.#totalBytes,
-        flushAccess: () => this.flushAccess(),
-        removeNar: (name) => this.removeNar(name),
-        narInfosForFile: (name) => this.narInfosForFile(name),
-        bucketBacked: this.#uploads,
-      },
-      targetBytes,
-    )
+    const ctx = { ix: this.#ix, totalBytes: () => this.#totalBytes, bucketBacked: this.#uploads }
+    return collectGarbage({ ...ctx, flushAccess: () => this.flushAccess(), removeNar: (n) => this.removeNar(n), narInfosForFile: (n) => this.narInfosForFile(n) }, targetBytes)
   }
 
   /** The admitted narinfo record of a hash part, or undefined. */
