@@ -342,7 +342,7 @@ describe('two nodes sharing a bucket, offered different NarHashes for one path',
     const h = hashPartOf(others.contested)
     // Both nodes miss in the bucket and ask their upstreams; the first node's answer comes a second
     // later, so the second node's pin is in the bucket by the time the first one creates its own.
-    // Not two creates at the same instant: the test S3 server (Swift's s3api) lets both of two
+    // Not two creates at the same instant: the test S3 server (Swift's s3api) can let both of two
     // simultaneous conditional creates of one key succeed, which S3 does not (docs/SCALE-OUT.md).
     honest.fault = (req) => (req.url?.endsWith('.narinfo') ? { kind: 'delayHeaders', ms: 1000 } : undefined)
     const answers = await Promise.all(nodes.map((n) => fetch(`${n.url}/${h}.narinfo`).then(async (r) => ({ status: r.status, text: await r.text() }))))
