@@ -13,6 +13,8 @@ import {
   formatStorePath,
   nixHashEquals,
   formatS3Location,
+  narFileNameOf,
+  narUrl,
   parseNarInfo,
   signatureKeyName,
   type S3Location,
@@ -61,7 +63,10 @@ export class BucketNarInfos {
    * @throws NarthexError UPSTREAM_UNAVAILABLE when the bucket cannot be asked.
    */
   async pin(hashPart: string, text: string): Promise<{ readonly kind: 'created' } | BucketNarInfo> {
-    const outcome = await this.#bucket.createIfAbsent(`${hashPart}.narinfo`, text)
+    // The bucket is laid out as a binary cache Nix reads itself: its NARs are at the flat `nar/<fileName>`. The URL is not signed.
+    const info = parseNarInfo(text)
+    const flat = formatNarInfo({ ...info, url: narUrl(narFileNameOf(info)) })
+    const outcome = await this.#bucket.createIfAbsent(`${hashPart}.narinfo`, flat)
     return outcome.kind === 'created' ? outcome : this.#check(hashPart, outcome.text)
   }
 

@@ -111,6 +111,7 @@ export class Cache {
         this.#narinfos.forgetServed(hashPart)
       },
       onSwitched: (hashPart) => this.#narinfos.forgetServed(hashPart),
+      resolve: (hashPart) => this.#narinfos.get(hashPart),
     })
     this.#narinfos = new NarInfoResolver({
       store,
@@ -167,12 +168,13 @@ export class Cache {
   }
 
   /**
-   * Answers `GET /nar/<fileName>`: the stored file, or a stream that follows the
-   * one download of it (see {@link NarFetcher.get}).
+   * Answers `GET /nar/[<hashPart>/]<fileName>`: the stored file, or a stream that
+   * follows the one download of it (see {@link NarFetcher.get}). With `hashPart`,
+   * a path this node has no record of is resolved first.
    */
-  getNar(fileName: string): Promise<NarAnswer> {
+  getNar(fileName: string, hashPart?: string): Promise<NarAnswer> {
     this.#prefetch.asked(fileName)
-    return this.#nars.get(fileName)
+    return this.#nars.get(fileName, hashPart)
   }
 
   /** Answers `GET /log/<drv>` (`nix log`): a pushed log, else the upstreams' (see {@link findBuildLog}). */

@@ -21,6 +21,7 @@ import type { Metrics } from './metrics.js'
 import { NarDownload, type NarFollower } from './nar-download.js'
 import { BUCKET_SOURCE } from './bucket-narinfo.js'
 import { describedBy, sourceOf } from './nar-source.js'
+import type { NarInfoAnswer } from './resolve-narinfo.js'
 
 /** The answer to a NAR request. */
 export type NarAnswer =
@@ -51,6 +52,8 @@ export interface NarFetcherDeps {
   readonly onStored: (hashPart: string) => void
   /** Told when the path's record now serves another NAR file (compression switched). */
   readonly onSwitched: (hashPart: string) => void
+  /** Resolves a path's narinfo as its request would (a NAR asked for by a path this node has no record of). */
+  readonly resolve: (hashPart: string) => Promise<NarInfoAnswer>
 }
 
 interface Admitted {
@@ -109,10 +112,18 @@ export class NarFetcher {
    * download of it. A source that fails before sending anything is skipped for
    * the next one at once; one that fails midway aborts its clients and is
    * skipped for later requests.
+   * @param hint the hash part of the path the NAR was asked for by (`/nar/<hashPart>/<fileName>`):
+   *   resolved first when this node has no record of it; `absent` when its narinfo has another NarHash.
    */
-  async get(fileName: string): Promise<NarAnswer> {
+  async get(fileName: string, hint?: string): Promise<NarAnswer> {
     const parsed = parseNarFileName(fileName)
     if (!parsed) return { kind: 'absent' }
+    let hinted: Admitted | undefined
+    if (hint !== undefined) {
+      const found = await this.#hinted(fileName, hint)
+      if ('kind' in found) return found
+      hinted = found
+    }
     const running = this.#downloads.get(fileName)
     if (running && running.state !== 'failed') {
       // Joined only once it has a byte: one whose source fails before that is
@@ -126,7 +137,7 @@ export class NarFetcher {
       store.touch(fileName)
       return { kind: 'stored', path: store.narPath(fileName), size: stored.fileSize }
     }
-    const known = this.#admitted.get(fileName) ?? (await this.#admittedFromIndex(fileName))
+    const known = hinted ?? this.#admitted.get(fileName) ?? (await this.#admittedFromIndex(fileName))
     if (!known) return { kind: 'absent' }
     const { hashPart } = known
     let record: NarInfoRecord = known.record
@@ -177,6 +188,29 @@ export class NarFetcher {
     const unsettled = [...this.#downloads.values()].filter((d) => d.state === 'running' || d.state === 'verified')
     for (const d of unsettled) if (d.state === 'running') d.abort(new NarthexError('SHUTTING_DOWN', 'narthex is shutting down'))
     await Promise.allSettled(unsettled.map((d) => d.done))
+  }
+
+  /**
+   * The record of the path a NAR was asked for by: remembered, in the index, or
+   * resolved now (its narinfo request would come here next). A path whose
+   * narinfo has another NarHash is absent: a hint never gets another path's NAR.
+   */
+  async #hinted(fileName: string, hashPart: string): Promise<Admitted | Exclude<NarAnswer, { kind: 'stored' | 'following' }>> {
+    const remembered = this.#admitted.get(fileName)
+    if (remembered?.hashPart === hashPart) return remembered
+    let record = await this.#d.store.getNarInfo(hashPart)
+    if (!record) {
+      const answer = await this.#d.resolve(hashPart)
+      if (answer.kind !== 'found') return answer
+      record = await this.#d.store.getNarInfo(hashPart)
+      if (!record) return { kind: 'absent' }
+    }
+    const info = parseNarInfo(record.narinfo)
+    // The path's NarHash in another compression is still this path's NAR (a record that switched compression).
+    const compression = parseNarFileName(fileName)?.compression
+    if (compression === undefined || narFileNameOf({ narHash: info.narHash, compression }) !== fileName) return { kind: 'absent' }
+    if (narFileNameOf(info) === fileName) this.remember(fileName, hashPart, record, info)
+    return { hashPart, record, info }
   }
 
   /** The bucket first (with no file fields: another node's upload may be another compression run), then the record's sources. */

@@ -8,7 +8,7 @@ import { constants as fsConstants } from 'node:fs'
 import { copyFile, mkdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { NarthexError } from '../errors.js'
-import { formatCacheInfo, parseNarInfo, parseStorePathBase, STORE_DIR } from '../protocol/index.js'
+import { formatCacheInfo, formatNarInfo, narUrl, parseNarInfo, parseNarUrl, parseStorePathBase, STORE_DIR } from '../protocol/index.js'
 import type { Store } from '../store/index.js'
 import type { Cache } from './cache.js'
 
@@ -81,8 +81,9 @@ export async function mirrorClosures(
       const answer = await cache.getNarInfo(hashPart)
       if (answer.kind === 'absent') throw new NarthexError('NOT_FOUND', `${hashPart}: no eligible upstream has it, or policy refuses it`)
       if (answer.kind === 'unavailable') throw new NarthexError('UPSTREAM_UNAVAILABLE', `${hashPart}: an eligible upstream could not be asked`)
-      const url = parseNarInfo(answer.text).url
-      const nar = await cache.getNar(url.slice('nar/'.length))
+      const served = parseNarUrl(parseNarInfo(answer.text).url)
+      if (!served) throw new NarthexError('NOT_FOUND', `${hashPart}: its narinfo names no NAR narthex serves`)
+      const nar = await cache.getNar(served.fileName, served.hashPart)
       if (nar.kind === 'following') {
         await nar.follower.completed()
       } else if (nar.kind !== 'stored') {
@@ -118,8 +119,11 @@ export async function exportClosures(
     async (hashPart) => {
       const record = await store.getNarInfo(hashPart)
       if (!record) throw new NarthexError('NOT_FOUND', `${hashPart} is not in the store (mirror it first)`)
-      const text = await cache.formatServed(record)
-      const fileName = parseNarInfo(text).url.slice('nar/'.length)
+      const info = parseNarInfo(await cache.formatServed(record))
+      const fileName = parseNarUrl(info.url)?.fileName
+      if (fileName === undefined) throw new NarthexError('NOT_FOUND', `${hashPart}: its narinfo names no NAR narthex serves`)
+      // A file:// cache keeps Nix's flat layout, which `import` reads back. The URL is not signed.
+      const text = formatNarInfo({ ...info, url: narUrl(fileName) })
       if (!(await store.getNarFile(fileName))) throw new NarthexError('NOT_FOUND', `${hashPart}: its NAR is not stored (evicted?); mirror it again`)
       const dest = join(dir, 'nar', fileName)
       await copyFile(store.narPath(fileName), `${dest}.part`, fsConstants.COPYFILE_FICLONE)

@@ -16,6 +16,7 @@ import {
   parseNarInfo,
   parseNixHash,
   parseStorePath,
+  narUrl,
   sha256Of,
   signNarInfo,
   STORE_DIR,
@@ -137,9 +138,10 @@ export class NarInfoResolver {
 
   /**
    * The narinfo as narthex serves it: URL pointing at narthex's content-addressed
-   * NAR name, file hash and size of the stored file when there is one, the
-   * verified upstream signatures, and narthex's own. `parsed` is the record's
-   * narinfo when the caller has it parsed already.
+   * NAR name under the path's hash part (see {@link narUrl}), file hash and size
+   * of the stored file when there is one, the verified upstream signatures, and
+   * narthex's own. `parsed` is the record's narinfo when the caller has it parsed
+   * already.
    */
   async formatServed(record: NarInfoRecord, parsed?: NarInfo): Promise<string> {
     const info = parsed ?? parseNarInfo(record.narinfo)
@@ -147,7 +149,7 @@ export class NarInfoResolver {
     const stored = await this.#d.store.getNarFile(fileName)
     const served: NarInfo = {
       ...info,
-      url: `nar/${fileName}`,
+      url: narUrl(fileName, info.storePath.hashPart),
       ...(stored ? { fileHash: parseNixHash(stored.fileHash), fileSize: stored.fileSize } : {}),
     }
     let signed = served

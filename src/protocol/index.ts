@@ -21,7 +21,7 @@ export {
   urlAgreesWithCompression,
   type Compression,
 } from './compression.js'
-export { NAR_FILE_NAME_PATTERN, narFileName, narFileNameOf, narShardPath, parseNarFileName } from './nar-file.js'
+export { NAR_FILE_NAME_PATTERN, NAR_URL_PATTERN, narFileName, narFileNameOf, narShardPath, parseNarFileName, narUrl, parseNarUrl } from './nar-file.js'
 export {
   HASH_SIZES,
   parseNixHash,
@@ -85,6 +85,7 @@ export {
 } from './store-path.js'
 export {
   DRV_OUTPUT_ID,
+  DRV_OUTPUT_ID_PATTERN,
   MAX_REALISATION_BYTES,
   isDrvOutputId,
   parseRealisation,

@@ -13,7 +13,7 @@
  */
 import { NarthexError } from '../errors.js'
 import { signFingerprint, signatureKeyName, verifyFingerprint, type PublicKey, type SecretKey } from './signature.js'
-import { formatStorePathBase, MAX_NAME_LENGTH, parseStorePathBase, type StorePath } from './store-path.js'
+import { formatStorePathBase, MAX_NAME_LENGTH, NAME_CHAR_CLASS, parseStorePathBase, type StorePath } from './store-path.js'
 
 /** A parsed realisation. */
 export interface Realisation {
@@ -30,8 +30,14 @@ export interface Realisation {
 /** The largest `.doi` file narthex reads: a realisation is a few hundred bytes plus its dependencies. */
 export const MAX_REALISATION_BYTES = 256 * 1024
 
+/**
+ * A regular-expression source matching one derivation output id, unanchored:
+ * `sha256:` and the base16 hash modulo, `!`, the output name. It admits no `/`.
+ */
+export const DRV_OUTPUT_ID_PATTERN = `sha256:[0-9a-f]{64}!${NAME_CHAR_CLASS}{1,${MAX_NAME_LENGTH}}`
+
 /** A derivation output id: `sha256:` and the base16 hash modulo, `!`, the output name. */
-export const DRV_OUTPUT_ID = new RegExp(`^sha256:[0-9a-f]{64}![0-9A-Za-z+\\-._?=]{1,${MAX_NAME_LENGTH}}$`)
+export const DRV_OUTPUT_ID = new RegExp(`^${DRV_OUTPUT_ID_PATTERN}$`)
 
 function invalid(message: string): NarthexError {
   return new NarthexError('BAD_REQUEST', `invalid realisation: ${message}`)

@@ -15,7 +15,7 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
-import { MAX_NARINFO_BYTES, narShardPath } from '../protocol/index.js'
+import { MAX_NARINFO_BYTES, narShardPath, narUrl, parseNarInfo } from '../protocol/index.js'
 import { sendRefusal, type AccessControl } from './access.js'
 import { HttpMetrics, observeRequest, setRequestToken, type RequestContext, type RequestLogLevel } from './http-metrics.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
@@ -49,6 +49,16 @@ function forwardable(headers: IncomingHttpHeaders | Record<string, string | stri
   const out: Record<string, string | string[]> = {}
   for (const [k, v] of Object.entries(headers)) if (v !== undefined && !HOP_BY_HOP.has(k.toLowerCase())) out[k] = v
   return out
+}
+
+/** True when `narinfo` (a narinfo the core served for `hashPart`) gives the NAR URL of `fileName`. */
+function servesFile(narinfo: Buffer | undefined, hashPart: string, fileName: string): boolean {
+  if (narinfo === undefined) return false
+  try {
+    return parseNarInfo(narinfo.toString('utf8')).url === narUrl(fileName, hashPart)
+  } catch {
+    return false
+  }
 }
 
 function sendNarInfo(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
@@ -125,11 +135,12 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
       }
       m = NAR_ROUTE.exec(path)
       if (m) {
-        const name = m[1]
+        const [, hashPart, name] = m
         if (ctx) ctx.route = 'nar'
-        const file = join(deps.narDir, narShardPath(name))
-        const st = await stat(file).catch(() => undefined)
-        if (st?.isFile()) {
+        // A hash part is answered here only when it is known to name this file; else the core decides.
+        const file = hashPart === undefined || servesFile(narinfos.get(hashPart), hashPart, name) ? join(deps.narDir, narShardPath(name)) : undefined
+        const st = file === undefined ? undefined : await stat(file).catch(() => undefined)
+        if (file !== undefined && st?.isFile()) {
           deps.onServedFile?.(name)
           if (ctx) ctx.outcome = 'hit'
           const sent = await sendFile(req, res, file, st.size)

@@ -8,17 +8,22 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { NarFollower } from '../cache/index.js'
 import { copyFileTo } from '../file-copy.js'
-import { HASH_PART_PATTERN, MAX_NAME_LENGTH, NAME_CHAR_CLASS, NAR_FILE_NAME_PATTERN } from '../protocol/index.js'
+import { DRV_OUTPUT_ID_PATTERN, HASH_PART_PATTERN, MAX_NAME_LENGTH, NAME_CHAR_CLASS, NAR_URL_PATTERN } from '../protocol/index.js'
 import { respondStatus } from './respond-error.js'
 
 /** `/<hashPart>.narinfo`. */
 export const NARINFO_ROUTE = new RegExp(`^/(${HASH_PART_PATTERN})\\.narinfo$`)
-/** `/nar/<nix32>.nar[.ext]`, with the extension of a compression narthex knows. */
-export const NAR_ROUTE = new RegExp(`^/nar/(${NAR_FILE_NAME_PATTERN})$`)
+/**
+ * `/nar/<hashPart>/<nix32>.nar[.ext]` (the URL narthex's narinfos give) or
+ * `/nar/<nix32>.nar[.ext]` (Nix's form: pushes, and narinfos served before),
+ * with the extension of a compression narthex knows. Group 1 is the hash part
+ * (absent in the short form), group 2 the file name.
+ */
+export const NAR_ROUTE = new RegExp(`^/${NAR_URL_PATTERN}$`)
 /** `/log/<hash>-<name>.drv`: a build log. The name may not start with a dot here. */
 export const LOG_ROUTE = new RegExp(`^/log/(${HASH_PART_PATTERN}-(?!\\.)${NAME_CHAR_CLASS}{1,${MAX_NAME_LENGTH}}\\.drv)$`)
 /** `/realisations/sha256:<hex>!<output>.doi`: a ca-derivations realisation. */
-export const REALISATION_ROUTE = new RegExp(`^/realisations/(sha256:[0-9a-f]{64}!${NAME_CHAR_CLASS}{1,${MAX_NAME_LENGTH}})\\.doi$`)
+export const REALISATION_ROUTE = new RegExp(`^/realisations/(${DRV_OUTPUT_ID_PATTERN})\\.doi$`)
 /** `/<hashPart>.ls`: a NAR listing. */
 export const LISTING_ROUTE = new RegExp(`^/(${HASH_PART_PATTERN})\\.ls$`)
 /** Anything that looks like an attempt to leave the route space: a 400, not a 404. */

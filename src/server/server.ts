@@ -109,7 +109,7 @@ export function createNarthexServer(deps: ServerDeps): Server {
     }
     if ((m = NAR_ROUTE.exec(path))) {
       setRoute('nar')
-      await serveNar(req, res, await deps.cache.getNar(m[1]), ctx)
+      await serveNar(req, res, await deps.cache.getNar(m[2], m[1]), ctx)
       return
     }
     if ((m = LOG_ROUTE.exec(path))) {
@@ -207,8 +207,9 @@ export function createNarthexServer(deps: ServerDeps): Server {
       respondStatus(res, outcome === 'admitted' ? 201 : 200, outcome)
       return
     }
-    if ((m = NAR_ROUTE.exec(path))) {
-      await push.receiver.receiveNar(m[1], req)
+    // Nix uploads to the URL of its own narinfo, which has no hash part.
+    if ((m = NAR_ROUTE.exec(path)) && m[1] === undefined) {
+      await push.receiver.receiveNar(m[2], req)
       respondStatus(res, 201, 'stored')
       return
     }

@@ -22,7 +22,7 @@ test('an admitted narinfo is served re-signed by narthex, pointing at its own NA
   const answer = await t.cache.getNarInfo(p.hashPart)
   assert.equal(answer.kind, 'found', 'a path signed by a trusted key was not admitted')
   const served = parseNarInfo(answer.text)
-  assert.equal(served.url, `nar/${p.fileName}`, 'the served URL is not narthex\'s content-addressed NAR name')
+  assert.equal(served.url, `nar/${p.hashPart}/${p.fileName}`, 'the served URL is not narthex\'s content-addressed NAR name under the path\'s hash part')
   assert.deepEqual(served.narHash, p.info.narHash)
   assert.deepEqual(
     validSigners(served, [toPublicKey(t.key), toPublicKey(up.key)]),

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3'
+import { narUrl, parseNarUrl } from '../../src/protocol/index.js'
 import { hashPartOf } from '../helpers/caches.js'
 import { NarthexProcess } from '../helpers/narthex.js'
 import { NixEnv, nixSkipReason, type NixKey } from '../helpers/nix.js'
@@ -126,7 +127,8 @@ describe('narthex nodes sharing a bucket, with real Nix', { skip }, () => {
     assert.equal(b.publicKey, a.publicKey, 'the nodes share the signing key')
     const narinfo = await (await fetch(`${b.url}/${hashPartOf(paths.app)}.narinfo`)).text()
     const url = /^URL: (.*)$/m.exec(narinfo)![1]
-    const whole = Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: 'shared', Key: `cache/${url}` }))).Body!.transformToByteArray())
+    // Served under the path's hash part; the bucket keeps Nix's flat layout.
+    const whole = Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: 'shared', Key: `cache/${flatKey(url)}` }))).Body!.transformToByteArray())
     await nix.substitute(b.url, [paths.app], [b.publicKey])
     // Ranges are served from the stored file: its commit may trail the client's last byte a little.
     let ranged = await fetch(`${b.url}/${url}`, { headers: { Range: 'bytes=10-109' } })
@@ -183,12 +185,19 @@ describe('narthex nodes sharing a bucket, with real Nix', { skip }, () => {
       assert.equal((await fetch(`${node.url}/${hashPartOf(paths.lib)}.narinfo`)).status, 200, 'an indexed path is still served')
       await proxy.restore()
       await uploadsDone(node, 1)
-      assert.ok((await keysUnder(`outage/${url}`)).length === 1, 'the queued NAR reached the bucket')
+      assert.ok((await keysUnder(`outage/${flatKey(url)}`)).length === 1, 'the queued NAR reached the bucket')
     } finally {
       await proxy.close()
     }
   })
 })
+
+/** The bucket key of a NAR narthex serves at `url` (`nar/<hashPart>/<fileName>` → `nar/<fileName>`). */
+function flatKey(url: string): string {
+  const served = parseNarUrl(url)
+  if (!served) throw new Error(`not a NAR URL narthex serves: ${url}`)
+  return narUrl(served.fileName)
+}
 
 /** A TCP proxy to `target` whose connections can be cut (and refused) and restored, on one port. */
 async function startCuttableProxy(target: URL): Promise<{ url: string; cut(): void; restore(): Promise<void>; close(): Promise<void> }> {

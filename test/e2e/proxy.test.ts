@@ -97,11 +97,17 @@ describe('narthex in front of two upstreams', { skip }, () => {
     const info = parseNarInfo(await res.text())
     assert.deepEqual(validSigners(info, [parsePublicKey(narthex.publicKey)]), [parsePublicKey(narthex.publicKey).name])
     assert.deepEqual(validSigners(info, [parsePublicKey(key1.publicKey)]), ['up1-1'])
-    assert.match(info.url, /^nar\/[0-9a-z]{52}\.nar\.xz$/)
+    assert.equal(info.url, `nar/${hashPartOf(paths.app)}/${info.url.split('/')[2]}`, 'the NAR URL does not lead with the path\'s hash part')
+    assert.match(info.url, /^nar\/[0-9a-z]{32}\/[0-9a-z]{52}\.nar\.xz$/)
     const nar = await fetch(`${narthex.url}/${info.url}`)
     assert.equal(nar.status, 200)
     assert.equal(nar.headers.get('accept-ranges'), 'bytes')
-    assert.equal((await nar.arrayBuffer()).byteLength, info.fileSize)
+    const body = Buffer.from(await nar.arrayBuffer())
+    assert.equal(body.length, info.fileSize)
+    // Narinfos served before keep working: their URL had no hash part.
+    const flat = await fetch(`${narthex.url}/nar/${info.url.split('/')[2]}`)
+    assert.equal(flat.status, 200, 'the NAR is no longer served at its flat URL')
+    assert.ok(Buffer.from(await flat.arrayBuffer()).equals(body))
   })
 
   test('paths come from the higher-priority upstream that has them; a path only the second has is found', async () => {

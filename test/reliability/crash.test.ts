@@ -157,7 +157,7 @@ describe('SIGKILL at random moments of a mixed load', { skip }, () => {
               continue
             }
             const info = parseNarInfo(ni.body.toString('utf8'))
-            if (info.url !== `nar/${e.name}` || info.storePath.hashPart !== hashPart || !info.narHash.digest.equals(e.info.narHash.digest) || validSigners(info, [publicKey]).length !== 1) {
+            if (info.url !== `nar/${hashPart}/${e.name}` || info.storePath.hashPart !== hashPart || !info.narHash.digest.equals(e.info.narHash.digest) || validSigners(info, [publicKey]).length !== 1) {
               problems.push(`${hashPart}.narinfo: wrong or unsigned narinfo`)
               continue
             }
@@ -174,7 +174,7 @@ describe('SIGKILL at random moments of a mixed load', { skip }, () => {
               if (wrong) problems.push(`${info.url}: ${wrong}`)
               else {
                 figures.verifiedResponses++
-                receivedNars.add(info.url.slice(4))
+                receivedNars.add(e.name)
               }
             }
           } catch (err) {

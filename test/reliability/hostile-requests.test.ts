@@ -124,7 +124,7 @@ for (const workers of [0, 2]) describe(`hostile requests (${workers === 0 ? 'one
     // valid NAR name that no entry names is planted too. (Worker fronts serve any file under nar/
     // without the index, by design: files appear there only by the verified commit's rename.)
     const token = `NARTHEX-SECRET-${randomBytes(12).toString('hex')}`
-    const name = narUrl.slice('/nar/'.length)
+    const name = narUrl.slice(narUrl.lastIndexOf('/') + 1)
     const unindexed = `${'0'.repeat(52)}.nar`
     await writeFile(join(narthex.dir, 'secret.txt'), `${token}-beside\n`)
     await writeFile(join(narthex.dataDir, 'secret.txt'), `${token}-inside\n`)
@@ -179,7 +179,7 @@ for (const workers of [0, 2]) describe(`hostile requests (${workers === 0 ? 'one
   }
 
   test('path traversal in every encoding is 400 or 404, never a file', async () => {
-    const name = narUrl.slice('/nar/'.length)
+    const name = narUrl.slice(narUrl.lastIndexOf('/') + 1)
     const h = hashPartOf(app)
     const targets = [
       '/../../etc/passwd',
@@ -231,6 +231,8 @@ for (const workers of [0, 2]) describe(`hostile requests (${workers === 0 ? 'one
       `/nar/${name.slice(0, 2)}/${name}`,
       `/nar/${name.slice(0, 2)}/secret.txt`,
       `/nar/${'0'.repeat(52)}.nar`,
+      `/nar/${hashPartOf(app)}/secret.txt`,
+      `/nar/${hashPartOf(app)}/${name.slice(0, 2)}/${name}`,
       '/proc/self/environ',
       '/dev/zero',
       '/~root/.ssh/id_rsa',
@@ -255,7 +257,7 @@ for (const workers of [0, 2]) describe(`hostile requests (${workers === 0 ? 'one
 
   test('malformed hashes and names are 4xx', async () => {
     const h = hashPartOf(app)
-    const name = narUrl.slice('/nar/'.length)
+    const name = narUrl.slice(narUrl.lastIndexOf('/') + 1)
     const nix32 = name.slice(0, 52)
     const targets = [
       `/${h.slice(1)}.narinfo`,

@@ -264,7 +264,7 @@ async function main(): Promise<number> {
             continue
           }
           const info = parseNarInfo(ni.body.toString('utf8'))
-          if (info.url !== `nar/${target.name}` || !info.narHash.digest.equals(target.info.narHash.digest) || validSigners(info, [publicKey]).length !== 1) {
+          if (info.url !== `nar/${hashPart}/${target.name}` || !info.narHash.digest.equals(target.info.narHash.digest) || validSigners(info, [publicKey]).length !== 1) {
             fail(`${hashPart}.narinfo: not the admitted narinfo signed by narthex`)
             continue
           }
