@@ -72,6 +72,8 @@ const upstream = z.strictObject({
   url: z
     .string()
     .superRefine((u, ctx) => {
+      // The URL parser drops leading and trailing blanks and tabs silently; a URL written with them is a typo.
+      if ([...u].some((c) => c.charCodeAt(0) <= 0x20 || c.charCodeAt(0) === 0x7f)) return ctx.addIssue({ code: 'custom', message: 'a URL has no spaces, tabs or control characters' })
       if (/^s3:\/\//i.test(u)) return checkS3Url(u, ctx)
       if (!httpUrl.safeParse(u).success) return ctx.addIssue({ code: 'custom', message: 'expected an http://, https:// or s3:// URL' })
       // Credentials in the URL would show on the status page and in logs.

@@ -35,6 +35,8 @@ test('bad configurations are refused with CONFIG_INVALID naming the field', () =
     ['unknown upstream key', { upstreams: [{ ...up('x'), colour: 'red' }] }, 'upstreams.0'],
     ['malformed public key', { upstreams: [{ ...up('x'), publicKeys: ['nonsense'] }] }, 'upstreams.0.publicKeys.0'],
     ['non-http url', { upstreams: [{ ...up('x'), url: 'ftp://x' }] }, 'upstreams.0.url'],
+    ['url with a tab the URL parser would drop', { upstreams: [{ ...up('x'), url: '\thttps://x' }] }, 'upstreams.0.url'],
+    ['url with a space', { upstreams: [{ ...up('x'), url: 'https://x/a b' }] }, 'upstreams.0.url'],
     ['duplicate upstream', { upstreams: [up('x'), up('x')] }, 'upstreams.1.name'],
     ['unknown upstream in a rule', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['nope'] }] }, 'rules.0.upstreams.0'],
     ['rule after a catch-all', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['x'] }, { match: 'corp-*', upstreams: ['x'] }] }, 'rules.1'],

@@ -556,7 +556,7 @@ function checkConfig(cfg: Config): void {
   const names = new Set(cfg.upstreams.map((u) => u.name))
   assert.equal(names.size, cfg.upstreams.length, 'upstream names are unique')
   for (const u of cfg.upstreams) {
-    assert.match(u.url, /^https?:\/\//)
+    assert.match(u.url, /^(https?|s3):\/\/[^\s]+$/)
     assert.ok(!u.url.endsWith('/'))
     for (const k of u.publicKeys) parsePublicKey(k)
     for (const ms of [u.timeoutMs, u.speedWindowMs]) assert.ok(Number.isInteger(ms) && ms >= 100 && ms <= 600_000)
