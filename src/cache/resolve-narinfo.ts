@@ -108,16 +108,31 @@ export class NarInfoResolver {
       return { kind: 'found', text: hot, outcome: 'hit' }
     }
     const negative = this.#negative.get(hashPart)
+    // With a shared bucket a remembered "absent" covers the upstreams only: another node may have admitted the path, or taken its push, since.
+    if (negative?.kind === 'absent' && this.#d.bucket) return this.#once(hashPart, () => this.#recheckBucket(hashPart, negative))
     if (negative) {
       this.#d.metrics.narinfoLookups.inc({ outcome: negative.kind })
       return negative
     }
+    return this.#once(hashPart, () => this.#resolve(hashPart))
+  }
+
+  /** One look-up per hash part at a time: later requests wait for the one under way. */
+  #once(hashPart: string, run: () => Promise<NarInfoAnswer>): Promise<NarInfoAnswer> {
     let pending = this.#resolving.get(hashPart)
     if (!pending) {
-      pending = this.#resolve(hashPart).finally(() => this.#resolving.delete(hashPart))
+      pending = run().finally(() => this.#resolving.delete(hashPart))
       this.#resolving.set(hashPart, pending)
     }
     return pending
+  }
+
+  /** A remembered "absent" with a bucket: the bucket's narinfo when one appeared meanwhile, else the remembered answer. */
+  async #recheckBucket(hashPart: string, negative: Extract<NarInfoAnswer, { kind: 'absent' }>): Promise<NarInfoAnswer> {
+    const outcome = await lookUpBucket(this.#d.bucket!, this.#d.policy, hashPart)
+    if (outcome.kind === 'follow') return this.#keepFollowed(hashPart, outcome.found, outcome.record)
+    this.#d.metrics.narinfoLookups.inc({ outcome: negative.kind })
+    return negative
   }
 
   /** True when `hashPart` was served lately or is being resolved now (no need to look it up ahead). */

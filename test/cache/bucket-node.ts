@@ -66,6 +66,8 @@ export interface NodeOptions {
   readonly rules?: PolicyInput['rules']
   readonly dataDir?: string
   readonly pushKeys?: readonly SecretKey[]
+  /** How long an absent answer is remembered; default 0 (not at all). */
+  readonly negativeTtlMs?: number
 }
 
 /** Opens a node on its own data directory (or `options.dataDir`). */
@@ -94,7 +96,7 @@ export async function startNode(options: NodeOptions): Promise<BucketNode> {
     log,
     metrics: new Metrics(),
     audit,
-    settings: { negativeTtlMs: 0, unavailableTtlMs: 0, narinfoLruEntries: 1000, prefetchReferences: false, prefetchNars: false, prefetchMaxInFlight: 4 },
+    settings: { negativeTtlMs: options.negativeTtlMs ?? 0, unavailableTtlMs: 0, narinfoLruEntries: 1000, prefetchReferences: false, prefetchNars: false, prefetchMaxInFlight: 4 },
     bucket: { narinfos: new BucketNarInfos(bucket, [toPublicKey(key)]), nars },
   })
   const push = new PushReceiver({

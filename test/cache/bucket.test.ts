@@ -234,6 +234,28 @@ describe('nodes sharing a bucket', { skip }, () => {
     assert.deepEqual(fakes[0].server.requests, [])
   })
 
+  test('a node that remembers a path as absent serves it once another node took its push, without waiting for the absence to expire', async () => {
+    const { bucket, fakes } = await fresh()
+    const pushKey = generateSecretKey('pusher')
+    const path = fakePath('bucket-pushed-after-404', 'pushed after a 404')
+    const b = await node(bucket, fakes, { negativeTtlMs: 3_600_000 })
+    assert.equal((await b.cache.getNarInfo(path.hashPart)).kind, 'absent', "the pusher's query: absent everywhere")
+    const a = await node(bucket, fakes, { pushKeys: [pushKey] })
+    await a.push.receiveNar(path.fileName, Readable.from([path.nar]))
+    assert.equal(await a.push.receiveNarInfo(path.hashPart, formatNarInfo(signNarInfo(path.info, pushKey))), 'admitted')
+    await a.uploads.idle()
+    const upstreamAsked = fakes[0].server.requests.length
+    const again = await b.cache.getNarInfo(path.hashPart)
+    assert.equal(again.kind, 'found', 'found in the bucket despite the remembered absence')
+    assert.deepEqual(await receive(await b.cache.getNar(path.fileName)), path.nar)
+    assert.equal(fakes[0].server.requests.length, upstreamAsked, 'the remembered absence still spares the upstreams')
+    const other = fakePath('bucket-still-absent', 'never pushed')
+    assert.equal((await b.cache.getNarInfo(other.hashPart)).kind, 'absent')
+    const asked = fakes[0].server.requests.length
+    assert.equal((await b.cache.getNarInfo(other.hashPart)).kind, 'absent', 'still absent, from memory and the bucket')
+    assert.equal(fakes[0].server.requests.length, asked, 'the upstream is not asked again while the absence is remembered')
+  })
+
   test('a push of another NarHash than the bucket pins is refused as a conflict', async () => {
     const { bucket, fakes } = await fresh()
     const pushKey = generateSecretKey('pusher')
