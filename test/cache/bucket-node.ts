@@ -7,7 +7,6 @@
  *
  * @module
  */
-import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,8 +14,9 @@ import pino from 'pino'
 import { bucketNarSource, BucketNarInfos, Cache, Metrics, PushReceiver } from '../../src/cache/index.js'
 import { compilePolicy, type PolicyInput } from '../../src/policy/index.js'
 import { formatPublicKey, generateSecretKey, toPublicKey, type S3Location, type SecretKey } from '../../src/protocol/index.js'
-import { AuditLog, auditLogPath, Bucket, readAuditLog, Store, UploadQueue, type AuditEntry } from '../../src/store/index.js'
+import { AuditLog, Bucket, Store, UploadQueue, type AuditEntry } from '../../src/store/index.js'
 import { Upstream } from '../../src/upstream/index.js'
+import { flushedAuditEntries } from '../helpers/fake-cache.js'
 import { startStaticServer, type StaticServer } from '../helpers/static-server.js'
 import type { S3TestServer } from '../helpers/s3-server.js'
 
@@ -114,13 +114,7 @@ export async function startNode(options: NodeOptions): Promise<BucketNode> {
     uploads,
     push,
     dataDir,
-    async auditEntries() {
-      await audit.flush()
-      const entries: AuditEntry[] = []
-      if (!existsSync(auditLogPath(dataDir))) return entries
-      for await (const { entry } of readAuditLog(auditLogPath(dataDir))) if (entry) entries.push(entry)
-      return entries
-    },
+    auditEntries: () => flushedAuditEntries(audit, dataDir),
     close() {
       closing ??= (async () => {
         await cache.close()

@@ -171,13 +171,7 @@ export async function startCache(options: StartCacheOptions = {}): Promise<Cache
     fakes,
     key,
     dataDir,
-    async auditEntries() {
-      await audit.flush()
-      const entries: AuditEntry[] = []
-      if (!existsSync(auditLogPath(dataDir))) return entries
-      for await (const { entry } of readAuditLog(auditLogPath(dataDir))) if (entry) entries.push(entry)
-      return entries
-    },
+    auditEntries: () => flushedAuditEntries(audit, dataDir),
     async close() {
       await cache.close()
       await Promise.all(upstreams.map((u) => u.close()))
@@ -186,4 +180,13 @@ export async function startCache(options: StartCacheOptions = {}): Promise<Cache
       await rm(root, { recursive: true, force: true })
     },
   }
+}
+
+/** Every entry of the audit log in `dataDir`, after `audit`'s pending appends are written. */
+export async function flushedAuditEntries(audit: AuditLog, dataDir: string): Promise<AuditEntry[]> {
+  await audit.flush()
+  const entries: AuditEntry[] = []
+  if (!existsSync(auditLogPath(dataDir))) return entries
+  for await (const { entry } of readAuditLog(auditLogPath(dataDir))) if (entry) entries.push(entry)
+  return entries
 }
