@@ -61,6 +61,18 @@ function servesFile(narinfo: Buffer | undefined, hashPart: string, fileName: str
   }
 }
 
+/** A narinfo body from the core, whole (narinfos are small; a larger body is an error). */
+async function readCapped(body: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const c of body) {
+    size += (c as Buffer).length
+    if (size > MAX_NARINFO_BYTES) throw new Error('narinfo from the core is too large')
+    chunks.push(c as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
 function sendNarInfo(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
   res.writeHead(200, ['content-type', 'text/x-nix-narinfo', 'content-length', String(body.length)])
   res.end(req.method === 'HEAD' ? undefined : body)
@@ -86,14 +98,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
     // The core answered: it counted and logged the request.
     if (ctx) ctx.passedOn = true
     if (onText && upstream.statusCode === 200) {
-      const chunks: Buffer[] = []
-      let size = 0
-      for await (const c of upstream.body) {
-        size += (c as Buffer).length
-        if (size > MAX_NARINFO_BYTES) throw new Error('narinfo from the core is too large')
-        chunks.push(c as Buffer)
-      }
-      const text = Buffer.concat(chunks)
+      const text = await readCapped(upstream.body)
       onText(text)
       sendNarInfo(req, res, text)
       return
@@ -105,6 +110,30 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
       // The core cut the stream (a NAR failed verification) or the client left: cut ours too.
       res.destroy()
     }
+  }
+
+  /**
+   * The narinfo the core serves for `hashPart`, from this worker's memory or
+   * asked of the core (and kept): a NAR URL under a hash part is answered here
+   * only when that narinfo names the file. Undefined when the core has none.
+   * A client fetching a NAR through another worker than its narinfo (each
+   * connection goes to any worker) so gets the file from this worker's disk,
+   * not streamed through the core. The core counts that look-up as a narinfo
+   * request.
+   */
+  async function knownNarInfo(req: IncomingMessage, hashPart: string): Promise<Buffer | undefined> {
+    const hot = narinfos.get(hashPart)
+    if (hot !== undefined) return hot
+    // With private reading the core checks the client's token too.
+    const { authorization } = req.headers
+    const answer = await core.request({ path: `/${hashPart}.narinfo`, method: 'GET', headers: authorization ? { authorization } : {} })
+    if (answer.statusCode !== 200) {
+      await answer.body.dump()
+      return undefined
+    }
+    const text = await readCapped(answer.body)
+    narinfos.set(hashPart, text)
+    return text
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext | undefined): Promise<void> {
@@ -138,7 +167,7 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
         const [, hashPart, name] = m
         if (ctx) ctx.route = 'nar'
         // A hash part is answered here only when it is known to name this file; else the core decides.
-        const file = hashPart === undefined || servesFile(narinfos.get(hashPart), hashPart, name) ? join(deps.narDir, narShardPath(name)) : undefined
+        const file = hashPart === undefined || servesFile(await knownNarInfo(req, hashPart), hashPart, name) ? join(deps.narDir, narShardPath(name)) : undefined
         const st = file === undefined ? undefined : await stat(file).catch(() => undefined)
         if (file !== undefined && st?.isFile()) {
           deps.onServedFile?.(name)

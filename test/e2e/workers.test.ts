@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
+import { get } from 'node:http'
 import { after, before, describe, test } from 'node:test'
 import { parseNarInfo } from '../../src/protocol/index.js'
 import { hashPartOf } from '../helpers/caches.js'
@@ -30,6 +31,7 @@ describe('narthex with two worker processes', { skip }, () => {
     up = await startStaticServer(dir)
     narthex = await NarthexProcess.start({
       workers: 2,
+      log: { level: 'debug', requests: 'info' },
       upstreams: [{ name: 'up', url: up.url, publicKeys: [key.publicKey], retries: 0 }],
     })
   })
@@ -57,6 +59,31 @@ describe('narthex with two worker processes', { skip }, () => {
     assert.equal((await fetch(`${narthex.url}/nix-cache-info`)).status, 200)
     assert.equal((await fetch(`${narthex.url}/nix-cache-info`, { method: 'DELETE' })).status, 405)
     assert.match(await (await fetch(`${narthex.url}/metrics`)).text(), /narthex_narinfo_lookups_total/)
+  })
+
+  test('a stored NAR is sent by the worker a connection lands on, whichever worker served its narinfo', async () => {
+    // Restarted, the workers remember no narinfo: one of them is asked for it, both for the NAR.
+    assert.equal(await narthex.stop('SIGTERM'), 0)
+    await narthex.restart()
+    const info = parseNarInfo(await (await fetch(`${narthex.url}/${hashPartOf(paths.w3)}.narinfo`)).text())
+    const from = narthex.logs.length
+    // A new connection each time, as a client's NAR download often is: the primary hands each to a worker in turn.
+    for (let i = 0; i < 6; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        get(`${narthex.url}/${info.url}`, { agent: false }, (res) => {
+          res.resume()
+          res.once('end', () => resolve(res.statusCode ?? 0))
+        }).once('error', reject)
+      })
+      assert.equal(status, 200)
+    }
+    await new Promise((r) => setTimeout(r, 300))
+    const core = narthex.child!.pid!
+    const sent = narthex.logs.slice(from).filter((l) => l.msg === 'request' && l.route === 'nar' && l.path === `/${info.url}`)
+    assert.equal(sent.length, 6, 'one request line per NAR request')
+    const senders = new Set(sent.map((l) => l.pid))
+    assert.ok(!senders.has(core), `the core streamed a stored NAR (request lines: ${JSON.stringify(sent)})`)
+    assert.equal(senders.size, 2, 'both workers sent it')
   })
 
   test('SIGTERM stops the workers and the core cleanly', async () => {
