@@ -312,6 +312,25 @@ export async function cpuDuring<T>(
   return { value, cpuS: ticksSince(before, after) / hz, processes: after.size, settledMs: performance.now() - ended }
 }
 
+/**
+ * Waits until the process tree of `pid` is idle: a `windowMs` window adds at
+ * most one tick of CPU (for at most `maxMs`). A warm scenario measures after
+ * narthex's background work for the warm-up (NAR prefetch, commits) is over,
+ * as it would be long after a cold fetch. Returns the time waited.
+ */
+export async function settled(pid: number, opts: { windowMs?: number; maxMs?: number } = {}): Promise<number> {
+  const { windowMs = 300, maxMs = 30_000 } = opts
+  const t0 = performance.now()
+  let last = await treeCpuTicks(pid)
+  for (;;) {
+    await sleep(windowMs)
+    const next = await treeCpuTicks(pid)
+    const added = ticksSince(last, next)
+    last = next
+    if (added <= 1 || performance.now() - t0 > maxMs) return performance.now() - t0
+  }
+}
+
 // ------------------------------------------------------------ start-up ----
 
 /** One GET on a connection of its own (no keep-alive pool): status and the time until the body's end. */

@@ -28,6 +28,7 @@ import {
   RssPoller,
   cpuDuring,
   vmHWM,
+  settled,
   waitQuiet,
   wrk,
   type LoadNote,
@@ -296,6 +297,8 @@ async function scenarioNarinfo(): Promise<void> {
   if (w) await warmNarinfos(w.url)
   await warmNarinfos(x.url)
   await warmNarinfos(upstream.url)
+  // The warm-up's narinfos start NAR prefetches: measure once they are over.
+  for (const s of [n, w]) if (s) say(`   ${s === n ? 'narthex' : 'narthex-w'} idle after ${((await settled(s.child.pid!)) / 1000).toFixed(1)} s`)
   const targets: Array<[Sample['target'], string]> = [
     ['narthex', n.url],
     ...(w ? [['narthex-w', w.url] as [Sample['target'], string]] : []),
@@ -326,7 +329,7 @@ async function scenarioWarmNar(): Promise<void> {
   const viaX = await narUrlVia(x.url, big.hashPart)
   // Populate the caches (and the page cache).
   for (const v of [viaN, viaW, viaX]) if (v) await curl(v.url, big.fileSize)
-  await sleep(500)
+  for (const s of [n, w]) if (s) await settled(s.child.pid!)
   for (const v of [viaN, viaW, viaX]) if (v) await curl(v.url, big.fileSize)
   const targets: Array<[Sample['target'], string]> = [
     ['narthex', viaN.url],

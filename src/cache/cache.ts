@@ -156,6 +156,13 @@ export class Cache {
     return { bytesAhead: this.#prefetch.bytesAhead, narsInFlight: this.#prefetch.narsInFlight }
   }
 
+  /** The narinfo for `hashPart` when it was served lately (a hit), without waiting; undefined: ask {@link getNarInfo}. */
+  hotNarInfo(hashPart: string): string | undefined {
+    const text = this.#narinfos.hot(hashPart)
+    if (text !== undefined) this.#prefetch.served(hashPart)
+    return text
+  }
+
   /**
    * Answers `GET /<hashPart>.narinfo`. Concurrent requests for one hash part
    * share one resolution.

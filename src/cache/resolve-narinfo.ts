@@ -29,6 +29,7 @@ import type { AuditLog, NarInfoRecord, SourceRecord, Store } from '../store/inde
 import { appendFromOutbox, withAuditId } from '../store/index.js'
 import type { Upstream } from '../upstream/index.js'
 import { dropIfDenied } from './apply-deny.js'
+import { recordConflicts, recordRefusal } from './record-decision.js'
 import { BUCKET_ORIGIN, lookUpBucket, pinInBucket, type BucketNarInfo, type BucketNarInfos, type BucketOutcome } from './bucket-narinfo.js'
 import type { Metrics } from './metrics.js'
 import { sourceOf } from './nar-source.js'
@@ -90,23 +91,34 @@ export class NarInfoResolver {
   /** One memo per signing key: fingerprint → that key's signature. */
   readonly #signatures: Array<LRUCache<string, string>>
   readonly #negative = new LRUCache<string, Negative>({ max: 100_000, ttlAutopurge: false })
+  readonly #hits: { inc(): void }
   readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
   #closed = false
 
   constructor(deps: ResolverDeps) {
     this.#d = deps
+    this.#hits = deps.metrics.narinfoLookups.labels({ outcome: 'hit' })
     this.#served = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
     this.#signatures = deps.signingKeys.map(() => new LRUCache<string, string>({ max: Math.max(1, deps.settings.narinfoLruEntries) }))
   }
 
+  /**
+   * The narinfo served lately for `hashPart`, counted as a hit, or undefined
+   * when it must be resolved ({@link get}). Synchronous: the hot path of a
+   * warm cache answers without a promise.
+   */
+  hot(hashPart: string): string | undefined {
+    const text = this.#served.get(hashPart)
+    // deny.paths is fixed while narthex runs, but the check is cheap and keeps a denied path from ever being served.
+    if (text === undefined || isDenied(this.#d.policy, hashPart)) return undefined
+    this.#hits.inc()
+    return text
+  }
+
   /** Answers a narinfo request for `hashPart`. */
   async get(hashPart: string): Promise<NarInfoAnswer> {
-    const hot = this.#served.get(hashPart)
-    // deny.paths is fixed while narthex runs, but the check is cheap and keeps a denied path from ever being served.
-    if (hot !== undefined && !isDenied(this.#d.policy, hashPart)) {
-      this.#d.metrics.narinfoLookups.inc({ outcome: 'hit' })
-      return { kind: 'found', text: hot, outcome: 'hit' }
-    }
+    const hot = this.hot(hashPart)
+    if (hot !== undefined) return { kind: 'found', text: hot, outcome: 'hit' }
     const negative = this.#negative.get(hashPart)
     // With a shared bucket a remembered "absent" covers the upstreams only: another node may have admitted the path, or taken its push, since.
     if (negative?.kind === 'absent' && this.#d.bucket) return this.#once(hashPart, () => this.#recheckBucket(hashPart, negative))
@@ -272,7 +284,7 @@ export class NarInfoResolver {
     // The event is written with the admission, so a crash before the append is replayed at start.
     await store.putNarInfo(hashPart, fileName, narHash, record, event)
     await appendFromOutbox(store, audit, event)
-    if (decision.conflicts.length > 0) await this.#recordConflicts(decision)
+    if (decision.conflicts.length > 0) await recordConflicts(this.#d, decision)
     metrics.narinfoLookups.inc({ outcome: 'admitted' })
     log.info({ path: formatStorePath(info.storePath), upstream: record.origin, signers: decision.signers, rule: describeRule(decision.rule) }, 'admitted')
     this.#negative.delete(hashPart)
@@ -348,30 +360,6 @@ export class NarInfoResolver {
     return { kind: 'found', text, outcome: 'admitted' }
   }
 
-  /** Audits, counts and logs the signed answers that disagreed with an admission (onConflict: priority). */
-  async #recordConflicts(decision: Extract<Decision, { kind: 'admit' }>): Promise<void> {
-    const { audit, metrics, log } = this.#d
-    const storePath = formatStorePath(decision.info.storePath)
-    const rule = decision.rule.index
-    for (const c of decision.conflicts) metrics.conflicts.inc({ rule: String(rule), upstream: c.upstream })
-    await audit.append({
-      decision: 'conflict',
-      storePath,
-      narHash: decision.narHash,
-      narHashes: [decision.narHash, ...decision.conflicts.map((c) => c.narHash)],
-      upstreams: [decision.upstream, ...decision.conflicts.map((c) => c.upstream)],
-      signers: decision.signers,
-      rule,
-      conflicts: decision.conflicts,
-      reason: 'CONFLICT',
-      message: `admitted ${decision.narHash} from ${decision.upstream}; ${decision.conflicts.map((c) => `${c.upstream} offered ${c.narHash}`).join('; ')}`,
-    })
-    log.warn(
-      { path: storePath, upstream: decision.upstream, narHash: decision.narHash, conflicts: decision.conflicts, rule: describeRule(decision.rule) },
-      'upstreams disagree: admitted the higher-priority answer',
-    )
-  }
-
   #unavailable(hashPart: string): NarInfoAnswer {
     const { settings, metrics } = this.#d
     metrics.narinfoLookups.inc({ outcome: 'unavailable' })
@@ -382,21 +370,7 @@ export class NarInfoResolver {
   }
 
   async #refuse(hashPart: string, decision: Extract<Decision, { kind: 'refuse' }>): Promise<NarInfoAnswer> {
-    const { audit, metrics, log } = this.#d
-    metrics.narinfoLookups.inc({ outcome: 'refused' })
-    metrics.refusals.inc({ reason: decision.reason })
-    const storePath = decision.info ? formatStorePath(decision.info.storePath) : hashPart
-    log.warn({ path: storePath, reason: decision.reason, rule: decision.rule?.index }, `refused: ${decision.message}`)
-    await audit.append({
-      decision: 'refuse',
-      storePath,
-      ...(decision.narHashes[0] ? { narHash: decision.narHashes[0] } : {}),
-      ...(decision.narHashes.length > 1 ? { narHashes: decision.narHashes } : {}),
-      ...(decision.conflicts ? { upstreams: decision.conflicts.map((c) => c.upstream), conflicts: decision.conflicts } : {}),
-      ...(decision.rule ? { rule: decision.rule.index } : {}),
-      reason: decision.reason,
-      message: decision.message,
-    })
+    await recordRefusal(this.#d, hashPart, decision)
     this.#rememberAbsent(hashPart)
     return { kind: 'absent' }
   }

@@ -17,7 +17,7 @@ import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
 import { MAX_NARINFO_BYTES, narShardPath, narUrl, parseNarInfo } from '../protocol/index.js'
 import { sendRefusal, type AccessControl } from './access.js'
-import { HttpMetrics, observeRequest, setRequestToken, type RequestContext, type RequestLogLevel } from './http-metrics.js'
+import { HttpMetrics, narInfoHitCounter, observeRequest, setRequestToken, type RequestContext, type RequestLogLevel } from './http-metrics.js'
 import { NAR_ROUTE, NARINFO_ROUTE, requestPath, sendFile, SUSPICIOUS_PATH } from './http-util.js'
 import { respondStatus } from './respond-error.js'
 
@@ -181,7 +181,25 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
     await proxy(req, res, ctx)
   }
 
+  const countHit = observe && narInfoHitCounter(observe.metrics)
+  /** A narinfo in this worker's memory, answered without a promise or a listener (the hot path); false: {@link handle} it. */
+  function answerHotNarInfo(req: IncomingMessage, res: ServerResponse): boolean {
+    const started = performance.now()
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false
+    // The route's pattern admits no query, dot-dot or escape.
+    const m = NARINFO_ROUTE.exec(req.url ?? '')
+    if (!m) return false
+    const admitted = deps.access?.gate(req)
+    if (admitted && !admitted.ok) return false
+    const hot = narinfos.get(m[1])
+    if (hot === undefined) return false
+    sendNarInfo(req, res, hot)
+    countHit?.((performance.now() - started) / 1000)
+    return true
+  }
+
   const server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    if ((observe === undefined || observe.requestLog === 'off') && answerHotNarInfo(req, res)) return
     const ctx = observe && observeRequest(req, res, observe)
     handle(req, res, ctx)
       .catch((err) => {

@@ -21,7 +21,7 @@ import {
   sendStream,
   SUSPICIOUS_PATH,
 } from './http-util.js'
-import { HttpMetrics, observeRequest, setRequestToken, type RequestContext, type RequestLogLevel, type Route } from './http-metrics.js'
+import { HttpMetrics, narInfoHitCounter, observeRequest, setRequestToken, type RequestContext, type RequestLogLevel, type Route } from './http-metrics.js'
 import { respondError, respondStatus } from './respond-error.js'
 import { StatusProvider, type MetricsSnapshot, type StatusSources } from './status-data.js'
 import { renderStatusPage, viewOf } from './status-page.js'
@@ -55,7 +55,9 @@ export function createNarthexServer(deps: ServerDeps): Server {
   const cacheInfo = formatCacheInfo({ storeDir: STORE_DIR, wantMassQuery: true, priority: deps.priority })
   const http = new HttpMetrics(deps.metrics.registry)
   const observe = { metrics: http, log: deps.log, requestLog: deps.requestLog ?? 'off' } as const
+  const countHit = narInfoHitCounter(http)
   const server = createServer({ requestTimeout: 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    if (observe.requestLog === 'off' && answerHotNarInfo(req, res)) return
     const ctx = observeRequest(req, res, observe)
     handle(
       req,
@@ -72,6 +74,27 @@ export function createNarthexServer(deps: ServerDeps): Server {
 
   const statusProvider = new StatusProvider(deps)
   server.once('close', () => statusProvider.close())
+
+  /**
+   * A narinfo served lately, answered without a promise or a listener: the
+   * warm cache's hot path. False when the request needs {@link handle}
+   * (another route, a refusal, a narinfo not in memory).
+   */
+  function answerHotNarInfo(req: IncomingMessage, res: ServerResponse): boolean {
+    const started = performance.now()
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false
+    // The route's pattern admits no query, dot-dot or escape: nothing SUSPICIOUS_PATH would refuse.
+    const m = NARINFO_ROUTE.exec(req.url ?? '')
+    if (!m) return false
+    const admitted = deps.access.gate(req)
+    if (!admitted.ok) return false
+    const text = deps.cache.hotNarInfo(m[1])
+    if (text === undefined) return false
+    res.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': Buffer.byteLength(text) })
+    res.end(req.method === 'HEAD' ? undefined : text)
+    countHit((performance.now() - started) / 1000)
+    return true
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse, setRoute: (r: Route) => void, ctx: RequestContext): Promise<void> {
     const path = requestPath(req)
