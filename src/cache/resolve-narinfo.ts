@@ -198,8 +198,9 @@ export class NarInfoResolver {
         compression: 'none',
         narHash,
         narSize: 1,
-        references: [],
-        sigs: [],
+        // Two of each, so the sorting and the signature parsing run too.
+        references: [`${'1'.repeat(32)}-b`, `${'0'.repeat(32)}-narthex-warm-up`],
+        sigs: ['warm-up-2:AAAA', 'warm-up-1:AAAA'],
       }),
       sources: [],
       rule: 0,
@@ -212,6 +213,11 @@ export class NarInfoResolver {
     validSignatures(parseNarInfo(text), [toPublicKey(this.#d.signingKeys[0])])
     await this.#d.store.getNarInfo('0'.repeat(32))
     await this.#d.store.getNarFile(narFileNameOf({ narHash, compression: 'none' }))
+    // A stored record, formatted as a client would get it (and not kept): the index's first table is opened too.
+    for await (const [, stored] of this.#d.store.narInfos()) {
+      await this.formatServed(stored)
+      break
+    }
   }
 
   /** Stops asking upstreams: narinfos not in the store are unavailable from now on. */

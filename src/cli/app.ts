@@ -245,8 +245,9 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
     }),
   }
   const storeCounts = storeCounter(store, log)
-  // Counted once now, so that the first page and scrape have figures.
-  storeCounts()
+  // Counted soon, so that the first page and scrape have figures; not at once: on a large store
+  // the count walks the whole index, which the first clients' requests should not wait behind.
+  setTimeout(storeCounts, 3_000).unref()
   metrics.watch({ storeBytes: () => store.totalBytes, storeCounts, ...(uploads ? { bucketUploads: () => uploads.figures } : {}) })
   const status: StatusSources = {
     publicKeys,
