@@ -77,7 +77,7 @@ export async function runClusterWorker(): Promise<void> {
   })
   // A SIGHUP sent to the whole process group must not stop the worker (its default).
   process.on('SIGHUP', reload)
-  const { server, close } = createFrontServer({
+  const { server, close, warmUp } = createFrontServer({
     access,
     coreUrl: process.env[ROLE_ENV]!,
     narDir: process.env.NARTHEX_WORKER_NAR_DIR!,
@@ -88,6 +88,7 @@ export async function runClusterWorker(): Promise<void> {
     registry,
     requestLog: (process.env.NARTHEX_WORKER_REQUEST_LOG ?? 'off') as RequestLogLevel,
   })
+  await warmUp().catch((err) => log.debug({ err: (err as Error).message }, 'worker warm-up failed'))
   const { host, port } = splitListen(process.env.NARTHEX_WORKER_LISTEN!)
   await new Promise<void>((resolve) => {
     server.once('error', (err) => {

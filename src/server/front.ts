@@ -78,8 +78,8 @@ function sendNarInfo(req: IncomingMessage, res: ServerResponse, body: Buffer): v
   res.end(req.method === 'HEAD' ? undefined : body)
 }
 
-/** Creates a worker's front server (not yet listening) and the pool it closes with. */
-export function createFrontServer(deps: FrontDeps): { server: Server; close: () => Promise<void> } {
+/** Creates a worker's front server (not yet listening), the pool it closes with, and a warm-up to run before listening. */
+export function createFrontServer(deps: FrontDeps): { server: Server; close: () => Promise<void>; warmUp: () => Promise<void> } {
   const core = new Pool(deps.coreUrl, { connections: 64, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 60_000 })
   // Kept encoded: a hit is answered with one write of a ready buffer.
   const narinfos = new LRUCache<string, Buffer>({ max: Math.max(1, deps.lruEntries), ttl: deps.lruTtlMs })
@@ -209,5 +209,9 @@ export function createFrontServer(deps: FrontDeps): { server: Server; close: () 
       .finally(() => ctx?.handled())
   })
   server.keepAliveTimeout = 65_000
-  return { server, close: () => core.close() }
+  // One request to the core ahead of the first client's: the pool's connection and the code that reads an answer.
+  const warmUp = async () => {
+    await readCapped((await core.request({ path: '/nix-cache-info', method: 'GET' })).body)
+  }
+  return { server, close: () => core.close(), warmUp }
 }
