@@ -4,28 +4,24 @@
  * control still applied, over real HTTP.
  */
 import assert from 'node:assert/strict'
-import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { afterEach, test } from 'node:test'
-import pino from 'pino'
-import { AccessControl, createNarthexServer } from '../../src/server/index.js'
-import { addToCache, fakePath, startCache, type CacheUnderTest } from '../helpers/fake-cache.js'
+import { AccessControl } from '../../src/server/index.js'
+import { addToCache, fakePath, type CacheUnderTest } from '../helpers/fake-cache.js'
+import { serveCache, type ServedCache } from '../helpers/served-cache.js'
 
+let served: ServedCache | undefined
 let t: CacheUnderTest | undefined
-let server: Server | undefined
 
 afterEach(async () => {
-  await new Promise((r) => (server ? server.close(r) : r(undefined)))
-  server = undefined
-  await t?.close()
+  await served?.close()
+  served = undefined
   t = undefined
 })
 
-async function serve(access: AccessControl): Promise<string> {
-  t = await startCache()
-  server = createNarthexServer({ cache: t.cache, metrics: t.metrics, log: pino({ level: 'silent' }), priority: 40, publicKey: 'narthex-test:unused', access })
-  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+async function serve(access?: AccessControl): Promise<string> {
+  served = await serveCache(access)
+  t = served.t
+  return served.base
 }
 
 /** The value of one sample in Prometheus text, 0 when absent. */
@@ -35,7 +31,7 @@ function sample(text: string, name: string, labels: string): number {
 }
 
 test('a warm narinfo is the cold answer again, counted as a hit in every series a request counts in', async () => {
-  const base = await serve(new AccessControl(false, []))
+  const base = await serve()
   const p = fakePath('hot-1.0', 'hot\n'.repeat(40), t!.fakes[0].key)
   await addToCache(t!.fakes[0].dir, p)
   const cold = await fetch(`${base}/${p.hashPart}.narinfo`)

@@ -5,37 +5,25 @@
  * request only) resolve the narinfo first, never serving another path's NAR.
  */
 import assert from 'node:assert/strict'
-import type { AddressInfo } from 'node:net'
-import type { Server } from 'node:http'
 import { afterEach, test } from 'node:test'
-import pino from 'pino'
 import { parseNarInfo } from '../../src/protocol/index.js'
-import { AccessControl, createNarthexServer } from '../../src/server/index.js'
-import { addToCache, fakePath, startCache, type CacheUnderTest } from '../helpers/fake-cache.js'
+import { addToCache, fakePath, type CacheUnderTest } from '../helpers/fake-cache.js'
+import { serveCache, type ServedCache } from '../helpers/served-cache.js'
 
+let served: ServedCache | undefined
 let t: CacheUnderTest | undefined
-let server: Server | undefined
 
 afterEach(async () => {
-  await new Promise((r) => (server ? server.close(r) : r(undefined)))
-  server = undefined
-  await t?.close()
+  await served?.close()
+  served = undefined
   t = undefined
 })
 
 /** A narthex HTTP server over a fresh cache with one fake upstream; its base URL. */
 async function serve(): Promise<string> {
-  t = await startCache()
-  server = createNarthexServer({
-    cache: t.cache,
-    metrics: t.metrics,
-    log: pino({ level: 'silent' }),
-    priority: 40,
-    publicKey: 'narthex-test:unused',
-    access: new AccessControl(false, []),
-  })
-  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  served = await serveCache()
+  t = served.t
+  return served.base
 }
 
 test('the served narinfo names the NAR under the path\'s hash part, and both URL forms serve it for GET and HEAD', async () => {
