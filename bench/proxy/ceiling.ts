@@ -9,15 +9,14 @@
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { existsSync } from 'node:fs'
-import { mkdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { buildNarthex } from './build.js'
 import { busyFraction, curl, getAll, getText, loadavg, median, wrk } from './measure.js'
-import { dataDirs, type Manifest } from './prepare.js'
-import { Narthex, Nginx } from './servers.js'
+import { dataDirs, readManifest } from './prepare.js'
+import { Narthex, Nginx, startUpstream } from './servers.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const BENCH = dirname(HERE)
@@ -28,15 +27,14 @@ const i = process.argv.indexOf('--runs')
 const RUNS = i >= 0 ? Number(process.argv[i + 1]) : 3
 const say = (m: string) => process.stderr.write(`[ceiling] ${m}\n`)
 
-if (!existsSync(DIRS.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
-const manifest = JSON.parse(await readFile(DIRS.manifest, 'utf8')) as Manifest
+const manifest = await readManifest(DIRS)
 const build = await buildNarthex(ROOT, DIRS.root, {}, say)
 await rm(RUN_DIR, { recursive: true, force: true })
 await mkdir(RUN_DIR, { recursive: true })
 const listFile = join(DIRS.root, 'narinfo-paths.txt')
 const wrkScript = join(HERE, 'narinfo.lua')
 
-const upstream = await Nginx.start({ template: join(HERE, 'nginx', 'upstream.conf'), prefix: join(RUN_DIR, 'upstream'), vars: { ROOT: DIRS.cache } })
+const upstream = await startUpstream(RUN_DIR, DIRS.cache)
 const nginx = await Nginx.start({
   template: join(HERE, 'nginx', 'proxy.conf'),
   prefix: join(RUN_DIR, 'nginx'),

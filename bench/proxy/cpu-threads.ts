@@ -12,15 +12,15 @@
  * to bench/.data/profiles/perf-closure.txt.
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { readdirSync, readFileSync } from 'node:fs'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { buildNarthex } from './build.js'
 import { runOk } from './measure.js'
-import { dataDirs, type Manifest } from './prepare.js'
-import { Narthex, Nginx } from './servers.js'
+import { dataDirs, readManifest } from './prepare.js'
+import { Narthex, startUpstream } from './servers.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const BENCH = dirname(HERE)
@@ -35,12 +35,11 @@ const argsAt = process.argv.indexOf('--node-args')
 const NODE_ARGS = argsAt >= 0 ? process.argv[argsAt + 1]!.split(' ').filter(Boolean) : []
 const HZ = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
-if (!existsSync(DIRS.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
-const manifest = JSON.parse(await readFile(DIRS.manifest, 'utf8')) as Manifest
+const manifest = await readManifest(DIRS)
 const build = await buildNarthex(ROOT, DIRS.root, { worktree: process.argv.includes('--worktree') }, say)
 await rm(RUN_DIR, { recursive: true, force: true })
 await mkdir(RUN_DIR, { recursive: true })
-const upstream = await Nginx.start({ template: join(HERE, 'nginx', 'upstream.conf'), prefix: join(RUN_DIR, 'upstream'), vars: { ROOT: DIRS.cache } })
+const upstream = await startUpstream(RUN_DIR, DIRS.cache)
 
 interface Ticks {
   user: number

@@ -13,15 +13,14 @@
  * Extra node flags for narthex: NODE_EXTRA="--max-semi-space-size=1" and the like.
  */
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { buildNarthex } from './build.js'
 import { curl, curlMany, getText, run, RssPoller, vmHWM } from './measure.js'
-import { dataDirs, type Manifest } from './prepare.js'
-import { Narthex, Nginx } from './servers.js'
+import { dataDirs, readManifest } from './prepare.js'
+import { Narthex, startUpstream } from './servers.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const BENCH = dirname(HERE)
@@ -33,12 +32,11 @@ if (!['ttfb', 'xz', 'rss', 'gc'].includes(what)) {
   console.error('usage: diagnose.ts ttfb | xz | rss [N…] | gc')
   process.exit(2)
 }
-if (!existsSync(DIRS.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
-const manifest = JSON.parse(await readFile(DIRS.manifest, 'utf8')) as Manifest
+const manifest = await readManifest(DIRS)
 const build = await buildNarthex(ROOT, DIRS.root, {}, (m) => process.stderr.write(`[diagnose] ${m}\n`))
 await rm(RUN_DIR, { recursive: true, force: true })
 await mkdir(RUN_DIR, { recursive: true })
-const upstream = await Nginx.start({ template: join(HERE, 'nginx', 'upstream.conf'), prefix: join(RUN_DIR, 'upstream'), vars: { ROOT: DIRS.cache } })
+const upstream = await startUpstream(RUN_DIR, DIRS.cache)
 const extra = process.env.NODE_EXTRA ? process.env.NODE_EXTRA.split(' ') : []
 const load = async () => (await readFile('/proc/loadavg', 'utf8')).trim()
 

@@ -15,7 +15,6 @@
  *   node --import tsx bench/proxy/micro.ts
  */
 import { createHash, createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify } from 'node:crypto'
-import { existsSync } from 'node:fs'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
@@ -24,14 +23,13 @@ import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { bench, group, run, summary } from 'mitata'
 import { buildNarthex } from './build.js'
-import { dataDirs, type Manifest } from './prepare.js'
+import { dataDirs, readManifest } from './prepare.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const BENCH = dirname(HERE)
 const ROOT = dirname(BENCH)
 const DIRS = dataDirs(BENCH)
-if (!existsSync(DIRS.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
-const manifest = JSON.parse(await readFile(DIRS.manifest, 'utf8')) as Manifest
+const manifest = await readManifest(DIRS)
 const build = await buildNarthex(ROOT, DIRS.root, {}, (m) => process.stderr.write(`[micro] ${m}\n`))
 const dist = join(dirname(dirname(build.bin)), 'dist')
 const P = (await import(pathToFileURL(join(dist, 'protocol', 'index.js')).href)) as Record<string, any>

@@ -54,6 +54,12 @@ export function dataDirs(benchDir: string): DataDirs {
   return { root, cache: join(root, 'upstream'), manifest: join(root, 'manifest.json') }
 }
 
+/** The manifest of the prepared data, for the tools that use what a run of the suite made. */
+export async function readManifest(dirs: DataDirs): Promise<Manifest> {
+  if (!existsSync(dirs.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
+  return JSON.parse(await readFile(dirs.manifest, 'utf8')) as Manifest
+}
+
 const hashPartOf = (p: string) => p.slice('/nix/store/'.length, '/nix/store/'.length + 32)
 
 function field(narinfo: string, name: string): string {

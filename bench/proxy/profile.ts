@@ -10,14 +10,14 @@
  * narthex build that run.ts made (run it once first).
  */
 import { spawnSync } from 'node:child_process'
-import { existsSync, readdirSync } from 'node:fs'
+import { readdirSync } from 'node:fs'
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildNarthex } from './build.js'
 import { curl, curlMany, getAll, getText, runOk, wrk } from './measure.js'
-import { dataDirs, type Manifest } from './prepare.js'
-import { Narthex, Nginx } from './servers.js'
+import { dataDirs, readManifest } from './prepare.js'
+import { Narthex, startUpstream } from './servers.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const BENCH = dirname(HERE)
@@ -31,12 +31,11 @@ type Workload = (typeof WORKLOADS)[number]
 const asked = process.argv.slice(2).filter((a) => a !== '--worktree') as Workload[]
 for (const w of asked) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w}; one of ${WORKLOADS.join(', ')}`)
 
-if (!existsSync(DIRS.manifest)) throw new Error('no upstream data: run `npm --prefix bench run bench -- --quick` once first')
-const manifest = JSON.parse(await readFile(DIRS.manifest, 'utf8')) as Manifest
+const manifest = await readManifest(DIRS)
 const build = await buildNarthex(ROOT, DIRS.root, { worktree: process.argv.includes('--worktree') }, say)
 await rm(RUN_DIR, { recursive: true, force: true })
 await mkdir(RUN_DIR, { recursive: true })
-const upstream = await Nginx.start({ template: join(HERE, 'nginx', 'upstream.conf'), prefix: join(RUN_DIR, 'upstream'), vars: { ROOT: DIRS.cache } })
+const upstream = await startUpstream(RUN_DIR, DIRS.cache)
 const listFile = join(DIRS.root, 'narinfo-paths.txt')
 const wrkScript = join(HERE, 'narinfo.lua')
 

@@ -35,7 +35,7 @@ import {
 } from './measure.js'
 import { dataDirs, prepare, type Manifest } from './prepare.js'
 import { buildNarthex, type NarthexBuild } from './build.js'
-import { Narthex, Nginx, WanProxy } from './servers.js'
+import { Narthex, Nginx, WanProxy, startUpstream } from './servers.js'
 import { BIG_STORE_COUNT } from './big-store.js'
 import { scenarioFirstNarinfo, scenarioStartup, type SuiteContext } from './startup.js'
 import { NIX_TEST_CONFIG } from '../../test/helpers/nix.js'
@@ -751,7 +751,7 @@ async function main(): Promise<void> {
   await mkdir(RUN_DIR, { recursive: true })
   // The upstream's files in the page cache, so the first cold run does not also read the disk.
   await runOk('sh', ['-c', `cat '${join(DIRS.cache, manifest.big.url)}' '${join(DIRS.cache, manifest.xzbig.url)}' > /dev/null`])
-  upstream = await Nginx.start({ template: join(HERE, 'nginx', 'upstream.conf'), prefix: join(RUN_DIR, 'upstream'), vars: { ROOT: DIRS.cache } })
+  upstream = await startUpstream(RUN_DIR, DIRS.cache)
   watch('upstream nginx', upstream.child)
   say(`upstream (nginx, static) at ${upstream.url}; runs per scenario: ${RUNS}${QUICK ? ' (quick)' : ''}`)
 

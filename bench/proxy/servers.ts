@@ -7,8 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
 
 /** A free TCP port on 127.0.0.1 (bound and released; good enough on a quiet machine). */
 export async function freePort(): Promise<number> {
@@ -153,6 +154,11 @@ export interface NarthexOptions {
   keepData?: boolean
   /** The config's `prefetch.nars`: fetch the NARs of admitted paths' references ahead of the client. */
   prefetchNars?: boolean
+}
+
+/** The static upstream every scenario and tool reads: nginx serving the prepared binary cache `cacheDir`, under `runDir/upstream`. */
+export function startUpstream(runDir: string, cacheDir: string): Promise<Nginx> {
+  return Nginx.start({ template: join(dirname(fileURLToPath(import.meta.url)), 'nginx', 'upstream.conf'), prefix: join(runDir, 'upstream'), vars: { ROOT: cacheDir } })
 }
 
 /** A narthex process with a fresh data directory. */
