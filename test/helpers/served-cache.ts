@@ -3,6 +3,7 @@
  * cache with fake upstreams, for tests of what clients get over the wire.
  */
 import type { Server } from 'node:http'
+import { afterEach } from 'node:test'
 import type { AddressInfo } from 'node:net'
 import pino from 'pino'
 import { AccessControl, createNarthexServer } from '../../src/server/index.js'
@@ -26,6 +27,28 @@ export async function serveCache(access: AccessControl = new AccessControl(false
     close: async () => {
       await new Promise((r) => server.close(r))
       await t.close()
+    },
+  }
+}
+
+/**
+ * For a test file: `serve(access?)` starts a served cache (closed after each
+ * test) and returns its base URL; `cache()` is the cache under the current one.
+ */
+export function servedCaches(): { serve: (access?: AccessControl) => Promise<string>; cache: () => CacheUnderTest } {
+  let served: ServedCache | undefined
+  afterEach(async () => {
+    await served?.close()
+    served = undefined
+  })
+  return {
+    serve: async (access) => {
+      served = await serveCache(access)
+      return served.base
+    },
+    cache: () => {
+      if (!served) throw new Error('no cache served in this test')
+      return served.t
     },
   }
 }

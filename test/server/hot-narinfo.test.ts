@@ -4,25 +4,13 @@
  * control still applied, over real HTTP.
  */
 import assert from 'node:assert/strict'
-import { afterEach, test } from 'node:test'
+import { test } from 'node:test'
 import { AccessControl } from '../../src/server/index.js'
-import { addToCache, fakePath, type CacheUnderTest } from '../helpers/fake-cache.js'
-import { serveCache, type ServedCache } from '../helpers/served-cache.js'
+import { addToCache, fakePath } from '../helpers/fake-cache.js'
+import { servedCaches } from '../helpers/served-cache.js'
 
-let served: ServedCache | undefined
-let t: CacheUnderTest | undefined
-
-afterEach(async () => {
-  await served?.close()
-  served = undefined
-  t = undefined
-})
-
-async function serve(access?: AccessControl): Promise<string> {
-  served = await serveCache(access)
-  t = served.t
-  return served.base
-}
+/** A narthex HTTP server over a fresh cache with one fake upstream, closed after each test. */
+const { serve, cache } = servedCaches()
 
 /** The value of one sample in Prometheus text, 0 when absent. */
 function sample(text: string, name: string, labels: string): number {
@@ -32,8 +20,8 @@ function sample(text: string, name: string, labels: string): number {
 
 test('a warm narinfo is the cold answer again, counted as a hit in every series a request counts in', async () => {
   const base = await serve()
-  const p = fakePath('hot-1.0', 'hot\n'.repeat(40), t!.fakes[0].key)
-  await addToCache(t!.fakes[0].dir, p)
+  const p = fakePath('hot-1.0', 'hot\n'.repeat(40), cache().fakes[0].key)
+  await addToCache(cache().fakes[0].dir, p)
   const cold = await fetch(`${base}/${p.hashPart}.narinfo`)
   assert.equal(cold.status, 200)
   const text = await cold.text()
@@ -51,7 +39,7 @@ test('a warm narinfo is the cold answer again, counted as a hit in every series 
   // A query string takes the full path and gets the same answer.
   assert.equal(await (await fetch(`${base}/${p.hashPart}.narinfo?x=1`)).text(), text)
 
-  const metrics = await t!.metrics.registry.metrics()
+  const metrics = await cache().metrics.registry.metrics()
   assert.equal(sample(metrics, 'narthex_http_requests_total', 'route="narinfo",status="200"'), N + 3)
   assert.equal(sample(metrics, 'narthex_http_request_duration_seconds_count', 'route="narinfo"'), N + 3)
   assert.equal(sample(metrics, 'narthex_cache_requests_total', 'kind="narinfo",outcome="hit"'), N + 2)
@@ -65,8 +53,8 @@ test('with private reading a warm narinfo still needs a token with the read scop
     { name: 'pusher', secret: 'p'.repeat(32), scopes: ['push'] },
   ])
   const base = await serve(access)
-  const p = fakePath('hot-private-1.0', 'private\n'.repeat(40), t!.fakes[0].key)
-  await addToCache(t!.fakes[0].dir, p)
+  const p = fakePath('hot-private-1.0', 'private\n'.repeat(40), cache().fakes[0].key)
+  await addToCache(cache().fakes[0].dir, p)
   const url = `${base}/${p.hashPart}.narinfo`
   const as = (secret: string) => ({ headers: { authorization: `Bearer ${secret}` } })
   assert.equal((await fetch(url, as('r'.repeat(32)))).status, 200)

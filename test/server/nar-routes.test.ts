@@ -5,31 +5,18 @@
  * request only) resolve the narinfo first, never serving another path's NAR.
  */
 import assert from 'node:assert/strict'
-import { afterEach, test } from 'node:test'
+import { test } from 'node:test'
 import { parseNarInfo } from '../../src/protocol/index.js'
-import { addToCache, fakePath, type CacheUnderTest } from '../helpers/fake-cache.js'
-import { serveCache, type ServedCache } from '../helpers/served-cache.js'
+import { addToCache, fakePath } from '../helpers/fake-cache.js'
+import { servedCaches } from '../helpers/served-cache.js'
 
-let served: ServedCache | undefined
-let t: CacheUnderTest | undefined
-
-afterEach(async () => {
-  await served?.close()
-  served = undefined
-  t = undefined
-})
-
-/** A narthex HTTP server over a fresh cache with one fake upstream; its base URL. */
-async function serve(): Promise<string> {
-  served = await serveCache()
-  t = served.t
-  return served.base
-}
+/** A narthex HTTP server over a fresh cache with one fake upstream, closed after each test. */
+const { serve, cache } = servedCaches()
 
 test('the served narinfo names the NAR under the path\'s hash part, and both URL forms serve it for GET and HEAD', async () => {
   const base = await serve()
-  const p = fakePath('routes-1.0', 'hello\n'.repeat(50), t!.fakes[0].key)
-  await addToCache(t!.fakes[0].dir, p)
+  const p = fakePath('routes-1.0', 'hello\n'.repeat(50), cache().fakes[0].key)
+  await addToCache(cache().fakes[0].dir, p)
   const info = parseNarInfo(await (await fetch(`${base}/${p.hashPart}.narinfo`)).text())
   assert.equal(info.url, `nar/${p.hashPart}/${p.fileName}`)
   for (const url of [`${base}/${info.url}`, `${base}/nar/${p.fileName}`]) {
@@ -44,8 +31,8 @@ test('the served narinfo names the NAR under the path\'s hash part, and both URL
 
 test('a NAR asked for by hash part on a node that never saw the path resolves its narinfo first', async () => {
   const base = await serve()
-  const p = fakePath('routes-cold-1.0', 'cold\n'.repeat(80), t!.fakes[0].key)
-  await addToCache(t!.fakes[0].dir, p)
+  const p = fakePath('routes-cold-1.0', 'cold\n'.repeat(80), cache().fakes[0].key)
+  await addToCache(cache().fakes[0].dir, p)
   // No narinfo request here: another node answered it.
   const flat = await fetch(`${base}/nar/${p.fileName}`)
   assert.equal(flat.status, 404, 'the flat URL has no path to resolve: this node knows nothing of the file')
@@ -55,16 +42,16 @@ test('a NAR asked for by hash part on a node that never saw the path resolves it
   const got = await fetch(`${base}/nar/${p.hashPart}/${p.fileName}`)
   assert.equal(got.status, 200)
   assert.ok(Buffer.from(await got.arrayBuffer()).equals(p.nar))
-  assert.equal(t!.fakes[0].server.count(`/${p.hashPart}.narinfo`), 1, 'the narinfo was not asked for once')
-  assert.equal((await t!.store.getNarInfo(p.hashPart))?.origin, 'up-1', 'the path was not admitted through the normal resolve path')
+  assert.equal(cache().fakes[0].server.count(`/${p.hashPart}.narinfo`), 1, 'the narinfo was not asked for once')
+  assert.equal((await cache().store.getNarInfo(p.hashPart))?.origin, 'up-1', 'the path was not admitted through the normal resolve path')
 })
 
 test('a hash part whose narinfo has another NarHash is a 404, even when that file is stored', async () => {
   const base = await serve()
-  const a = fakePath('routes-a-1.0', 'aaa\n'.repeat(40), t!.fakes[0].key)
-  const b = fakePath('routes-b-1.0', 'bbb\n'.repeat(40), t!.fakes[0].key)
-  await addToCache(t!.fakes[0].dir, a)
-  await addToCache(t!.fakes[0].dir, b)
+  const a = fakePath('routes-a-1.0', 'aaa\n'.repeat(40), cache().fakes[0].key)
+  const b = fakePath('routes-b-1.0', 'bbb\n'.repeat(40), cache().fakes[0].key)
+  await addToCache(cache().fakes[0].dir, a)
+  await addToCache(cache().fakes[0].dir, b)
   for (const p of [a, b]) {
     const info = parseNarInfo(await (await fetch(`${base}/${p.hashPart}.narinfo`)).text())
     assert.equal((await fetch(`${base}/${info.url}`).then((r) => r.arrayBuffer())).byteLength, p.nar.length)
