@@ -5,7 +5,10 @@
  */
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
-import { isHashPart, isKeyName, normalisePrefix, parsePublicKey, parseS3Url, parseStorePath, signatureKeyName } from '../protocol/index.js'
+import { isHashPart, isKeyName, normalisePrefix, parsePublicKey, parseStorePath, signatureKeyName } from '../protocol/index.js'
+import { byteSize, checkHttpUrl, checkS3Url, listen, name, publicKey } from './fields.js'
+
+export { parseByteSize } from './fields.js'
 
 /** `workers: auto`: one worker per core, up to 16; none on a single core, where they would only add a hop. */
 function autoWorkers(): number {
@@ -13,71 +16,13 @@ function autoWorkers(): number {
   return cores > 1 ? Math.min(cores, 16) : 0
 }
 
-const SIZE_UNITS: Record<string, number> = {
-  '': 1, B: 1,
-  K: 1024, KB: 1000, KIB: 1024,
-  M: 1024 ** 2, MB: 1000 ** 2, MIB: 1024 ** 2,
-  G: 1024 ** 3, GB: 1000 ** 3, GIB: 1024 ** 3,
-  T: 1024 ** 4, TB: 1000 ** 4, TIB: 1024 ** 4,
-}
-
-/** Parses a size such as `50GiB`, `512 MB` or `1048576` into bytes; undefined when malformed. */
-export function parseByteSize(text: string | number): number | undefined {
-  if (typeof text === 'number') return Number.isSafeInteger(text) && text >= 0 ? text : undefined
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$/.exec(text)
-  const unit = m ? SIZE_UNITS[m[2].toUpperCase()] : undefined
-  if (!m || unit === undefined) return undefined
-  // Past 2^53 a byte count is no longer exact (and "9…9" with 400 digits is Infinity).
-  const bytes = Math.floor(Number(m[1]) * unit)
-  return Number.isSafeInteger(bytes) ? bytes : undefined
-}
-
-const byteSize = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const n = parseByteSize(v)
-  if (n === undefined) {
-    ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use e.g. "50GiB")` })
-    return z.NEVER
-  }
-  return n
-})
-
-const publicKey = z.string().superRefine((v, ctx) => {
-  try {
-    parsePublicKey(v)
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
-
-const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'expected HOST:PORT')
-
-const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'letters, digits, _ . - only')
-
-const httpUrl = z.url({ protocol: /^https?$/ })
-
-/** Nix's `s3://bucket?region=…&endpoint=…&profile=…`; its endpoint shows on the status page, so it carries no credentials either. */
-function checkS3Url(u: string, ctx: z.RefinementCtx): void {
-  try {
-    const loc = parseS3Url(u)
-    if (loc.endpoint !== undefined && (new URL(loc.endpoint).username !== '' || new URL(loc.endpoint).password !== '')) {
-      ctx.addIssue({ code: 'custom', message: 'an s3:// endpoint carries no credentials; they come from the AWS chain (environment, shared credentials file, profile)' })
-    }
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: `invalid s3:// URL: ${(err as Error).message}` })
-  }
-}
-
 const upstream = z.strictObject({
   name,
   url: z
     .string()
     .superRefine((u, ctx) => {
-      // The URL parser drops leading and trailing blanks and tabs silently; a URL written with them is a typo.
-      if ([...u].some((c) => c.charCodeAt(0) <= 0x20 || c.charCodeAt(0) === 0x7f)) return ctx.addIssue({ code: 'custom', message: 'a URL has no spaces, tabs or control characters' })
       if (/^s3:\/\//i.test(u)) return checkS3Url(u, ctx)
-      if (!httpUrl.safeParse(u).success) return ctx.addIssue({ code: 'custom', message: 'expected an http://, https:// or s3:// URL' })
-      // Credentials in the URL would show on the status page and in logs.
-      if (new URL(u).username !== '' || new URL(u).password !== '') ctx.addIssue({ code: 'custom', message: 'put credentials in netrcFile or bearerTokenFile, not in the URL' })
+      checkHttpUrl(u, ctx, 'put credentials in netrcFile or bearerTokenFile, not in the URL', 'expected an http://, https:// or s3:// URL')
     })
     .transform((u) => u.replace(/\/+$/, '')),
   /** A netrc file (`machine HOST login L password P`) whose entry for the URL's host is sent as Basic auth. */
@@ -239,7 +184,11 @@ export const configSchema = z
                 return z.NEVER
               }
             }),
-            endpoint: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).transform((u) => u.replace(/\/+$/, '')).optional(),
+            endpoint: z
+              .string()
+              .superRefine((u, ctx) => checkHttpUrl(u, ctx, 'an endpoint carries no credentials; they come from the AWS chain (environment, shared credentials file, profile)'))
+              .transform((u) => u.replace(/\/+$/, ''))
+              .optional(),
             region: z.string().min(1).optional(),
             /** A profile of the shared credentials file; credentials never go in this file. */
             profile: z.string().min(1).optional(),

@@ -37,6 +37,13 @@ test('bad configurations are refused with CONFIG_INVALID naming the field', () =
     ['non-http url', { upstreams: [{ ...up('x'), url: 'ftp://x' }] }, 'upstreams.0.url'],
     ['url with a tab the URL parser would drop', { upstreams: [{ ...up('x'), url: '\thttps://x' }] }, 'upstreams.0.url'],
     ['url with a space', { upstreams: [{ ...up('x'), url: 'https://x/a b' }] }, 'upstreams.0.url'],
+    // Blanks beyond ASCII, which a trimming URL check would accept and the URL parser then refuses.
+    ['url with a no-break space', { upstreams: [{ ...up('x'), url: '\u00a0https://x' }] }, 'upstreams.0.url'],
+    ['url with a byte-order mark', { upstreams: [{ ...up('x'), url: '\ufeffhttps://x' }] }, 'upstreams.0.url'],
+    ['url with an ideographic space', { upstreams: [{ ...up('x'), url: 'https://x\u3000' }] }, 'upstreams.0.url'],
+    ['url with a line separator', { upstreams: [{ ...up('x'), url: '\u2028https://x' }] }, 'upstreams.0.url'],
+    ['url without // after the scheme', { upstreams: [{ ...up('x'), url: 'https:..//x' }] }, 'upstreams.0.url'],
+    ['url with a zero-width space', { upstreams: [{ ...up('x'), url: 'https://x\u200b/y' }] }, 'upstreams.0.url'],
     ['duplicate upstream', { upstreams: [up('x'), up('x')] }, 'upstreams.1.name'],
     ['unknown upstream in a rule', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['nope'] }] }, 'rules.0.upstreams.0'],
     ['rule after a catch-all', { upstreams: [up('x')], rules: [{ match: '*', upstreams: ['x'] }, { match: 'corp-*', upstreams: ['x'] }] }, 'rules.1'],
