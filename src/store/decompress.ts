@@ -9,9 +9,11 @@
  * gzip through node:zlib's thread pool. Without the commands, the bindings
  * (lzma-native, zstd-napi) decode everything.
  */
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
+import { accessSync, constants, statSync } from 'node:fs'
 import type { EventEmitter } from 'node:events'
 import { createRequire } from 'node:module'
+import { delimiter, join } from 'node:path'
 import { Duplex, PassThrough } from 'node:stream'
 import { createBrotliDecompress, createGunzip } from 'node:zlib'
 import { NarthexError } from '../errors.js'
@@ -20,14 +22,27 @@ const require = createRequire(import.meta.url)
 
 const commandCache = new Map<string, boolean>()
 
-/** True when `cmd` can be run (checked once per process). */
+/**
+ * True when `cmd` is an executable file in a directory of PATH (looked up once per process).
+ * A lookup, not a trial run: three `--version` runs cost tens of milliseconds of every start.
+ * A command found but not runnable fails when used, with COMPRESSION_UNSUPPORTED.
+ */
 function hasCommand(cmd: string): boolean {
   let ok = commandCache.get(cmd)
   if (ok === undefined) {
-    ok = spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0
+    ok = (process.env.PATH ?? '').split(delimiter).some((dir) => dir !== '' && isExecutable(join(dir, cmd)))
     commandCache.set(cmd, ok)
   }
   return ok
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK)
+    return statSync(file).isFile()
+  } catch {
+    return false
+  }
 }
 
 /**
