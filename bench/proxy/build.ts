@@ -25,6 +25,15 @@ async function compile(root: string, dir: string): Promise<void> {
     cwd: dir,
     timeoutMs: 300_000,
   })
+  // Commits since the bundle (scripts/bundle.mjs) run dist/bundle/, as `npm run build` makes it.
+  if (existsSync(join(dir, 'scripts', 'bundle.mjs'))) await runOk(process.execPath, [join(dir, 'scripts', 'bundle.mjs')], { cwd: dir, timeoutMs: 300_000 })
+}
+
+/** The files a build needs, of those that exist at `rev` (scripts/bundle.mjs is newer than the others). */
+async function buildFiles(root: string, rev: string): Promise<string[]> {
+  const wanted = ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts/bundle.mjs']
+  const present = (await runOk('git', ['-C', root, 'ls-tree', '--name-only', rev, '--', ...wanted])).stdout.split('\n').filter((l) => l !== '')
+  return wanted.filter((f) => present.includes(f))
 }
 
 export async function buildNarthex(root: string, dataRoot: string, opts: { rev?: string; worktree?: boolean }, log: (m: string) => void): Promise<NarthexBuild> {
@@ -36,7 +45,7 @@ export async function buildNarthex(root: string, dataRoot: string, opts: { rev?:
     const dir = join(buildRoot, 'worktree')
     await rm(dir, { recursive: true, force: true })
     await mkdir(dir)
-    for (const f of ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json']) await cp(join(root, f), join(dir, f), { recursive: true })
+    for (const f of ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts/bundle.mjs']) await cp(join(root, f), join(dir, f), { recursive: true })
     log(`building narthex from the working tree (on ${short})`)
     await compile(root, dir)
     const dirty = (await runOk('git', ['-C', root, 'status', '--porcelain', '--', 'src'])).stdout.trim() !== ''
@@ -53,7 +62,8 @@ export async function buildNarthex(root: string, dataRoot: string, opts: { rev?:
     const tmp = `${dir}.tmp`
     await rm(tmp, { recursive: true, force: true })
     await mkdir(tmp)
-    await runOk('sh', ['-c', `git -C '${root}' archive '${head}' src bin package.json tsconfig.json tsconfig.build.json | tar -x -C '${tmp}'`])
+    const files = (await buildFiles(root, head)).map((f) => `'${f}'`).join(' ')
+    await runOk('sh', ['-c', `git -C '${root}' archive '${head}' ${files} | tar -x -C '${tmp}'`])
     await compile(root, tmp)
     await rm(dir, { recursive: true, force: true })
     await rename(tmp, dir)
