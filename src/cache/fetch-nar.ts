@@ -10,7 +10,8 @@
  * (audit entry, upstream health, how long its source is skipped) is decided
  * here, in {@link NarFetcher}'s failure handler.
  */
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
+import { boundedLru } from '../lru.js'
 import type { Logger } from 'pino'
 import { NarthexError, isNarthexError } from '../errors.js'
 import { ruleFor, type Policy, type UpstreamAnswer } from '../policy/index.js'
@@ -77,7 +78,7 @@ const VERIFICATION_FAILURES = new Set(['HASH_MISMATCH', 'SIZE_MISMATCH', 'NAR_IN
 export class NarFetcher {
   readonly #d: NarFetcherDeps
   /** NAR file name → the hash part admitted with it and its record: a NAR request after its narinfo reads no index. */
-  readonly #admitted = new LRUCache<string, Admitted>({ max: 10_000 })
+  readonly #admitted = boundedLru<string, Admitted>(10_000)
   readonly #downloads = new Map<string, NarDownload>()
   /** `<fileName> <upstream>` → the code of the failure that keeps that source skipped. */
   readonly #failedSources: LRUCache<string, string>
@@ -87,7 +88,7 @@ export class NarFetcher {
 
   constructor(deps: NarFetcherDeps) {
     this.#d = deps
-    this.#failedSources = new LRUCache({ max: 10_000, ttl: deps.failedSourceTtlMs })
+    this.#failedSources = boundedLru(10_000, { ttl: deps.failedSourceTtlMs })
   }
 
   /** Downloads running now. */

@@ -13,7 +13,7 @@
  *   stored), and never past the store's size limit. A prefetched NAR that
  *   fails verification fails like any download (audited, its source skipped).
  */
-import { LRUCache } from 'lru-cache'
+import { boundedLru } from '../lru.js'
 import type { Logger } from 'pino'
 import { parseStorePathBase, type NarInfo } from '../protocol/index.js'
 import type { NarAnswer } from './fetch-nar.js'
@@ -69,7 +69,7 @@ export class Prefetcher {
   readonly #queue: string[] = []
   #active = 0
   /** Admitted by this process, NAR not fetched yet: hash part → NAR file name and size. */
-  readonly #cold = new LRUCache<string, { fileName: string; bytes: number }>({ max: 50_000 })
+  readonly #cold = boundedLru<string, { fileName: string; bytes: number }>(50_000)
   /** NARs waiting for a prefetch slot, in order: file name → size. */
   readonly #narQueue = new Map<string, number>()
   readonly #ahead = new Map<string, Ahead>()

@@ -9,7 +9,7 @@
  * and served re-signed by narthex. Concurrent requests for one id share one
  * resolution.
  */
-import { LRUCache } from 'lru-cache'
+import { boundedLru } from '../lru.js'
 import type { Logger } from 'pino'
 import { denyReason, describeRule, ruleFor, type Policy, type RefusalReason, type Rule } from '../policy/index.js'
 import {
@@ -71,7 +71,7 @@ function signersOf(sigs: readonly string[]): string[] {
 /** Resolves realisation requests; owns their negative cache. */
 export class RealisationResolver {
   readonly #d: RealisationDeps
-  readonly #absent = new LRUCache<string, true>({ max: 10_000, ttlAutopurge: false })
+  readonly #absent = boundedLru<string, true>(10_000, { ttlAutopurge: false })
   readonly #resolving = new Map<string, Promise<RealisationAnswer>>()
 
   constructor(deps: RealisationDeps) {

@@ -5,7 +5,8 @@
  * record it, or refuse and audit it). Concurrent requests for one hash part
  * share one resolution.
  */
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
+import { boundedLru } from '../lru.js'
 import type { Logger } from 'pino'
 import { decide, describeRule, isDenied, type Decision, type Policy, type UpstreamAnswer } from '../policy/index.js'
 import {
@@ -90,7 +91,7 @@ export class NarInfoResolver {
   /** narthex's signatures by fingerprint: a path is signed once, not again when its stored file changes the served text. */
   /** One memo per signing key: fingerprint → that key's signature. */
   readonly #signatures: Array<LRUCache<string, string>>
-  readonly #negative = new LRUCache<string, Negative>({ max: 100_000, ttlAutopurge: false })
+  readonly #negative = boundedLru<string, Negative>(100_000, { ttlAutopurge: false })
   readonly #hits: { inc(): void }
   readonly #resolving = new Map<string, Promise<NarInfoAnswer>>()
   #closed = false
@@ -98,8 +99,8 @@ export class NarInfoResolver {
   constructor(deps: ResolverDeps) {
     this.#d = deps
     this.#hits = deps.metrics.narinfoLookups.labels({ outcome: 'hit' })
-    this.#served = new LRUCache({ max: Math.max(1, deps.settings.narinfoLruEntries) })
-    this.#signatures = deps.signingKeys.map(() => new LRUCache<string, string>({ max: Math.max(1, deps.settings.narinfoLruEntries) }))
+    this.#served = boundedLru(deps.settings.narinfoLruEntries)
+    this.#signatures = deps.signingKeys.map(() => boundedLru<string, string>(deps.settings.narinfoLruEntries))
   }
 
   /**

@@ -9,7 +9,7 @@ import { applyDenyToStore, bucketNarSource, BucketNarInfos, Cache, Metrics, Push
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatCacheInfo, formatPublicKey, parsePublicKey, STORE_DIR, toPublicKey, type SecretKey } from '../protocol/index.js'
-import { AccessControl, createNarthexServer, type MetricsSnapshot, type StatusSources, type TokenSource } from '../server/index.js'
+import { AccessControl, createNarthexServer, warmHttp, type MetricsSnapshot, type StatusSources, type TokenSource } from '../server/index.js'
 import { AuditLog, Bucket, readAuditTail, replayAuditOutbox, startVerifyThreads, Store, UploadQueue } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKeys } from './keys.js'
@@ -232,8 +232,10 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
   const { store, cache, audit, upstreams, metrics, policy, signingKey, publicKey, publicKeys, uploads } = core
   const access = new AccessControl(config.access.read === 'tokens', accessTokenSources(config))
   for (const w of access.warnings) log.warn(w)
-  // Before listening: the first client's narinfo would otherwise pay for compiling the cold path.
+  // Before listening: the first client's narinfo would otherwise pay for compiling the cold path,
+  // and its request for compiling node's HTTP server code.
   await cache.warmUp().catch((err) => log.warn({ err: (err as Error).message }, 'warm-up failed'))
+  await warmHttp().catch((err) => log.warn({ err: (err as Error).message }, 'HTTP warm-up failed'))
   const push = config.push && {
     receiver: new PushReceiver({
       store,

@@ -7,7 +7,7 @@
 import cluster from 'node:cluster'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import type { Config } from '../config/index.js'
-import { AccessControl, createFrontServer, type RequestLogLevel, type TokenSource } from '../server/index.js'
+import { AccessControl, createFrontServer, warmHttp, type RequestLogLevel, type TokenSource } from '../server/index.js'
 import { createLogger, splitListen, type LogFormat } from './log.js'
 
 /** The environment variable that carries the core's URL to the workers. */
@@ -88,7 +88,7 @@ export async function runClusterWorker(): Promise<void> {
     registry,
     requestLog: (process.env.NARTHEX_WORKER_REQUEST_LOG ?? 'off') as RequestLogLevel,
   })
-  await warmUp().catch((err) => log.debug({ err: (err as Error).message }, 'worker warm-up failed'))
+  await Promise.all([warmUp(), warmHttp()]).catch((err) => log.debug({ err: (err as Error).message }, 'worker warm-up failed'))
   const { host, port } = splitListen(process.env.NARTHEX_WORKER_LISTEN!)
   await new Promise<void>((resolve) => {
     server.once('error', (err) => {

@@ -18,8 +18,10 @@
  *   client's path. Raw 32-byte keys are wrapped in their RFC 8410 DER
  *   envelopes (PKCS#8 for the seed, SubjectPublicKeyInfo for a public key) to
  *   make KeyObjects, cached per key.
- * - @noble/ed25519 (audited, pure JavaScript) only makes new keys and derives a
- *   seed's public half: once per key, off every request's path.
+ * - a seed's public half (checked against the key file's at every start) comes
+ *   from node:crypto too.
+ * - @noble/ed25519 (audited, pure JavaScript) only makes new keys: once per key,
+ *   off every request's path.
  * test/protocol/signature-crypto.test.ts checks each against the other.
  */
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
@@ -85,9 +87,13 @@ function publicKeyObject(key: Uint8Array): KeyObject | undefined {
   return keyObject
 }
 
-/** The 32-byte public key of a 32-byte seed. */
+/**
+ * The 32-byte public key of a 32-byte seed, through node:crypto: noble's first
+ * derivation builds its table of base-point multiples, about 30 ms of every start.
+ */
 function derivePublicKey(seed: Uint8Array): Uint8Array {
-  return ed.getPublicKey(checkedSeed(seed))
+  const spki = createPublicKey(privateKeyObject(seed)).export({ format: 'der', type: 'spki' })
+  return new Uint8Array(spki.subarray(SPKI_ED25519_PREFIX.length))
 }
 
 /** A public key: the name clients look it up by, and its 32 bytes. */

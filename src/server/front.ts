@@ -11,7 +11,7 @@ import { stat } from 'node:fs/promises'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { LRUCache } from 'lru-cache'
+import { boundedLru } from '../lru.js'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
@@ -82,7 +82,7 @@ function sendNarInfo(req: IncomingMessage, res: ServerResponse, body: Buffer): v
 export function createFrontServer(deps: FrontDeps): { server: Server; close: () => Promise<void>; warmUp: () => Promise<void> } {
   const core = new Pool(deps.coreUrl, { connections: 64, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 60_000 })
   // Kept encoded: a hit is answered with one write of a ready buffer.
-  const narinfos = new LRUCache<string, Buffer>({ max: Math.max(1, deps.lruEntries), ttl: deps.lruTtlMs })
+  const narinfos = boundedLru<string, Buffer>(deps.lruEntries, { ttl: deps.lruTtlMs })
 
   const observe = deps.registry && { metrics: new HttpMetrics(deps.registry), log: deps.log, requestLog: deps.requestLog ?? 'off' }
 
