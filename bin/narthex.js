@@ -3,15 +3,18 @@
 // --max-semi-space-size=2 (MiB; also in `npm start` and the Dockerfile): a small young generation
 // is collected often, and with it the short-lived socket buffers of downloads, whose memory V8
 // otherwise gives back only after tens of megabytes (bench/RESULTS.md, scenario 4).
-// A cluster worker (config `workers`) loads only the front server, not the whole command line.
-// Both come bundled (dist/bundle/, scripts/bundle.mjs): Node loads one file each much faster than
-// the ~700 modules they are made of (docs/ARCHITECTURE.md, "Start-up").
+// The CLI and the cluster worker (config `workers`, which loads only the front server) come as
+// bundles with a code cache made with these flags (dist/bundle/, scripts/bundle.mjs): one file
+// each, compiled ahead, loads much faster than the ~700 modules they are made of
+// (docs/ARCHITECTURE.md, "Start-up").
 import cluster from 'node:cluster'
+import { fileURLToPath } from 'node:url'
+import { loadBundle } from '../dist/cli/bundle-loader.js'
+
+const bundle = (name) => loadBundle(fileURLToPath(new URL(`../dist/bundle/${name}.cjs`, import.meta.url))).exports
 
 if (cluster.isWorker && process.env.NARTHEX_WORKER_CORE_URL !== undefined) {
-  const { runClusterWorker } = await import('../dist/bundle/worker.js')
-  await runClusterWorker()
+  await bundle('worker').runClusterWorker()
 } else {
-  const { main } = await import('../dist/bundle/main.js')
-  process.exitCode = await main(process.argv.slice(2))
+  process.exitCode = await bundle('main').main(process.argv.slice(2))
 }

@@ -1,23 +1,28 @@
 #!/usr/bin/env node
 /**
- * Bundles the compiled CLI (dist/) into three files under dist/bundle/: `main.js`
- * (the command line), `worker.js` (a cluster worker's front server) and
- * `verify-thread.js` (the NAR verification thread, which main.js starts from the file
- * beside it). bin/narthex.js runs them.
+ * Bundles the compiled CLI (dist/) into three CommonJS files under dist/bundle/:
+ * `main.cjs` (the command line), `worker.cjs` (a cluster worker's front server) and
+ * `verify-thread.cjs` (the NAR verification thread, which main.cjs starts from the file
+ * beside it). Then it makes V8's code cache of main.cjs and worker.cjs
+ * (`<bundle>.cache`), which bin/narthex.js loads them with (src/cli/bundle-loader.ts).
  *
  * Why: Node resolves, reads and links each of the ~700 modules of the unbundled tree on
- * its own, which was most of the time from start to first answer (docs/ARCHITECTURE.md,
- * "Start-up"). Packages with native code (LevelDB, lzma, zstd) stay in node_modules, and
- * so do the AWS SDK and pino-pretty, which are loaded only when used.
+ * its own, then V8 parses and compiles what runs; that was most of the time from start to
+ * first answer (docs/ARCHITECTURE.md, "Start-up"). Packages with native code (LevelDB,
+ * lzma, zstd) stay in node_modules, and so do the AWS SDK and pino-pretty, which are loaded
+ * only when used.
  *
  * Usage: node scripts/bundle.mjs (run by `npm run build`, after tsc).
  */
 import { build } from 'esbuild'
+import { spawnSync } from 'node:child_process'
 import { rm } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const outdir = `${root}dist/bundle`
+/** The V8 flags bin/narthex.js runs node with: V8 accepts a code cache only under the flags it was made with. */
+const NODE_FLAGS = ['--max-semi-space-size=2']
 
 await rm(outdir, { recursive: true, force: true })
 await build({
@@ -28,16 +33,23 @@ await build({
     'verify-thread': 'dist/store/verify-thread.js',
   },
   outdir,
+  outExtension: { '.js': '.cjs' },
   bundle: true,
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
   target: 'node20',
+  // CommonJS has no import.meta: the modules that find files beside them get the bundle's own URL.
+  // (import.meta.resolve is used only when narthex runs from its TypeScript sources, under tsx.)
+  define: { 'import.meta.url': '__narthexModuleUrl', 'import.meta.resolve': '__narthexNoResolve' },
+  banner: {
+    js: 'var __narthexModuleUrl = require("node:url").pathToFileURL(__filename).href;\nvar __narthexNoResolve = () => { throw new Error("import.meta.resolve: not in a bundle"); };',
+  },
+  // import() of the packages left outside becomes require(), which needs no loader hook in a vm.Script.
+  supported: { 'dynamic-import': false },
   // Native addons find their binaries relative to their own package; the others are loaded lazily.
   external: ['classic-level', 'lzma-native', 'zstd-napi', '@aws-sdk/*', 'pino-pretty'],
-  // The CommonJS packages inside (undici, pino, yargs' helpers) call require() for node's own modules.
-  banner: { js: "import { createRequire as __narthexCreateRequire } from 'node:module';\nconst require = __narthexCreateRequire(import.meta.url);" },
-  // Smaller is faster to load and keeps less source in memory (5% and 4-5 MiB here). Names are kept for
-  // stack traces, and the source maps lead back to src/ with `node --enable-source-maps`.
+  // Smaller is faster to load and keeps less source in memory. Names are kept for stack traces,
+  // and the source maps lead back to src/.
   minifyWhitespace: true,
   minifySyntax: true,
   keepNames: true,
@@ -46,3 +58,10 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 })
+
+// The code cache: each bundle evaluated once (its modules' top-level code, nothing started) in a
+// node with narthex's flags.
+const made = spawnSync(process.execPath, [...NODE_FLAGS, fileURLToPath(new URL('code-cache.mjs', import.meta.url)), `${outdir}/main.cjs`, `${outdir}/worker.cjs`], {
+  stdio: 'inherit',
+})
+if (made.status !== 0) throw new Error(`making the code cache failed (exit ${made.status})`)

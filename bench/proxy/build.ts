@@ -29,11 +29,12 @@ async function compile(root: string, dir: string): Promise<void> {
   if (existsSync(join(dir, 'scripts', 'bundle.mjs'))) await runOk(process.execPath, [join(dir, 'scripts', 'bundle.mjs')], { cwd: dir, timeoutMs: 300_000 })
 }
 
-/** The files a build needs, of those that exist at `rev` (scripts/bundle.mjs is newer than the others). */
+const BUILD_FILES = ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts/bundle.mjs', 'scripts/code-cache.mjs']
+
+/** The files a build needs, of those that exist at `rev` (the bundle scripts are newer than the others). */
 async function buildFiles(root: string, rev: string): Promise<string[]> {
-  const wanted = ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts/bundle.mjs']
-  const present = (await runOk('git', ['-C', root, 'ls-tree', '--name-only', rev, '--', ...wanted])).stdout.split('\n').filter((l) => l !== '')
-  return wanted.filter((f) => present.includes(f))
+  const present = (await runOk('git', ['-C', root, 'ls-tree', '--name-only', rev, '--', ...BUILD_FILES])).stdout.split('\n').filter((l) => l !== '')
+  return BUILD_FILES.filter((f) => present.includes(f))
 }
 
 export async function buildNarthex(root: string, dataRoot: string, opts: { rev?: string; worktree?: boolean }, log: (m: string) => void): Promise<NarthexBuild> {
@@ -45,7 +46,7 @@ export async function buildNarthex(root: string, dataRoot: string, opts: { rev?:
     const dir = join(buildRoot, 'worktree')
     await rm(dir, { recursive: true, force: true })
     await mkdir(dir)
-    for (const f of ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json', 'scripts/bundle.mjs']) await cp(join(root, f), join(dir, f), { recursive: true })
+    for (const f of BUILD_FILES) await cp(join(root, f), join(dir, f), { recursive: true })
     log(`building narthex from the working tree (on ${short})`)
     await compile(root, dir)
     const dirty = (await runOk('git', ['-C', root, 'status', '--porcelain', '--', 'src'])).stdout.trim() !== ''
