@@ -168,8 +168,14 @@ export class NarFetcher {
         if (!upstream) continue
         // Re-checked with no await since the last look: joining beats a second download.
         const again = this.#downloads.get(fileName)
-        const download = again && again.state !== 'failed' ? again : this.#start(fileName, info, source, upstream)
-        await download.whenStarted()
+        // This source's download has just failed and is still cleaning up (its failure not recorded
+        // yet): a client it cut off that asks again at once must not get the same bad source.
+        let download: NarDownload
+        if (again?.state === 'failed' && again.upstream === upstream) download = again
+        else {
+          download = again && again.state !== 'failed' ? again : this.#start(fileName, info, source, upstream)
+          await download.whenStarted()
+        }
         // Failed before this client got anything (at once, or right after its first bytes): next source.
         if (download.state === 'failed') {
           if (!isNarthexError(download.error, 'NOT_FOUND') || source.upstream === BUCKET_SOURCE) allGone = false
