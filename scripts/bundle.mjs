@@ -16,7 +16,7 @@
  */
 import { build } from 'esbuild'
 import { spawnSync } from 'node:child_process'
-import { rm } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -58,6 +58,14 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 })
+
+// bundle-loader.ts reads a bundle as Latin-1, which is its text only while it is ASCII (esbuild's
+// default charset escapes everything else).
+for (const name of ['main.cjs', 'worker.cjs']) {
+  const bytes = await readFile(`${outdir}/${name}`)
+  const at = bytes.findIndex((b) => b > 0x7f)
+  if (at >= 0) throw new Error(`${name}: a byte outside ASCII at offset ${at}`)
+}
 
 // The code cache: each bundle evaluated once (its modules' top-level code, nothing started) in a
 // node with narthex's flags.

@@ -23,7 +23,7 @@ const ALLOWED: Record<string, string[]> = {
 }
 
 /** Top-level leaves shared by every layer. */
-const SHARED = ['errors.js', 'file-copy.js', 'secret-file.js', 's3-client.js', 'lru.js']
+const SHARED = ['errors.js', 'file-copy.js', 'secret-file.js', 's3-client.js', 'lru.js', 'undici.js']
 
 function files(dir: string): string[] {
   return readdirSync(dir).flatMap((n) => {

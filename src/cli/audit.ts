@@ -6,9 +6,9 @@
 import { readFileSync } from 'node:fs'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { request } from 'undici'
 import { MAX_CHECKPOINT_BYTES, parsePublicKey, parseSecretKey, toPublicKey, verifyCheckpoint, type Checkpoint, type PublicKey } from '../protocol/index.js'
 import { auditLogPath, compareWithCheckpoint, listTornTails, readAuditLog, verifyAuditLog, type AuditEntry, type CheckpointComparison } from '../store/index.js'
+import { loadUndici } from '../undici.js'
 
 /** Filters of `narthex audit`. */
 export interface AuditOptions {
@@ -199,6 +199,7 @@ async function loadCheckpoints(sources: readonly string[]): Promise<Array<{ sour
 
 async function fetchCheckpoint(url: string): Promise<string | undefined> {
   try {
+    const { request } = await loadUndici()
     const res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000 })
     const chunks: Buffer[] = []
     let size = 0

@@ -31,7 +31,9 @@ export function loadBundle(file: string, options: { useCache?: boolean } = {}): 
       cachedData = undefined
     }
   }
-  const script = new Script(Module.wrap(readFileSync(file, 'utf8')), {
+  // The bundles are ASCII (scripts/bundle.mjs checks): read as Latin-1, the bytes become the
+  // string as they are, without UTF-8 decoding.
+  const script = new Script(Module.wrap(readFileSync(file, 'latin1')), {
     filename: file,
     ...(cachedData ? { cachedData } : {}),
     importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,

@@ -138,138 +138,197 @@ function withData<T>(y: Argv<T>) {
   return y.option('data', { type: 'string', describe: 'data directory (overrides the config; the default signing key moves with it)' })
 }
 
+/** The common options every command takes. */
+const withCommon = (y: Argv) => withData(withConfig(y))
+type Cli = ReturnType<typeof withCommon>
+
+/**
+ * The commands, by name. A run registers only the one it names (its first
+ * argument), so that yargs builds and renders no help for the others (yargs
+ * renders the help of what is registered each time a command runs); anything
+ * else registers them all, for the list, the suggestions and the errors.
+ */
+const COMMANDS: ReadonlyArray<readonly [name: string, register: (y: Cli) => Cli]> = [
+  [
+    'serve',
+    (cli) =>
+      cli.command(
+        'serve',
+        'run the proxy',
+        (y) =>
+          y
+            .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (overrides the config)' }),
+        serve,
+      ),
+  ],
+  [
+    'mirror',
+    (cli) =>
+      cli.command(
+        'mirror [paths..]',
+        'fetch whole closures through policy into the store and pin them (run it while narthex is stopped)',
+        (y) =>
+          y
+            .positional('paths', { type: 'string', array: true, describe: 'store paths (their closures are mirrored)' })
+            .option('from-file', { type: 'string', describe: 'store paths one per line, plain or .xz (a channel\'s store-paths.xz)' }),
+        async (argv) => {
+          exitWith(await runMirror(readConfig(argv), argv.paths ?? [], argv.fromFile, out))
+        },
+      ),
+  ],
+  [
+    'export',
+    (cli) =>
+      cli.command(
+        'export [paths..]',
+        'write a file:// binary cache (narinfos signed by narthex, NARs, nix-cache-info) of closures, or of all pinned paths',
+        (y) =>
+          y
+            .option('to', { type: 'string', demandOption: true, describe: 'directory to write the cache to' })
+            .positional('paths', { type: 'string', array: true }),
+        async (argv) => {
+          exitWith(await runExport(readConfig(argv), argv.to, argv.paths ?? [], out))
+        },
+      ),
+  ],
+  [
+    'import',
+    (cli) =>
+      cli.command(
+        'import <dir>',
+        'load a file:// binary cache directory, checking signatures (import.publicKeys) and hashes; imported paths are pinned',
+        (y) =>
+          y
+            .positional('dir', { type: 'string', demandOption: true }),
+        async (argv) => {
+          exitWith(await runImport(readConfig(argv), argv.dir, out))
+        },
+      ),
+  ],
+  [
+    'explain',
+    (cli) =>
+      cli.command(
+        'explain <storePath>',
+        'show which rule applies to a store path; with --fetch, what each upstream says and the decision; with --closure, the decision for every path of its closure (exit 1 if any would not be admitted)',
+        (y) =>
+          y
+            .positional('storePath', { type: 'string', demandOption: true })
+            .option('fetch', { type: 'boolean', default: false, describe: 'ask the upstreams (stores nothing)' })
+            .option('closure', { type: 'boolean', default: false, describe: 'walk the references, asking the upstreams (stores nothing)' })
+            .option('json', { type: 'boolean', default: false }),
+        async (argv) => {
+          const config = readConfig(argv)
+          exitWith(
+            argv.closure
+              ? await runExplainClosure(config, argv.storePath, { json: argv.json }, out)
+              : await runExplain(config, argv.storePath, { fetch: argv.fetch, json: argv.json }, out),
+          )
+        },
+      ),
+  ],
+  [
+    'verify',
+    (cli) =>
+      cli.command(
+        'verify',
+        're-hash every stored NAR against its index record; quarantine corrupt ones (exit 1 if any; exit 2 if none but some could not be decoded on this machine, which are kept). Run it while narthex is stopped',
+        (y) =>
+          y
+            .option('quarantine', { type: 'boolean', default: true, describe: 'move corrupt files to <dataDir>/quarantine (--no-quarantine only reports)' })
+            .option('json', { type: 'boolean', default: false }),
+        async (argv) => {
+          exitWith(await runVerify(readConfig(argv).dataDir, { quarantine: argv.quarantine, json: argv.json }, out))
+        },
+      ),
+  ],
+  [
+    'forget',
+    (cli) =>
+      cli.command(
+        'forget <storePath>',
+        'release a path\'s first-seen NarHash and drop its narinfo, so the next request admits it afresh (e.g. after an upstream rebuilt it). Run it while narthex is stopped; exit 1 if narthex knows nothing of the path',
+        (y) => y.positional('storePath', { type: 'string', demandOption: true, describe: 'store path or hash part' }),
+        async (argv) => {
+          exitWith(await runForget(readConfig(argv), argv.storePath, out))
+        },
+      ),
+  ],
+  [
+    'gc',
+    (cli) =>
+      cli.command(
+        'gc',
+        'evict least-recently-used NARs (not pinned, pushed or imported) down to a size. Run it while narthex is stopped; a running narthex does it by itself when storage.maxSize is set',
+        (y) =>
+          y
+            .option('max-size', { type: 'string', describe: 'e.g. 50GiB (default: storage.maxSize of the config)' }),
+        async (argv) => {
+          const config = readConfig(argv)
+          const max = argv.maxSize !== undefined ? parseByteSize(argv.maxSize) : config.storage.maxSize
+          if (max === undefined) fail(argv.maxSize !== undefined ? `--max-size: not a size: ${argv.maxSize}` : 'give --max-size or set storage.maxSize in the config')
+          exitWith(await runGc(config.dataDir, max, out))
+        },
+      ),
+  ],
+  [
+    'keygen',
+    (cli) =>
+      cli.command(
+        'keygen [name]',
+        'print a new secret key in Nix\'s format on stdout, its public key on stderr',
+        (y) =>
+          y
+            .positional('name', { type: 'string', describe: 'key name, e.g. cache.example.org-1' })
+            .option('public', { type: 'boolean', describe: 'instead, read a secret key on stdin and print its public key' }),
+        (argv) => keygen(argv),
+      ),
+  ],
+  [
+    'audit',
+    (cli) =>
+      cli.command(
+        'audit',
+        'print the audit log of admissions and refusals',
+        (y) =>
+          y
+            .option('verify', { type: 'boolean', default: false, describe: 'check the hash chain; exit 1 naming the first broken entry' })
+            .option('path', { type: 'string', describe: 'only entries whose store path contains this' })
+            .option('since', { type: 'string', describe: 'only entries at or after this time (ISO 8601)' })
+            .option('until', { type: 'string', describe: 'only entries before this time (ISO 8601)' })
+            .option('json', { type: 'boolean', default: false, describe: 'JSON lines' })
+            .option('checkpoint', { type: 'string', array: true, describe: 'with --verify: a signed checkpoint (file, directory of them, or URL such as http://narthex:5557/audit/checkpoint) the log must still hold exactly; repeatable' })
+            .option('public-key', { type: 'string', describe: 'the public key (name:base64, or a file) checkpoints are signed with (default: the public half of signingKeyFile)' }),
+        async (argv) => {
+          const config = readConfig(argv)
+          exitWith(await runAudit(config.dataDir, { ...argv, signingKeyFile: config.signingKeyFile }, out))
+        },
+      ),
+  ],
+  [
+    'client-config',
+    (cli) =>
+      cli.command(
+        'client-config',
+        'print the system-wide nix.conf lines a client needs (--nixos: the NixOS nix.settings block), and how to check them',
+        (y) =>
+          y
+            .option('url', { type: 'string', describe: 'the URL clients reach narthex at (default: publicUrl of the config, else its listen address)' })
+            .option('nixos', { type: 'boolean', default: false, describe: 'print the NixOS configuration.nix block instead' }),
+        (argv) => clientConfig(argv),
+      ),
+  ],
+]
+
 /**
  * Runs the CLI with `args` (argv without node and script) and returns the exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  const parser = withData(withConfig(yargs(args)))
+  const named = COMMANDS.filter(([name]) => name === args[0])
+  const parser = (named.length > 0 ? named : COMMANDS)
+    .reduce((y, [, register]) => register(y), withCommon(yargs(args)))
     .scriptName('narthex')
     .usage('$0 <command> [options]\n\nAn on-premises caching proxy for Nix binary caches.')
-    .command(
-      'serve',
-      'run the proxy',
-      (y) =>
-        y
-          .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (overrides the config)' }),
-      serve,
-    )
-    .command(
-      'mirror [paths..]',
-      'fetch whole closures through policy into the store and pin them (run it while narthex is stopped)',
-      (y) =>
-        y
-          .positional('paths', { type: 'string', array: true, describe: 'store paths (their closures are mirrored)' })
-          .option('from-file', { type: 'string', describe: 'store paths one per line, plain or .xz (a channel\'s store-paths.xz)' }),
-      async (argv) => {
-        exitWith(await runMirror(readConfig(argv), argv.paths ?? [], argv.fromFile, out))
-      },
-    )
-    .command(
-      'export [paths..]',
-      'write a file:// binary cache (narinfos signed by narthex, NARs, nix-cache-info) of closures, or of all pinned paths',
-      (y) =>
-        y
-          .option('to', { type: 'string', demandOption: true, describe: 'directory to write the cache to' })
-          .positional('paths', { type: 'string', array: true }),
-      async (argv) => {
-        exitWith(await runExport(readConfig(argv), argv.to, argv.paths ?? [], out))
-      },
-    )
-    .command(
-      'import <dir>',
-      'load a file:// binary cache directory, checking signatures (import.publicKeys) and hashes; imported paths are pinned',
-      (y) =>
-        y
-          .positional('dir', { type: 'string', demandOption: true }),
-      async (argv) => {
-        exitWith(await runImport(readConfig(argv), argv.dir, out))
-      },
-    )
-    .command(
-      'explain <storePath>',
-      'show which rule applies to a store path; with --fetch, what each upstream says and the decision; with --closure, the decision for every path of its closure (exit 1 if any would not be admitted)',
-      (y) =>
-        y
-          .positional('storePath', { type: 'string', demandOption: true })
-          .option('fetch', { type: 'boolean', default: false, describe: 'ask the upstreams (stores nothing)' })
-          .option('closure', { type: 'boolean', default: false, describe: 'walk the references, asking the upstreams (stores nothing)' })
-          .option('json', { type: 'boolean', default: false }),
-      async (argv) => {
-        const config = readConfig(argv)
-        exitWith(
-          argv.closure
-            ? await runExplainClosure(config, argv.storePath, { json: argv.json }, out)
-            : await runExplain(config, argv.storePath, { fetch: argv.fetch, json: argv.json }, out),
-        )
-      },
-    )
-    .command(
-      'verify',
-      're-hash every stored NAR against its index record; quarantine corrupt ones (exit 1 if any; exit 2 if none but some could not be decoded on this machine, which are kept). Run it while narthex is stopped',
-      (y) =>
-        y
-          .option('quarantine', { type: 'boolean', default: true, describe: 'move corrupt files to <dataDir>/quarantine (--no-quarantine only reports)' })
-          .option('json', { type: 'boolean', default: false }),
-      async (argv) => {
-        exitWith(await runVerify(readConfig(argv).dataDir, { quarantine: argv.quarantine, json: argv.json }, out))
-      },
-    )
-    .command(
-      'forget <storePath>',
-      'release a path\'s first-seen NarHash and drop its narinfo, so the next request admits it afresh (e.g. after an upstream rebuilt it). Run it while narthex is stopped; exit 1 if narthex knows nothing of the path',
-      (y) => y.positional('storePath', { type: 'string', demandOption: true, describe: 'store path or hash part' }),
-      async (argv) => {
-        exitWith(await runForget(readConfig(argv), argv.storePath, out))
-      },
-    )
-    .command(
-      'gc',
-      'evict least-recently-used NARs (not pinned, pushed or imported) down to a size. Run it while narthex is stopped; a running narthex does it by itself when storage.maxSize is set',
-      (y) =>
-        y
-          .option('max-size', { type: 'string', describe: 'e.g. 50GiB (default: storage.maxSize of the config)' }),
-      async (argv) => {
-        const config = readConfig(argv)
-        const max = argv.maxSize !== undefined ? parseByteSize(argv.maxSize) : config.storage.maxSize
-        if (max === undefined) fail(argv.maxSize !== undefined ? `--max-size: not a size: ${argv.maxSize}` : 'give --max-size or set storage.maxSize in the config')
-        exitWith(await runGc(config.dataDir, max, out))
-      },
-    )
-    .command(
-      'keygen [name]',
-      'print a new secret key in Nix\'s format on stdout, its public key on stderr',
-      (y) =>
-        y
-          .positional('name', { type: 'string', describe: 'key name, e.g. cache.example.org-1' })
-          .option('public', { type: 'boolean', describe: 'instead, read a secret key on stdin and print its public key' }),
-      (argv) => keygen(argv),
-    )
-    .command(
-      'audit',
-      'print the audit log of admissions and refusals',
-      (y) =>
-        y
-          .option('verify', { type: 'boolean', default: false, describe: 'check the hash chain; exit 1 naming the first broken entry' })
-          .option('path', { type: 'string', describe: 'only entries whose store path contains this' })
-          .option('since', { type: 'string', describe: 'only entries at or after this time (ISO 8601)' })
-          .option('until', { type: 'string', describe: 'only entries before this time (ISO 8601)' })
-          .option('json', { type: 'boolean', default: false, describe: 'JSON lines' })
-          .option('checkpoint', { type: 'string', array: true, describe: 'with --verify: a signed checkpoint (file, directory of them, or URL such as http://narthex:5557/audit/checkpoint) the log must still hold exactly; repeatable' })
-          .option('public-key', { type: 'string', describe: 'the public key (name:base64, or a file) checkpoints are signed with (default: the public half of signingKeyFile)' }),
-      async (argv) => {
-        const config = readConfig(argv)
-        exitWith(await runAudit(config.dataDir, { ...argv, signingKeyFile: config.signingKeyFile }, out))
-      },
-    )
-    .command(
-      'client-config',
-      'print the system-wide nix.conf lines a client needs (--nixos: the NixOS nix.settings block), and how to check them',
-      (y) =>
-        y
-          .option('url', { type: 'string', describe: 'the URL clients reach narthex at (default: publicUrl of the config, else its listen address)' })
-          .option('nixos', { type: 'boolean', default: false, describe: 'print the NixOS configuration.nix block instead' }),
-      (argv) => clientConfig(argv),
-    )
     .demandCommand(1, 'name a command (narthex --help lists them)')
     .strict()
     .recommendCommands()

@@ -77,7 +77,7 @@ export async function runClusterWorker(): Promise<void> {
   })
   // A SIGHUP sent to the whole process group must not stop the worker (its default).
   process.on('SIGHUP', reload)
-  const { server, close, warmUp } = createFrontServer({
+  const { server, close, warmUp } = await createFrontServer({
     access,
     coreUrl: process.env[ROLE_ENV]!,
     narDir: process.env.NARTHEX_WORKER_NAR_DIR!,

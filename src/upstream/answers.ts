@@ -1,7 +1,7 @@
 /** How an upstream judges its answers: which statuses mean "absent", which are worth a retry, whether a narinfo will do. */
-import { errors as undiciErrors } from 'undici'
 import { NarthexError } from '../errors.js'
 import { parseNarInfo, type NarInfo } from '../protocol/index.js'
+import { isUndiciTimeout } from '../undici.js'
 
 /** Statuses that mean the upstream has no such file (S3 answers 403 for a missing key when listing is not allowed). */
 export const ABSENT_STATUSES: ReadonlySet<number> = new Set([404, 410, 403])
@@ -13,12 +13,7 @@ export function isTransientStatus(status: number): boolean {
 
 /** True for an error that means the upstream took too long (undici's timeouts, the SDK's, a deadline signal). */
 export function isTimeout(err: unknown): boolean {
-  return (
-    err instanceof undiciErrors.HeadersTimeoutError ||
-    err instanceof undiciErrors.BodyTimeoutError ||
-    err instanceof undiciErrors.ConnectTimeoutError ||
-    (err as Error)?.name === 'TimeoutError'
-  )
+  return isUndiciTimeout(err) || (err as Error)?.name === 'TimeoutError'
 }
 
 /** Waits before retry `attempt + 1`: 100 ms, 200 ms, 400 ms, … */

@@ -2,10 +2,11 @@
  * The transport to an HTTP(S) binary cache: an undici Pool bound to the
  * upstream's origin, presenting the credentials from its netrc or bearer file.
  */
-import { Pool } from 'undici'
+import type { Pool } from 'undici'
 import { NarthexError } from '../errors.js'
 import { loadCredentials, type CredentialSource } from './credentials.js'
 import type { Transport, TransportResponse } from './transport.js'
+import { loadUndici } from '../undici.js'
 
 /** What {@link HttpTransport} needs of an upstream's settings. */
 export interface HttpTransportOptions extends CredentialSource {
@@ -23,7 +24,8 @@ export class HttpTransport implements Transport {
   readonly #name: string
   readonly #origin: string
   readonly #basePath: string
-  readonly #pool: Pool
+  /** Made at the first request (undici is loaded then, see undici.ts). */
+  #pool: Promise<Pool> | undefined
   readonly #options: HttpTransportOptions
   #authorization: string | undefined
 
@@ -35,13 +37,6 @@ export class HttpTransport implements Transport {
     const u = new URL(options.url)
     this.#origin = u.origin
     this.#basePath = u.pathname.replace(/\/+$/, '')
-    this.#pool = new Pool(this.#origin, {
-      connections: options.maxConnections,
-      connect: { timeout: options.connectTimeoutMs ?? Math.min(options.timeoutMs, 10_000) },
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-      keepAliveTimeout: 30_000,
-    })
   }
 
   get hasCredentials(): boolean {
@@ -88,12 +83,29 @@ export class HttpTransport implements Transport {
     // credentials reach no other host.
     const headers: Record<string, string> = { 'user-agent': 'narthex' }
     if (this.#authorization !== undefined) headers.authorization = this.#authorization
-    const res = await this.#pool.request({ path, method, signal, headers })
+    const res = await (await this.#connections()).request({ path, method, signal, headers })
     const len = Number(res.headers['content-length'])
     return { statusCode: res.statusCode, contentLength: Number.isSafeInteger(len) ? len : undefined, body: res.body, dump: () => res.body.dump() }
   }
 
   async close(): Promise<void> {
-    await this.#pool.close()
+    const pool = this.#pool
+    this.#pool = undefined
+    if (pool) await (await pool).close()
+  }
+
+  #connections(): Promise<Pool> {
+    const o = this.#options
+    this.#pool ??= loadUndici().then(
+      ({ Pool }) =>
+        new Pool(this.#origin, {
+          connections: o.maxConnections,
+          connect: { timeout: o.connectTimeoutMs ?? Math.min(o.timeoutMs, 10_000) },
+          headersTimeout: o.timeoutMs,
+          bodyTimeout: o.timeoutMs,
+          keepAliveTimeout: 30_000,
+        }),
+    )
+    return this.#pool
   }
 }
