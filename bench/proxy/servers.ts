@@ -134,6 +134,19 @@ export class Nginx {
   }
 }
 
+/**
+ * The environment narthex runs in: the suite's own, without NODE_EXTRA_CA_CERTS. A shell
+ * or CI machine may set it for its own tools; node then parses that CA bundle at every
+ * start (50-90 ms of each start measured on the bench machine, in the core and in each
+ * cluster worker) while narthex's service units set nothing of the kind and the suite's
+ * upstreams are plain HTTP. RESULTS.md says which runs had it.
+ */
+export function serviceEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env }
+  delete env.NODE_EXTRA_CA_CERTS
+  return env
+}
+
 export interface NarthexOptions {
   /** The narthex entry point (bin/narthex.js of a build). */
   bin: string
@@ -219,6 +232,7 @@ export class Narthex {
     const spawnedAt = performance.now()
     this.child = spawn(process.execPath, [...shipped, ...(this.opts.nodeArgs ?? []), bin, 'serve', '--config', configFile], {
       cwd: dir,
+      env: serviceEnv(),
       stdio: ['ignore', out, err],
     })
     closeSync(err)
