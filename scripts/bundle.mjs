@@ -24,6 +24,22 @@ const outdir = `${root}dist/bundle`
 /** The V8 flags bin/narthex.js runs node with: V8 accepts a code cache only under the flags it was made with. */
 const NODE_FLAGS = ['--max-semi-space-size=2']
 
+/**
+ * Leaves `request` of package `pkg` (the file that loads the package's addon, which it finds
+ * from its own directory) in node_modules: the bundle requires it as `<pkg>/<file>.js`.
+ */
+function nativeBinding(pkg, request) {
+  const dir = `${root}node_modules/${pkg}/`
+  return {
+    name: `native-binding:${pkg}`,
+    setup(b) {
+      b.onResolve({ filter: /^\.\/binding(\.js)?$/ }, (args) =>
+        args.path.replace(/\.js$/, '') === request && args.importer.startsWith(dir) ? { path: `${pkg}/${request.slice(2)}.js`, external: true } : undefined,
+      )
+    },
+  }
+}
+
 await rm(outdir, { recursive: true, force: true })
 await build({
   absWorkingDir: root,
@@ -47,7 +63,10 @@ await build({
   // import() of the packages left outside becomes require(), which needs no loader hook in a vm.Script.
   supported: { 'dynamic-import': false },
   // Native addons find their binaries relative to their own package; the others are loaded lazily.
-  external: ['classic-level', 'lzma-native', 'zstd-napi', '@aws-sdk/*', 'pino-pretty'],
+  // LevelDB's JavaScript (classic-level, abstract-level and theirs, loaded at every start) is
+  // bundled; only the file that finds its addon stays in node_modules (see nativeBinding).
+  external: ['lzma-native', 'zstd-napi', '@aws-sdk/*', 'pino-pretty'],
+  plugins: [nativeBinding('classic-level', './binding')],
   // Smaller is faster to load and keeps less source in memory. Names are kept for stack traces,
   // and the source maps lead back to src/.
   minifyWhitespace: true,
