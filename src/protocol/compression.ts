@@ -28,12 +28,14 @@ export function isCompression(name: string): name is Compression {
   return Object.hasOwn(COMPRESSION_EXTENSIONS, name)
 }
 
+// Looked up for every NAR file name narthex parses (each NAR request, each file of a repair).
+const BY_EXTENSION: ReadonlyMap<string, Compression> = new Map(
+  Object.entries(COMPRESSION_EXTENSIONS).map(([compression, ext]) => [ext, compression as Compression]),
+)
+
 /** The compression whose NAR file extension is `ext` (`''` for none), or undefined. */
 export function compressionOfExtension(ext: string): Compression | undefined {
-  for (const [compression, e] of Object.entries(COMPRESSION_EXTENSIONS)) {
-    if (e === ext) return compression as Compression
-  }
-  return undefined
+  return BY_EXTENSION.get(ext)
 }
 
 /**
