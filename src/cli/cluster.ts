@@ -66,12 +66,20 @@ export interface ClusterHandle {
 /**
  * Starts the core on an internal port and `config.workers` workers on the public
  * address; resolves once every worker listens. Dead workers are replaced.
+ *
+ * The workers are forked first: a worker's node and bundle load while the core
+ * opens its store, on the other cores, and each worker asks for the core's URL
+ * (`{ wantsCore }`, answered `{ coreUrl }` once the core listens) only when it
+ * needs it.
  */
 export async function startCluster(config: Config, log: Logger): Promise<ClusterHandle> {
   const metrics = workerMetricsGatherer()
-  const core: Narthex = await startNarthex({ ...config, listen: '127.0.0.1:0' }, log, { announce: false, gatherWorkers: metrics.gather })
+  let core: Narthex | undefined
+  let coreStarted!: (url: string) => void
+  const coreUrl = new Promise<string>((resolve) => (coreStarted = resolve))
   const env = {
-    [ROLE_ENV]: core.url,
+    // Empty: the core's URL comes over IPC (see above).
+    [ROLE_ENV]: '',
     NARTHEX_WORKER_NAR_DIR: join(config.dataDir, 'nar'),
     NARTHEX_WORKER_LISTEN: config.listen,
     NARTHEX_WORKER_LOG_LEVEL: config.log.level,
@@ -87,9 +95,10 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
   const fork = (): Promise<string> =>
     new Promise((resolve, reject) => {
       const worker: Worker = cluster.fork(env)
-      worker.on('message', (msg: { type?: string; id?: number; metrics?: MetricsSnapshot; listening?: string; error?: string; touched?: string[] }) => {
+      worker.on('message', (msg: { type?: string; id?: number; metrics?: MetricsSnapshot; listening?: string; error?: string; touched?: string[]; wantsCore?: boolean }) => {
         if (msg.type === METRICS_MESSAGE) metrics.answer(msg)
-        else if (msg.touched) for (const name of msg.touched) core.store.touch(name)
+        else if (msg.touched) for (const name of msg.touched) core?.store.touch(name)
+        else if (msg.wantsCore) void coreUrl.then((url) => worker.isConnected() && worker.send({ coreUrl: url }))
         else if (msg.listening) resolve(msg.listening)
         else reject(new Error(msg.error ?? 'worker failed to start'))
       })
@@ -104,20 +113,26 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
         }
       })
     })
+  const listening = Array.from({ length: config.workers }, fork)
+  // Settled here, so that a worker failing while the core starts is no unhandled rejection.
+  const workersUp = Promise.all(listening)
+  workersUp.catch(() => undefined)
   try {
-    const urls = await Promise.all(Array.from({ length: config.workers }, fork))
-    publicUrl = urls[0]!
+    core = await startNarthex({ ...config, listen: '127.0.0.1:0' }, log, { announce: false, gatherWorkers: metrics.gather })
+    coreStarted(core.url)
+    publicUrl = (await workersUp)[0]!
   } catch (err) {
     stopping = true
     for (const w of Object.values(cluster.workers ?? {})) w?.kill()
-    await core.close()
+    await core?.close()
     throw err
   }
-  log.info({ url: publicUrl, core: core.url, workers: config.workers, dataDir: config.dataDir, publicKey: core.publicKey }, 'narthex is serving')
+  const started: Narthex = core
+  log.info({ url: publicUrl, core: started.url, workers: config.workers, dataDir: config.dataDir, publicKey: started.publicKey }, 'narthex is serving')
   return {
     url: publicUrl,
     reloadCredentials() {
-      core.reloadCredentials()
+      started.reloadCredentials()
       for (const w of Object.values(cluster.workers ?? {})) if (w && !w.isDead()) w.send({ reloadCredentials: true })
     },
     async close() {
@@ -139,7 +154,7 @@ export async function startCluster(config: Config, log: Logger): Promise<Cluster
             }),
         ),
       )
-      await core.close()
+      await started.close()
     },
   }
 }

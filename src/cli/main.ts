@@ -19,6 +19,15 @@ import { runExplainClosure } from './explain-closure.js'
 import { runGc } from './gc.js'
 import { runForget } from './forget.js'
 import { runVerify } from './verify.js'
+import { loadUndici } from '../undici.js'
+
+/**
+ * Evaluates the modules narthex loads at their first use (undici, LevelDB), so that
+ * the build's code cache holds their compiled code too (scripts/code-cache.mjs).
+ */
+export async function loadLazyModules(): Promise<void> {
+  await Promise.all([loadUndici(), import('level')])
+}
 
 /** The default configuration file, relative to the working directory. */
 export const DEFAULT_CONFIG = 'config/narthex.yaml'

@@ -8,9 +8,13 @@ import cluster from 'node:cluster'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import type { Config } from '../config/index.js'
 import { AccessControl, createFrontServer, warmHttp, type RequestLogLevel, type TokenSource } from '../server/index.js'
+import { loadUndici } from '../undici.js'
 import { createLogger, splitListen, type LogFormat } from './log.js'
 
-/** The environment variable that carries the core's URL to the workers. */
+/**
+ * The environment variable that makes a process a worker. Its value is the core's
+ * URL, or empty when the worker is to ask the primary for it (see cluster.ts).
+ */
 export const ROLE_ENV = 'NARTHEX_WORKER_CORE_URL'
 
 /** The environment variable that carries the client token files (JSON; empty for public reading). */
@@ -41,6 +45,24 @@ export const METRICS_MESSAGE = 'narthex:metrics'
 /** True in a worker process forked by the cluster's primary. */
 export function isClusterWorker(): boolean {
   return cluster.isWorker && process.env[ROLE_ENV] !== undefined
+}
+
+/** The core's URL, from the primary, which answers once the core listens. */
+function askCoreUrl(): Promise<string> {
+  return new Promise((resolve) => {
+    const onMessage = (msg: { coreUrl?: string }) => {
+      if (typeof msg?.coreUrl !== 'string') return
+      process.off('message', onMessage)
+      resolve(msg.coreUrl)
+    }
+    process.on('message', onMessage)
+    process.send?.({ wantsCore: true })
+  })
+}
+
+/** Evaluates undici, which a worker loads at its first use (for the build's code cache, scripts/code-cache.mjs). */
+export async function loadLazyModules(): Promise<void> {
+  await loadUndici()
 }
 
 /** Runs a worker: the front server on the shared public address, until SIGTERM. */
@@ -79,7 +101,7 @@ export async function runClusterWorker(): Promise<void> {
   process.on('SIGHUP', reload)
   const { server, close, warmUp } = await createFrontServer({
     access,
-    coreUrl: process.env[ROLE_ENV]!,
+    coreUrl: process.env[ROLE_ENV] || (await askCoreUrl()),
     narDir: process.env.NARTHEX_WORKER_NAR_DIR!,
     lruEntries: Number(process.env.NARTHEX_WORKER_LRU ?? 50_000),
     lruTtlMs: 60_000,

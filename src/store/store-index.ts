@@ -6,7 +6,7 @@
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Level } from 'level'
+import type { Level } from 'level'
 import { NarthexError } from '../errors.js'
 import type { AuditEvent } from './audit.js'
 import type { NarFileRecord, NarInfoRecord, RealisationRecord } from './records.js'
@@ -60,6 +60,9 @@ export async function openIndexDb(dataDir: string): Promise<Level<string, string
   } catch (err) {
     throw ioError(`cannot create the data directory ${dataDir}`, err)
   }
+  // Loaded here, not with this module: a cluster worker, whose bundle has this module too
+  // (through the server layer), never opens an index and skips LevelDB's code.
+  const { Level } = await import('level')
   const db = new Level<string, string>(join(dataDir, 'index'), { valueEncoding: 'utf8' })
   try {
     await db.open()
