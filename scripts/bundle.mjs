@@ -17,6 +17,7 @@
 import { build } from 'esbuild'
 import { spawnSync } from 'node:child_process'
 import { readFile, rm } from 'node:fs/promises'
+import { sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -29,12 +30,13 @@ const NODE_FLAGS = ['--max-semi-space-size=2']
  * from its own directory) in node_modules: the bundle requires it as `<pkg>/<file>.js`.
  */
 function nativeBinding(pkg, request) {
-  const dir = `${root}node_modules/${pkg}/`
+  // Matched anywhere: esbuild gives the importer's real path, and node_modules may be a symlink.
+  const dir = `${sep}node_modules${sep}${pkg}${sep}`
   return {
     name: `native-binding:${pkg}`,
     setup(b) {
       b.onResolve({ filter: /^\.\/binding(\.js)?$/ }, (args) =>
-        args.path.replace(/\.js$/, '') === request && args.importer.startsWith(dir) ? { path: `${pkg}/${request.slice(2)}.js`, external: true } : undefined,
+        args.path.replace(/\.js$/, '') === request && args.importer.includes(dir) ? { path: `${pkg}/${request.slice(2)}.js`, external: true } : undefined,
       )
     },
   }
