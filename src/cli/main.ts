@@ -18,6 +18,7 @@ import { runExplain } from './explain.js'
 import { runExplainClosure } from './explain-closure.js'
 import { runGc } from './gc.js'
 import { runForget } from './forget.js'
+import { parseServeArgs } from './serve-args.js'
 import { runVerify } from './verify.js'
 import { loadUndici } from '../undici.js'
 
@@ -148,7 +149,10 @@ function withData<T>(y: Argv<T>) {
 }
 
 /** The common options every command takes. */
-const withCommon = (y: Argv) => withData(withConfig(y))
+export const withCommon = (y: Argv) => withData(withConfig(y))
+
+/** The options of `serve` besides the common ones. */
+export const serveOptions = <T>(y: Argv<T>) => y.option('listen', { type: 'string', describe: 'HOST:PORT to listen on (overrides the config)' })
 type Cli = ReturnType<typeof withCommon>
 
 /**
@@ -164,9 +168,7 @@ const COMMANDS: ReadonlyArray<readonly [name: string, register: (y: Cli) => Cli]
       cli.command(
         'serve',
         'run the proxy',
-        (y) =>
-          y
-            .option('listen', { type: 'string', describe: 'HOST:PORT to listen on (overrides the config)' }),
+        (y) => serveOptions(y),
         serve,
       ),
   ],
@@ -333,6 +335,8 @@ const COMMANDS: ReadonlyArray<readonly [name: string, register: (y: Cli) => Cli]
  * Runs the CLI with `args` (argv without node and script) and returns the exit code.
  */
 export async function main(args: string[]): Promise<number> {
+  const plainServe = parseServeArgs(args, DEFAULT_CONFIG)
+  if (plainServe) return run(() => serve(plainServe))
   const named = COMMANDS.filter(([name]) => name === args[0])
   const parser = (named.length > 0 ? named : COMMANDS)
     .reduce((y, [, register]) => register(y), withCommon(yargs(args)))
@@ -351,8 +355,13 @@ export async function main(args: string[]): Promise<number> {
     })
     .wrap(Math.min(100, process.stdout.columns || 100))
 
+  return run(() => parser.parseAsync())
+}
+
+/** Runs a command, and returns its exit code. */
+async function run(command: () => Promise<unknown>): Promise<number> {
   try {
-    await parser.parseAsync()
+    await command()
     return EXIT_OK
   } catch (err) {
     // A NarthexError's message is meant for users; anything else is a bug, shown with its stack.

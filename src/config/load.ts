@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { NarthexError } from '../errors.js'
+import { listen } from './fields.js'
 import { configSchema, type Config, type ConfigInput } from './schema.js'
 
 /** Settings given on the command line, which take the place of the file's. */
@@ -23,6 +24,9 @@ export interface ConfigOverrides {
  * @throws NarthexError CONFIG_INVALID naming each bad field.
  */
 export function buildConfig(raw: unknown, baseDir: string, source?: string, overrides: ConfigOverrides = {}): Config {
+  if (overrides.listen !== undefined && !listen.safeParse(overrides.listen).success) {
+    throw new NarthexError('CONFIG_INVALID', `--listen: expected HOST:PORT (a port up to 65535), got ${JSON.stringify(overrides.listen)}`)
+  }
   const result = configSchema.safeParse(raw ?? {})
   if (!result.success) {
     const where = source ? `${source}: ` : ''

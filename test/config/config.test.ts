@@ -4,6 +4,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildConfig, loadConfig, parseByteSize } from '../../src/config/index.js'
+import type { NarthexError } from '../../src/errors.js'
 
 const KEY_A = 'a-1:tLAEn+EeaBUJYqEpTd2yeerr7Ic6+0vWe+aXL/vYUpE='
 const KEY_B = 'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='
@@ -52,6 +53,7 @@ test('bad configurations are refused with CONFIG_INVALID naming the field', () =
     ['bad store path pin', { upstreams: [up('x')], rules: [{ match: '/nix/store/short-x', upstreams: ['x'] }] }, 'rules.0.match'],
     ['glob with a slash', { upstreams: [up('x')], rules: [{ match: 'a/b*', upstreams: ['x'] }] }, 'rules.0.match'],
     ['bad listen', { listen: 'localhost', upstreams: [] }, 'listen'],
+    ['listen port above 65535', { listen: '127.0.0.1:70000', upstreams: [] }, 'listen'],
     ['bad size', { storage: { maxSize: '12 parsecs' } }, 'storage.maxSize'],
     ['negative timeout', { upstreams: [{ ...up('x'), timeoutMs: -1 }] }, 'upstreams.0.timeoutMs'],
     ['short push token', { push: { tokens: ['short'] } }, 'push.tokens.0'],
@@ -149,4 +151,15 @@ test('a --data override moves the default signing key with it, not an explicit o
   assert.equal(kept.signingKeyFile, '/srv/narthex/keys/k')
   const shipped = loadConfig(new URL('../../config/narthex.yaml', import.meta.url).pathname, '/srv', { dataDir: 'elsewhere' })
   assert.equal(shipped.signingKeyFile, '/srv/elsewhere/narthex.key', 'the shipped config leaves signingKeyFile to follow dataDir')
+})
+
+test('a --listen override is checked like the field: CONFIG_INVALID naming the option, not a crash at listen time', () => {
+  for (const bad of ['bogus', '127.0.0.1', '127.0.0.1:99999', ':80', '127.0.0.1:80 ']) {
+    assert.throws(
+      () => buildConfig({}, '/srv', undefined, { listen: bad }),
+      (err: NarthexError) => err.code === 'CONFIG_INVALID' && err.message.includes('--listen'),
+      bad,
+    )
+  }
+  assert.equal(buildConfig({}, '/srv', undefined, { listen: '[::1]:65535' }).listen, '[::1]:65535')
 })
