@@ -9,13 +9,12 @@ import { applyDenyToStore, bucketNarSource, BucketNarInfos, Cache, Metrics, Push
 import type { Config } from '../config/index.js'
 import { compilePolicy, withoutDeniedKeys, type Policy } from '../policy/index.js'
 import { formatCacheInfo, formatPublicKey, parsePublicKey, STORE_DIR, toPublicKey, type SecretKey } from '../protocol/index.js'
-import { AccessControl, createNarthexServer, warmHttp, type MetricsSnapshot, type StatusSources, type TokenSource } from '../server/index.js'
+import { AccessControl, createNarthexServer, warmHttp, warmUpstreamClient, type MetricsSnapshot, type StatusSources, type TokenSource } from '../server/index.js'
 import { AuditLog, Bucket, readAuditTail, replayAuditOutbox, startVerifyThreads, Store, UploadQueue } from '../store/index.js'
 import { Upstream } from '../upstream/index.js'
 import { loadOrCreateSigningKeys } from './keys.js'
 import { splitListen } from './log.js'
 import { s3SdkNodeNotice } from '../s3-client.js'
-import { loadUndici } from '../undici.js'
 
 export { createLogger, splitListen } from './log.js'
 
@@ -294,9 +293,9 @@ export async function startNarthex(config: Config, log: Logger, options: StartOp
   const addr = server.address() as AddressInfo
   const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`
   if (options.announce !== false) log.info({ url, dataDir: config.dataDir, upstreams: upstreams.map((u) => u.name), publicKey, publicKeys }, 'narthex is serving')
-  // The HTTP client is loaded at its first use (undici.ts), which a start answering from
+  // The upstream client is loaded at its first use (undici.ts), which a start answering from
   // the store does not wait for; soon after, so that the first cold request does not either.
-  setTimeout(() => void loadUndici(), 200).unref()
+  setTimeout(() => void warmUpstreamClient().catch((err: unknown) => log.debug({ err: (err as Error).message }, 'upstream client warm-up failed')), 200).unref()
 
   // Last-use times reach the index once a minute (and on close); the size limit is checked then too.
   const housekeeping = setInterval(() => {

@@ -20,14 +20,14 @@ import { runGc } from './gc.js'
 import { runForget } from './forget.js'
 import { parseServeArgs } from './serve-args.js'
 import { runVerify } from './verify.js'
-import { loadUndici } from '../undici.js'
+import { loadPool } from '../undici.js'
 
 /**
  * Evaluates the modules narthex loads at their first use (undici, LevelDB), so that
  * the build's code cache holds their compiled code too (scripts/code-cache.mjs).
  */
 export async function loadLazyModules(): Promise<void> {
-  await Promise.all([loadUndici(), import('level')])
+  await Promise.all([loadPool(), import('level')])
 }
 
 /** The default configuration file, relative to the working directory. */

@@ -8,7 +8,7 @@ import cluster from 'node:cluster'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import type { Config } from '../config/index.js'
 import { AccessControl, createFrontServer, warmHttp, type RequestLogLevel, type TokenSource } from '../server/index.js'
-import { loadUndici } from '../undici.js'
+import { loadPool } from '../undici.js'
 import { createLogger, splitListen, type LogFormat } from './log.js'
 
 /**
@@ -60,9 +60,9 @@ function askCoreUrl(): Promise<string> {
   })
 }
 
-/** Evaluates undici, which a worker loads at its first use (for the build's code cache, scripts/code-cache.mjs). */
+/** Evaluates undici's Pool, which a worker loads at its first use (for the build's code cache, scripts/code-cache.mjs). */
 export async function loadLazyModules(): Promise<void> {
-  await loadUndici()
+  await loadPool()
 }
 
 /** Runs a worker: the front server on the shared public address, until SIGTERM. */

@@ -12,7 +12,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { boundedLru } from '../lru.js'
-import { loadUndici } from '../undici.js'
+import { loadPool } from '../undici.js'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { MAX_NARINFO_BYTES, narShardPath, narUrl, parseNarInfo } from '../protocol/index.js'
@@ -80,7 +80,7 @@ function sendNarInfo(req: IncomingMessage, res: ServerResponse, body: Buffer): v
 
 /** Creates a worker's front server (not yet listening), the pool it closes with, and a warm-up to run before listening. */
 export async function createFrontServer(deps: FrontDeps): Promise<{ server: Server; close: () => Promise<void>; warmUp: () => Promise<void> }> {
-  const { Pool } = await loadUndici()
+  const Pool = await loadPool()
   const core = new Pool(deps.coreUrl, { connections: 64, headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 60_000 })
   // Kept encoded: a hit is answered with one write of a ready buffer.
   const narinfos = boundedLru<string, Buffer>(deps.lruEntries, { ttl: deps.lruTtlMs })

@@ -6,7 +6,7 @@ import type { Pool } from 'undici'
 import { NarthexError } from '../errors.js'
 import { loadCredentials, type CredentialSource } from './credentials.js'
 import type { Transport, TransportResponse } from './transport.js'
-import { loadUndici } from '../undici.js'
+import { loadPool } from '../undici.js'
 
 /** What {@link HttpTransport} needs of an upstream's settings. */
 export interface HttpTransportOptions extends CredentialSource {
@@ -96,8 +96,8 @@ export class HttpTransport implements Transport {
 
   #connections(): Promise<Pool> {
     const o = this.#options
-    this.#pool ??= loadUndici().then(
-      ({ Pool }) =>
+    this.#pool ??= loadPool().then(
+      (Pool) =>
         new Pool(this.#origin, {
           connections: o.maxConnections,
           connect: { timeout: o.connectTimeoutMs ?? Math.min(o.timeoutMs, 10_000) },
