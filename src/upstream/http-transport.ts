@@ -26,6 +26,7 @@ export class HttpTransport implements Transport {
   readonly #basePath: string
   /** Made at the first request (undici is loaded then, see undici.ts). */
   #pool: Promise<Pool> | undefined
+  #closed = false
   readonly #options: HttpTransportOptions
   #authorization: string | undefined
 
@@ -89,12 +90,14 @@ export class HttpTransport implements Transport {
   }
 
   async close(): Promise<void> {
-    const pool = this.#pool
-    this.#pool = undefined
-    if (pool) await (await pool).close()
+    if (this.#closed) return
+    this.#closed = true
+    if (this.#pool) await (await this.#pool).close()
   }
 
   #connections(): Promise<Pool> {
+    // As a closed Pool does: no new connections once closed.
+    if (this.#closed) return Promise.reject(new NarthexError('UPSTREAM_UNAVAILABLE', `upstream ${this.#name}: its connections are closed`))
     const o = this.#options
     this.#pool ??= loadPool().then(
       (Pool) =>

@@ -101,6 +101,17 @@ test('after failureThreshold failures the upstream is down and fails fast withou
   assert.equal(server.requests.length, 0, 'a down upstream was still asked')
 })
 
+test('a closed upstream opens no connection: asked after close, before or after its first request, it fails without a request', async () => {
+  for (const warm of [false, true]) {
+    const u = upstream()
+    if (warm) assert.equal((await u.fetchNarInfo(present.hashPart)).kind, 'present')
+    await u.close()
+    server.requests.length = 0
+    assert.equal(await codeOf(u.fetchNarInfo(present.hashPart)), 'UPSTREAM_UNAVAILABLE', `warm: ${warm}`)
+    assert.equal(server.requests.length, 0, `a closed upstream (warm: ${warm}) still asked`)
+  }
+})
+
 test('a hung narinfo request gives up at timeoutMs with UPSTREAM_TIMEOUT', async () => {
   const u = upstream({ timeoutMs: 200 })
   server.fault = () => ({ kind: 'hang' })
