@@ -26,17 +26,17 @@ const outdir = `${root}dist/bundle`
 const NODE_FLAGS = ['--max-semi-space-size=2']
 
 /**
- * Leaves `request` of package `pkg` (the file that loads the package's addon, which it finds
- * from its own directory) in node_modules: the bundle requires it as `<pkg>/<file>.js`.
+ * Leaves `./binding` of package `pkg` (the file that loads the package's addon, which it finds
+ * from its own directory) in node_modules: the bundle requires it as `<pkg>/binding.js`.
  */
-function nativeBinding(pkg, request) {
+function nativeBinding(pkg) {
   // Matched anywhere: esbuild gives the importer's real path, and node_modules may be a symlink.
   const dir = `${sep}node_modules${sep}${pkg}${sep}`
   return {
     name: `native-binding:${pkg}`,
     setup(b) {
       b.onResolve({ filter: /^\.\/binding(\.js)?$/ }, (args) =>
-        args.path.replace(/\.js$/, '') === request && args.importer.includes(dir) ? { path: `${pkg}/${request.slice(2)}.js`, external: true } : undefined,
+        args.importer.includes(dir) ? { path: `${pkg}/binding.js`, external: true } : undefined,
       )
     },
   }
@@ -68,7 +68,7 @@ await build({
   // LevelDB's JavaScript (classic-level, abstract-level and theirs, loaded at every start) is
   // bundled; only the file that finds its addon stays in node_modules (see nativeBinding).
   external: ['lzma-native', 'zstd-napi', '@aws-sdk/*', 'pino-pretty'],
-  plugins: [nativeBinding('classic-level', './binding')],
+  plugins: [nativeBinding('classic-level')],
   // Smaller is faster to load and keeps less source in memory. Names are kept for stack traces,
   // and the source maps lead back to src/.
   minifyWhitespace: true,

@@ -154,10 +154,6 @@ function fileSizeNow(path: string): number | undefined {
   }
 }
 
-async function fileSize(path: string): Promise<number | undefined> {
-  return (await stat(path).catch(() => undefined))?.size
-}
-
 /**
  * Compares the index with `nar/`, removes orphan files and drops dangling
  * entries (see the module comment), filling `report`.
@@ -204,7 +200,7 @@ export async function repairStore(hooks: RepairHooks, report: RecoveryReport): P
     const dropped = await hooks.exclusive(async () => {
       const size = await hooks.sizeOf(name)
       if (size === undefined) return false
-      if ((await fileSize(hooks.narPath(name))) === size) return false
+      if (fileSizeNow(hooks.narPath(name)) === size) return false
       await hooks.dropEntry(name)
       await rm(hooks.narPath(name), { force: true })
       return true
