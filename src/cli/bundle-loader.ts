@@ -4,12 +4,36 @@
  * instead of parsing and compiling the bundle's 2 MB at every start. V8 refuses a
  * cache made by another V8 version or with other V8 flags (the bundle then compiles
  * as without one), which is why the cache is made with the flags bin/narthex.js runs
- * node with.
+ * node with, and why the flags narthex sets in itself ({@link V8_FLAGS}) are set
+ * here, before a bundle compiles: scripts/code-cache.mjs makes the cache through
+ * this loader too.
  */
 import { readFileSync, writeFileSync } from 'node:fs'
 import Module, { createRequire } from 'node:module'
 import { dirname } from 'node:path'
+import { setFlagsFromString } from 'node:v8'
 import { constants, Script } from 'node:vm'
+
+/**
+ * V8 flags every narthex process sets in itself before its bundle runs.
+ *
+ * `--liftoff-only`: undici's HTTP parser is WebAssembly. V8 compiles it with its baseline
+ * compiler (Liftoff), and after the first response it compiles the parser's main function
+ * (33 KB of code) again with TurboFan, in the background: 150-230 ms of CPU and a
+ * transient 30 MiB in every process (the core and each cluster worker), while the first
+ * clients are served. The optimised parser gains nothing measurable: the parser's share of
+ * an upstream response is small next to the rest of its handling (bench/RESULTS.md). Set at
+ * run time rather than on node's command line, so every way of starting narthex has it.
+ */
+export const V8_FLAGS: readonly string[] = ['--liftoff-only']
+
+let flagsSet = false
+
+function setV8Flags(): void {
+  if (flagsSet) return
+  for (const flag of V8_FLAGS) setFlagsFromString(flag)
+  flagsSet = true
+}
 
 export interface LoadedBundle {
   /** What the bundle exports. */
@@ -22,6 +46,7 @@ export interface LoadedBundle {
 
 /** Loads and runs the CommonJS bundle `file`, with its code cache unless `useCache` is false. */
 export function loadBundle(file: string, options: { useCache?: boolean } = {}): LoadedBundle {
+  setV8Flags()
   const cacheFile = `${file}.cache`
   let cachedData: Buffer | undefined
   if (options.useCache !== false) {
