@@ -84,7 +84,7 @@ const say = (msg: string) => process.stderr.write(`[bench ${new Date().toISOStri
 export interface Sample {
   scenario: Scenario
   metric: string
-  target: 'narthex' | 'narthex-w' | 'narthex-pn' | 'nginx' | 'upstream' | 'reference'
+  target: 'narthex' | 'narthex-w' | 'narthex-np' | 'nginx' | 'upstream' | 'reference'
   run: number
   value: number
   unit: string
@@ -132,6 +132,13 @@ async function stopServer(s: Narthex | Nginx | undefined): Promise<void> {
   stopping.add(s.child)
   await s.stop()
 }
+
+/**
+ * For the scenarios that fetch a NAR's narinfo to learn its URL and then measure the NAR's own
+ * download (3, 4, 6): with `prefetch.nars` on (the default), that narinfo request would start the
+ * download, and the wait for a quiet machine before the measurement would let it finish.
+ */
+const NO_PREFETCH = { prefetchNars: false } as const
 
 async function freshNarthex(label: string, extra: { prefetchNars?: boolean; workers?: number | 'auto'; upstreamUrl?: string } = {}): Promise<Narthex> {
   await stopServer(narthex)
@@ -358,7 +365,7 @@ async function scenarioColdNar(): Promise<void> {
   await repeat('coldnar', async (r) => {
     for (const target of order(r, ['narthex', 'nginx', 'upstream'] as const)) {
       let base: string
-      if (target === 'narthex') base = (await freshNarthex(`coldnar`)).url
+      if (target === 'narthex') base = (await freshNarthex('coldnar', NO_PREFETCH)).url
       else if (target === 'nginx') base = (await freshNginx()).url
       else base = upstream.url
       const via = await narUrlVia(base, big.hashPart)
@@ -378,7 +385,7 @@ async function scenarioHerd(): Promise<void> {
   say(`4. ${N} clients at once for one cold ${(big.fileSize / MiB).toFixed(0)} MiB NAR`)
   await repeat('herd', async (r) => {
     for (const target of order(r, ['narthex', 'nginx'] as const)) {
-      const server = target === 'narthex' ? await freshNarthex('herd') : await freshNginx()
+      const server = target === 'narthex' ? await freshNarthex('herd', NO_PREFETCH) : await freshNginx()
       const via = await narUrlVia(server.url, big.hashPart)
       const mark = await accessLogMark()
       const pids = target === 'narthex' ? () => [narthex!.pid] : () => nginx!.workerPids()
@@ -422,7 +429,7 @@ async function removeTree(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true })
 }
 
-type ClosureTarget = 'narthex' | 'narthex-w' | 'narthex-pn' | 'nginx' | 'upstream'
+type ClosureTarget = 'narthex' | 'narthex-w' | 'narthex-np' | 'nginx' | 'upstream'
 
 /**
  * `nix copy` of the cold closure through each target, from `upstreamUrl`: wall time, and the CPU
@@ -431,14 +438,14 @@ type ClosureTarget = 'narthex' | 'narthex-w' | 'narthex-pn' | 'nginx' | 'upstrea
 async function closureRuns(scenario: 'closure' | 'closure-wan', upstreamUrl: string): Promise<void> {
   const top = manifest.closureTop
   const paths = manifest.closureHashParts.length
-  const targets: ClosureTarget[] = ['narthex', ...(WORKERS !== 0 ? (['narthex-w'] as const) : []), 'narthex-pn', 'nginx', 'upstream']
+  const targets: ClosureTarget[] = ['narthex', ...(WORKERS !== 0 ? (['narthex-w'] as const) : []), 'narthex-np', 'nginx', 'upstream']
   await repeat(scenario, async (r) => {
     for (const target of order(r, targets)) {
       let base: string
       let key: string
       let pid: (() => number) | undefined
-      if (target === 'narthex' || target === 'narthex-w' || target === 'narthex-pn') {
-        const n = await freshNarthex(scenario, { prefetchNars: target === 'narthex-pn', upstreamUrl, ...(target === 'narthex-w' ? { workers: WORKERS } : {}) })
+      if (target === 'narthex' || target === 'narthex-w' || target === 'narthex-np') {
+        const n = await freshNarthex(scenario, { ...(target === 'narthex-np' ? { prefetchNars: false } : {}), upstreamUrl, ...(target === 'narthex-w' ? { workers: WORKERS } : {}) })
         base = n.url
         key = n.publicKey
         pid = () => n.pid
@@ -510,7 +517,7 @@ async function scenarioXz(): Promise<void> {
       const ref = await measured(() => runOk('sh', ['-c', `xz -dc '${file}' | sha256sum`], { timeoutMs: 300_000 }))
       record({ scenario: 'xz', metric: 'fetch', target: 'reference', value: ref.value.ms / 1000, unit: 's', load: ref.load }, r)
       for (const target of order(r, ['narthex', 'nginx'] as const)) {
-        const base = target === 'narthex' ? (await freshNarthex('xz')).url : (await freshNginx()).url
+        const base = target === 'narthex' ? (await freshNarthex('xz', NO_PREFETCH)).url : (await freshNginx()).url
         const via = await narUrlVia(base, xz.hashPart)
         const { value, load } = await measured(() => curl(via.url, xz.fileSize))
         record({ scenario: 'xz', metric: 'fetch', target, value: value.total, unit: 's', load }, r)
@@ -524,7 +531,7 @@ async function scenarioXz(): Promise<void> {
   await repeat(
     'xz',
     async (r) => {
-      const base = (await freshNarthex('xz-p99')).url
+      const base = (await freshNarthex('xz-p99', NO_PREFETCH)).url
       await warmNarinfos(base)
       const via = await narUrlVia(base, xz.hashPart)
       const idle = await measured(() => wrk(base, listFile, wrkScript, { seconds: secs }))
@@ -630,14 +637,14 @@ function table(): Row[] {
     const n = med(sc, 'wall', 'narthex')
     const x = med(sc, 'wall', 'nginx')
     rows.push({ what: `${label} (s)`, narthex: spread(sc, 'wall', 'narthex'), nginx: spread(sc, 'wall', 'nginx'), other: `upstream ${spread(sc, 'wall', 'upstream')}`, ratio: f(n / x), target: `≤ ${goal}`, met: n / x <= goal })
-    for (const [t, what] of [['narthex-w', `workers: ${WORKERS}`], ['narthex-pn', '`prefetch.nars: true`']] as const) {
+    for (const [t, what] of [['narthex-w', `workers: ${WORKERS}`], ['narthex-np', '`prefetch.nars: false`']] as const) {
       const v = med(sc, 'wall', t)
       if (Number.isFinite(v)) rows.push({ what: `… narthex with ${what}`, narthex: spread(sc, 'wall', t), nginx: f(x), other: '', ratio: f(v / x), target: `≤ ${goal}`, met: v / x <= goal })
     }
   }
   const cpuRows = (sc: 'closure' | 'closure-wan', label: string) => {
     const x = med(sc, 'cpuPerPath', 'nginx')
-    for (const [t, what] of [['narthex', ''], ['narthex-w', ` (workers: ${WORKERS})`], ['narthex-pn', ' (`prefetch.nars: true`)']] as const) {
+    for (const [t, what] of [['narthex', ''], ['narthex-w', ` (workers: ${WORKERS})`], ['narthex-np', ' (`prefetch.nars: false`)']] as const) {
       const v = med(sc, 'cpuPerPath', t)
       if (!Number.isFinite(v)) continue
       rows.push({ what: `${label}${what}: CPU ms per cold path (narinfo + NAR), whole process tree`, narthex: spread(sc, 'cpuPerPath', t, 3), nginx: spread(sc, 'cpuPerPath', 'nginx', 3), other: '', ratio: f(v / x), target: '≤ 2 ms', met: v <= 2 })

@@ -165,7 +165,10 @@ export interface NarthexOptions {
   port?: number
   /** Keep the directory (and so the data dir) of an earlier start instead of starting fresh. */
   keepData?: boolean
-  /** The config's `prefetch.nars`: fetch the NARs of admitted paths' references ahead of the client. */
+  /**
+   * The config's `prefetch.nars` (unset: narthex's default, on): a client served the narinfo of a
+   * path narthex just admitted has its NAR downloaded at once, ahead of its NAR request.
+   */
   prefetchNars?: boolean
 }
 
@@ -219,7 +222,7 @@ export class Narthex {
       upstreams: [{ name: 'up', url: this.opts.upstreamUrl, publicKeys: [this.opts.upstreamPublicKey] }],
       rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
       ...(this.opts.workers ? { workers: this.opts.workers } : {}),
-      ...(this.opts.prefetchNars ? { prefetch: { references: true, nars: true } } : {}),
+      ...(this.opts.prefetchNars !== undefined ? { prefetch: { nars: this.opts.prefetchNars } } : {}),
     }
     // YAML is a superset of JSON.
     const configFile = join(dir, 'narthex.yaml')
