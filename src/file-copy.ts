@@ -16,12 +16,20 @@ import type { Writable } from 'node:stream'
 /** Bytes per read and per socket write of a stored file. */
 export const COPY_CHUNK = 256 * 1024
 /**
- * Bytes per read of a file still being downloaded: it grows by the upstream's
- * socket reads (about 64 KiB), and many clients may follow one download.
+ * Bytes per read of a file still being downloaded, at most: a client at the
+ * head of the download reads what has come since its last read; one behind it
+ * catches up in reads as large as a stored file's (a quarter of the operations
+ * that 64 KiB reads took: a lone client of a cold 512 MiB NAR, and 64 clients
+ * of one, finish in half the time, bench/RESULTS.md).
  */
-export const FOLLOW_CHUNK = 64 * 1024
-/** Buffers in flight per copy: one being read while the others drain to the socket. */
+export const FOLLOW_CHUNK = 256 * 1024
+/** Buffers in flight per copy of a stored file: one being read while the others drain to the socket. */
 export const BUFFERS_PER_COPY = 4
+/**
+ * Buffers in flight per copy of a file still being downloaded: many clients may
+ * follow one download, and each holds at most this many {@link FOLLOW_CHUNK}s.
+ */
+export const BUFFERS_PER_FOLLOW = 2
 // Memory kept for reuse across copies, per buffer size; beyond it buffers are dropped.
 const POOL_MAX_BYTES = 8 * 1024 * 1024
 
@@ -65,6 +73,7 @@ function readAt(fd: number, buf: Buffer, len: number, pos: number): Promise<numb
  */
 export async function copyFileTo(out: Writable, fd: number, start: number, end: number, growing?: GrowingFile): Promise<number> {
   const chunkSize = growing ? FOLLOW_CHUNK : COPY_CHUNK
+  const maxBuffers = growing ? BUFFERS_PER_FOLLOW : BUFFERS_PER_COPY
   let pos = start
   let sent = 0
   let inFlight = 0
@@ -94,7 +103,7 @@ export async function copyFileTo(out: Writable, fd: number, start: number, end: 
       } else if (pos >= end) break
       let buf = free.pop()
       if (!buf) {
-        if (inFlight >= BUFFERS_PER_COPY) {
+        if (inFlight >= maxBuffers) {
           await waitForRelease()
           continue
         }

@@ -6,7 +6,7 @@ import { appendFileSync, closeSync, mkdtempSync, openSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Writable } from 'node:stream'
-import { BUFFERS_PER_COPY, COPY_CHUNK, copyFileTo } from '../../src/file-copy.js'
+import { BUFFERS_PER_COPY, BUFFERS_PER_FOLLOW, COPY_CHUNK, copyFileTo, FOLLOW_CHUNK } from '../../src/file-copy.js'
 
 function withFile(data: Buffer, fn: (fd: number, path: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'narthex-copy-'))
@@ -22,35 +22,33 @@ function withFile(data: Buffer, fn: (fd: number, path: string) => Promise<void>)
 /** A slow sink that keeps a copy of every chunk as it was when written, and again when its callback ran. */
 function recordingSink(delayMs: number) {
   const got: Buffer[] = []
-  let maxPending = 0
-  let pending = 0
+  // Bytes handed to the sink whose write has not completed (the one in progress and those queued).
+  let maxHeld = 0
   const sink = new Writable({
     highWaterMark: 1,
     write(chunk: Buffer, _e, cb) {
-      pending++
-      maxPending = Math.max(maxPending, pending)
+      maxHeld = Math.max(maxHeld, sink.writableLength)
       const copy = Buffer.from(chunk)
       setTimeout(() => {
         // The buffer must not have been reused while the socket still held it.
         assert.ok(copy.equals(chunk), 'a buffer was overwritten before its write completed')
         got.push(copy)
-        pending--
         cb()
       }, delayMs)
     },
   })
-  return { sink, got: () => Buffer.concat(got), maxPending: () => maxPending }
+  return { sink, got: () => Buffer.concat(got), maxHeld: () => maxHeld }
 }
 
 test('copyFileTo: exact bytes of a range, buffers reused only after their write completed', async () => {
   const data = randomBytes(COPY_CHUNK * 9 + 12345)
   await withFile(data, async (fd) => {
     for (const [start, end] of [[0, data.length], [1, data.length - 1], [COPY_CHUNK - 3, COPY_CHUNK * 4 + 5], [100, 101], [7, 7]] as const) {
-      const { sink, got, maxPending } = recordingSink(1)
+      const { sink, got, maxHeld } = recordingSink(1)
       const sent = await copyFileTo(sink, fd, start, end)
       assert.equal(sent, end - start)
       assert.ok(got().equals(data.subarray(start, end)), `range ${start}-${end}`)
-      assert.ok(maxPending() <= BUFFERS_PER_COPY)
+      assert.ok(maxHeld() <= BUFFERS_PER_COPY * COPY_CHUNK, `${maxHeld()} bytes held at once`)
     }
   })
 })
@@ -81,8 +79,9 @@ test('copyFileTo: follows a growing file to its end, and fails with the file’s
       failure: () => failure,
       changed: () => new Promise<void>((r) => events.once('change', r)),
     }
-    const parts = [randomBytes(1000), randomBytes(COPY_CHUNK * 2 + 3), randomBytes(1)]
-    const { sink, got } = recordingSink(0)
+    const parts = [randomBytes(1000), randomBytes(COPY_CHUNK * 8 + 3), randomBytes(1)]
+    // A slow client: what it holds of a download is bounded however far behind it is.
+    const { sink, got, maxHeld } = recordingSink(1)
     const copying = copyFileTo(sink, fd, 0, Number.MAX_SAFE_INTEGER, growing)
     for (const p of parts) {
       await new Promise((r) => setTimeout(r, 5))
@@ -100,6 +99,9 @@ test('copyFileTo: follows a growing file to its end, and fails with the file’s
     events.emit('change')
     assert.equal(await copying, size)
     assert.ok(got().equals(Buffer.concat(parts)))
+    // One buffer is being read while the others wait for the client.
+    assert.ok(maxHeld() >= FOLLOW_CHUNK, 'the client fell behind (the bound was put to the test)')
+    assert.ok(maxHeld() <= (BUFFERS_PER_FOLLOW - 1) * FOLLOW_CHUNK, `${maxHeld()} bytes held at once`)
 
     const second = recordingSink(0)
     complete = false
