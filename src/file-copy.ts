@@ -13,18 +13,22 @@
 import { read as fsRead } from 'node:fs'
 import type { Writable } from 'node:stream'
 
-/** Bytes per read and per socket write of a stored file. */
-export const COPY_CHUNK = 256 * 1024
+/**
+ * Bytes per read and per socket write of a stored file. Two of 512 KiB serve a
+ * warm 512 MiB NAR at 2.15 GB/s here, four of 256 KiB (the same memory per
+ * client) at 1.8-1.9, four of 64 KiB at 1.1 (bench/RESULTS.md, scenario 2).
+ */
+export const COPY_CHUNK = 512 * 1024
 /**
  * Bytes per read of a file still being downloaded, at most: a client at the
  * head of the download reads what has come since its last read; one behind it
- * catches up in reads as large as a stored file's (a quarter of the operations
+ * catches up in reads of up to 256 KiB (a quarter of the operations
  * that 64 KiB reads took: a lone client of a cold 512 MiB NAR, and 64 clients
  * of one, finish in half the time, bench/RESULTS.md).
  */
 export const FOLLOW_CHUNK = 256 * 1024
-/** Buffers in flight per copy of a stored file: one being read while the others drain to the socket. */
-export const BUFFERS_PER_COPY = 4
+/** Buffers in flight per copy of a stored file: one being read while the other drains to the socket. */
+export const BUFFERS_PER_COPY = 2
 /**
  * Buffers in flight per copy of a file still being downloaded: many clients may
  * follow one download, and each holds at most this many {@link FOLLOW_CHUNK}s.
