@@ -40,8 +40,9 @@ const POOL_MAX_BYTES = 8 * 1024 * 1024
 const pools = new Map<number, Buffer[]>()
 
 function borrow(size: number, chunk: number): Buffer {
-  // Small files get a buffer of their own size; they are not worth a pooled chunk.
-  if (size < chunk) return Buffer.allocUnsafe(size)
+  // Small files get a buffer of their own size; they are not worth a pooled chunk. A file of more
+  // than half a chunk takes one (read in one go): a buffer its size would be garbage per request.
+  if (size <= chunk / 2) return Buffer.allocUnsafe(size)
   return pools.get(chunk)?.pop() ?? Buffer.allocUnsafeSlow(chunk)
 }
 
