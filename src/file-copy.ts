@@ -6,7 +6,8 @@
  * second those short-lived buffers are external memory that V8 gives back only
  * in full collections, which then run every few dozen megabytes and halve the
  * throughput (bench/RESULTS.md). Here each copy borrows at most
- * {@link BUFFERS_PER_COPY} buffers from a small process-wide pool, and a buffer
+ * {@link BUFFERS_PER_COPY} buffers ({@link BUFFERS_PER_FOLLOW} when it follows a
+ * download) from a small process-wide pool, and a buffer
  * is read into again only once the socket has taken its bytes (the write
  * callback), so memory per client is bounded and nothing is left for the GC.
  */
@@ -15,16 +16,16 @@ import type { Writable } from 'node:stream'
 
 /**
  * Bytes per read and per socket write of a stored file. Two of 512 KiB serve a
- * warm 512 MiB NAR at 2.15 GB/s here, four of 256 KiB (the same memory per
- * client) at 1.8-1.9, four of 64 KiB at 1.1 (bench/RESULTS.md, scenario 2).
+ * warm 512 MiB NAR at 2.31 GB/s here, four of 256 KiB (the same memory per
+ * client) at 1.98 side by side, four of 64 KiB at 1.1 (bench/RESULTS.md, scenario 2).
  */
 export const COPY_CHUNK = 512 * 1024
 /**
  * Bytes per read of a file still being downloaded, at most: a client at the
  * head of the download reads what has come since its last read; one behind it
  * catches up in reads of up to 256 KiB (a quarter of the operations
- * that 64 KiB reads took: a lone client of a cold 512 MiB NAR, and 64 clients
- * of one, finish in half the time, bench/RESULTS.md).
+ * that 64 KiB reads took: 64 clients of one cold 512 MiB NAR finish in half
+ * the time, a lone client about a tenth sooner, bench/RESULTS.md).
  */
 export const FOLLOW_CHUNK = 256 * 1024
 /** Buffers in flight per copy of a stored file: one being read while the other drains to the socket. */
