@@ -27,14 +27,6 @@ import { constants, Script } from 'node:vm'
  */
 export const V8_FLAGS: readonly string[] = ['--liftoff-only']
 
-let flagsSet = false
-
-function setV8Flags(): void {
-  if (flagsSet) return
-  for (const flag of V8_FLAGS) setFlagsFromString(flag)
-  flagsSet = true
-}
-
 export interface LoadedBundle {
   /** What the bundle exports. */
   readonly exports: Record<string, unknown>
@@ -46,7 +38,8 @@ export interface LoadedBundle {
 
 /** Loads and runs the CommonJS bundle `file`, with its code cache unless `useCache` is false. */
 export function loadBundle(file: string, options: { useCache?: boolean } = {}): LoadedBundle {
-  setV8Flags()
+  // Set again by a second bundle (a flag set to the value it has changes nothing).
+  for (const flag of V8_FLAGS) setFlagsFromString(flag)
   const cacheFile = `${file}.cache`
   let cachedData: Buffer | undefined
   if (options.useCache !== false) {
