@@ -27,6 +27,8 @@ export class NarthexProcess {
   url = ''
   publicKey = ''
   readonly logs: LogLine[] = []
+  /** What the process wrote on stdout (narthex itself writes nothing there; node's diagnostics do). */
+  stdout = ''
   child: ChildProcess | undefined
   #exit: Promise<number | null> | undefined
 
@@ -34,19 +36,20 @@ export class NarthexProcess {
     readonly dir: string,
     readonly configFile: string,
     readonly dataDir: string,
+    readonly nodeArgs: readonly string[],
   ) {}
 
   /**
    * Writes `config` (dataDir, signingKeyFile and listen filled in when absent)
-   * and starts narthex on a free port.
+   * and starts narthex on a free port, with `nodeArgs` for node.
    */
-  static async start(config: Record<string, unknown>, opts: { dir?: string } = {}): Promise<NarthexProcess> {
+  static async start(config: Record<string, unknown>, opts: { dir?: string; nodeArgs?: readonly string[] } = {}): Promise<NarthexProcess> {
     const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'narthex-e2e-')))
     const dataDir = join(dir, 'data')
     const configFile = join(dir, 'narthex.yaml')
     const full = { listen: '127.0.0.1:0', dataDir, signingKeyFile: join(dir, 'narthex.key'), log: { level: 'debug' }, ...config }
     await writeFile(configFile, stringify(full))
-    const p = new NarthexProcess(dir, configFile, dataDir)
+    const p = new NarthexProcess(dir, configFile, dataDir, opts.nodeArgs ?? [])
     await p.restart()
     return p
   }
@@ -55,8 +58,9 @@ export class NarthexProcess {
   async restart(): Promise<void> {
     // A restart keeps the port, so URLs handed out before stay valid.
     const listen = this.url ? ['--listen', new URL(this.url).host] : []
-    const child = spawn(process.execPath, [BIN, 'serve', '--config', this.configFile, ...listen], { cwd: this.dir, stdio: ['ignore', 'ignore', 'pipe'] })
+    const child = spawn(process.execPath, [...this.nodeArgs, BIN, 'serve', '--config', this.configFile, ...listen], { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] })
     this.child = child
+    child.stdout.on('data', (chunk: Buffer) => (this.stdout += chunk.toString()))
     this.#exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
     const lines = createInterface({ input: child.stderr })
     await new Promise<void>((resolve, reject) => {

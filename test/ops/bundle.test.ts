@@ -5,15 +5,12 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { NarthexProcess } from '../helpers/narthex.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const BIN = `${ROOT}bin/narthex.js`
@@ -66,49 +63,23 @@ test('narthex keeps undici\'s WebAssembly HTTP parser on the baseline compiler: 
     else res.writeHead(404).end('not here')
   })
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-  const dir = await mkdtemp(join(tmpdir(), 'narthex-wasm-'))
-  t.after(async () => {
-    upstream.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-  const config = [
-    'listen: "127.0.0.1:0"',
-    `dataDir: ${JSON.stringify(join(dir, 'data'))}`,
-    `signingKeyFile: ${JSON.stringify(join(dir, 'narthex.key'))}`,
-    'workers: 0',
-    'upstreams:',
-    '  - name: up',
-    `    url: "http://127.0.0.1:${(upstream.address() as AddressInfo).port}"`,
-    '    publicKeys: ["up-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]',
-    'rules:',
-    '  - match: "*"',
-    '    upstreams: [up]',
-    '    minSignatures: 1',
-  ].join('\n')
-  await writeFile(join(dir, 'narthex.yaml'), `${config}\n`)
+  t.after(() => upstream.close())
+  const config = {
+    workers: 0,
+    upstreams: [{ name: 'up', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, publicKeys: ['up-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='] }],
+    rules: [{ match: '*', upstreams: ['up'], minSignatures: 1 }],
+  }
   // The trace flag changes V8's flags, so the code cache is refused: the bundle compiles without it.
-  const child = spawn(process.execPath, [...binFlags(), '--trace-wasm-compilation-times', BIN, 'serve', '--config', join(dir, 'narthex.yaml')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.after(() => child.kill('SIGKILL'))
-  let trace = ''
-  child.stdout.on('data', (chunk: Buffer) => (trace += chunk.toString()))
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`narthex exited with ${code} before serving`)))
-    createInterface({ input: child.stderr }).on('line', (line) => {
-      const entry = JSON.parse(line) as { msg: string; url?: string }
-      if (entry.msg === 'narthex is serving') resolve(entry.url!)
-    })
-  })
+  const narthex = await NarthexProcess.start(config, { nodeArgs: [...binFlags(), '--trace-wasm-compilation-times'] })
+  t.after(() => narthex.cleanup())
   // A narinfo the upstream lacks: narthex asks it, and its client parses the answers.
   for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${url}/${'0123456789abcdfghijklmnpqrsvwxy'.slice(i, i + 1).repeat(32)}.narinfo`)
+    const res = await fetch(`${narthex.url}/${'0123456789abcdfghijklmnpqrsvwxy'.slice(i, i + 1).repeat(32)}.narinfo`)
     assert.equal(res.status, 404)
   }
   // V8 starts the recompile within milliseconds of the first answers; give it ample time.
   await new Promise((resolve) => setTimeout(resolve, 1500))
-  child.kill('SIGTERM')
-  await new Promise((resolve) => child.once('exit', resolve))
-  assert.match(trace, /using Liftoff/, 'the parser was compiled (the trace flag works)')
-  assert.doesNotMatch(trace, /using TurboFan/)
+  await narthex.stop()
+  assert.match(narthex.stdout, /using Liftoff/, 'the parser was compiled (the trace flag works)')
+  assert.doesNotMatch(narthex.stdout, /using TurboFan/)
 })
